@@ -1,0 +1,111 @@
+//! Parsing the `--device` setting (`cpu`, `cuda`, `cuda:N`) into a candle device.
+//!
+//! Every command that computes takes the same setting, so the parsing and the error a user sees
+//! when the binary lacks the `cuda` feature live in one place.
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+
+/// A device as named on the command line or in a plan, before it is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum DeviceSpec {
+    /// The host CPU (candle's multi-threaded CPU backend).
+    Cpu,
+    /// The CUDA GPU with this ordinal.
+    Cuda(usize),
+}
+
+impl DeviceSpec {
+    /// Parses `cpu`, `cuda` (= `cuda:0`) or `cuda:N`.
+    pub fn parse(text: &str) -> Result<Self> {
+        let t = text.trim().to_ascii_lowercase();
+        if t == "cpu" {
+            return Ok(Self::Cpu);
+        }
+        if t == "cuda" || t == "gpu" {
+            return Ok(Self::Cuda(0));
+        }
+        if let Some(n) = t.strip_prefix("cuda:") {
+            let ordinal = n
+                .parse::<usize>()
+                .with_context(|| format!("device '{text}': the ordinal after 'cuda:' must be a number, e.g. cuda:0"))?;
+            return Ok(Self::Cuda(ordinal));
+        }
+        bail!("unknown device '{text}': expected 'cpu' or 'cuda:N' (e.g. cuda:0)")
+    }
+
+    /// Opens the device. A CUDA device on a build without the `cuda` feature is an error that
+    /// names the feature, never a silent fall-back to the CPU.
+    pub fn open(self) -> Result<Device> {
+        match self {
+            Self::Cpu => Ok(Device::Cpu),
+            Self::Cuda(ordinal) => open_cuda(ordinal),
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Cpu => write!(f, "cpu"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for DeviceSpec {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::parse(s)
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn open_cuda(ordinal: usize) -> Result<Device> {
+    Device::new_cuda(ordinal).with_context(|| {
+        format!("cannot open cuda:{ordinal}: no usable NVIDIA GPU or driver on this machine (use --device cpu)")
+    })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_cuda(ordinal: usize) -> Result<Device> {
+    bail!(
+        "device cuda:{ordinal} asked for, but this normlab was built without the `cuda` feature; \
+         build it with `make cuda` (cargo build --release --features cuda,cudnn) or use --device cpu"
+    )
+}
+
+/// Parses and opens a device in one step (what most commands need).
+pub fn open(text: &str) -> Result<Device> {
+    DeviceSpec::parse(text)?.open()
+}
+
+/// A short human name of an opened device, for logs and result rows.
+pub fn describe(device: &Device) -> String {
+    match device {
+        Device::Cpu => "cpu".to_string(),
+        Device::Cuda(_) => "cuda".to_string(),
+        _ => format!("{device:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names() {
+        assert_eq!(DeviceSpec::parse("cpu").unwrap(), DeviceSpec::Cpu);
+        assert_eq!(DeviceSpec::parse("cuda:1").unwrap(), DeviceSpec::Cuda(1));
+        assert_eq!(DeviceSpec::parse("cuda").unwrap(), DeviceSpec::Cuda(0));
+        assert!(DeviceSpec::parse("tpu").is_err());
+        assert!(DeviceSpec::parse("cuda:x").is_err());
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn cuda_without_feature_names_the_feature() {
+        let err = DeviceSpec::parse("cuda:0").unwrap().open().unwrap_err().to_string();
+        assert!(err.contains("`cuda` feature"), "{err}");
+    }
+}

@@ -1,0 +1,12 @@
+//! normlab: exact operator norms of CNN layers, norm decay and its baselines, and clean and
+//! robust accuracy on CIFAR-10, reproducing "Large Norms of CNN Layers Do Not Hurt
+//! Adversarial Robustness" (Liang & Huang, AAAI 2021).
+//!
+//! The flow: a plan (`plan`) expands into cells; the scheduler (`run`) trains each cell
+//! (`train`, with `regularize` and `optim`), evaluates it (`attack`, `norms`) and appends one
+//! CSV row; `report` renders rows into the paper's table and plots.
+
+pub mod device;
+pub mod models;
+pub mod ops;
+pub mod util;

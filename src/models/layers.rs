@@ -1,0 +1,211 @@
+//! The three weight layers (conv, linear, BatchNorm) and the builder that registers their
+//! tensors under PyTorch names, initialises them as PyTorch does, and records one
+//! [`LayerSpec`] per layer while a model is built.
+
+use super::params::{ParamStore, Role};
+use super::spec::{LayerKind, LayerSpec};
+use crate::ops;
+use anyhow::Result;
+use candle_core::{Device, Tensor, Var};
+use rand::distributions::{Distribution, Uniform};
+use rand_chacha::ChaCha8Rng;
+
+/// A 2-D convolution layer.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    /// The weight's state_dict name (the key of its [`LayerSpec`]).
+    pub name: String,
+    /// Kernel, out_c × in_c/groups × kh × kw.
+    pub weight: Tensor,
+    /// Optional bias of length out_c.
+    pub bias: Option<Tensor>,
+    /// Stride in both directions.
+    pub stride: usize,
+    /// Zero padding on each side.
+    pub padding: usize,
+    /// Channel groups.
+    pub groups: usize,
+}
+
+impl Conv2d {
+    /// Applies the convolution.
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        ops::conv2d(x, &self.weight, self.bias.as_ref(), self.stride, self.padding, self.groups)
+    }
+}
+
+/// A fully connected layer.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    /// The weight's state_dict name (the key of its [`LayerSpec`]).
+    pub name: String,
+    /// Weight, out × in.
+    pub weight: Tensor,
+    /// Bias of length out.
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// Applies `x · Wᵀ + b`.
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        ops::linear(x, &self.weight, self.bias.as_ref())
+    }
+}
+
+/// A BatchNorm2d layer with running statistics.
+#[derive(Debug, Clone)]
+pub struct BatchNorm2d {
+    /// The weight's state_dict name (the key of its [`LayerSpec`]).
+    pub name: String,
+    /// γ.
+    pub weight: Tensor,
+    /// β.
+    pub bias: Tensor,
+    /// Running mean (buffer).
+    pub running_mean: Var,
+    /// Running variance (buffer).
+    pub running_var: Var,
+}
+
+/// PyTorch's BatchNorm eps.
+pub const BN_EPS: f64 = 1e-5;
+/// PyTorch's BatchNorm momentum.
+pub const BN_MOMENTUM: f64 = 0.1;
+
+impl BatchNorm2d {
+    /// Normalises with batch statistics (and updates the running ones) when `train`, else with
+    /// the running statistics.
+    pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let state = ops::BatchNormState {
+            running_mean: &self.running_mean,
+            running_var: &self.running_var,
+            eps: BN_EPS,
+            momentum: BN_MOMENTUM,
+        };
+        ops::batch_norm(x, &self.weight, &self.bias, &state, train)
+    }
+}
+
+/// Registers layers while a model is built: names, PyTorch default init from a seeded RNG
+/// (on the CPU, so every device starts from the same weights), and the layer list.
+pub struct Builder {
+    /// Tensors registered so far.
+    pub store: ParamStore,
+    /// Layers registered so far, in forward order.
+    pub layers: Vec<LayerSpec>,
+    rng: ChaCha8Rng,
+    device: Device,
+}
+
+impl Builder {
+    /// A builder whose initial weights are drawn from `rng` and placed on `device`.
+    pub fn new(rng: ChaCha8Rng, device: &Device) -> Self {
+        Self { store: ParamStore::new(), layers: Vec::new(), rng, device: device.clone() }
+    }
+
+    fn uniform(&mut self, shape: &[usize], bound: f64) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        let dist = Uniform::new_inclusive(-bound as f32, bound as f32);
+        let data: Vec<f32> = (0..n).map(|_| dist.sample(&mut self.rng)).collect();
+        Ok(Tensor::from_vec(data, shape, &Device::Cpu)?.to_device(&self.device)?)
+    }
+
+    fn constant(&self, len: usize, value: f32) -> Result<Tensor> {
+        Ok(Tensor::full(value, len, &self.device)?)
+    }
+
+    /// A conv layer `prefix` on an `in_c × in_hw.0 × in_hw.1` input, PyTorch-initialised
+    /// (kaiming_uniform with a = √5: U(±1/√fan_in) for weight and bias).
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv2d(
+        &mut self,
+        prefix: &str,
+        in_c: usize,
+        out_c: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+        groups: usize,
+        bias: bool,
+        in_hw: (usize, usize),
+    ) -> Result<Conv2d> {
+        let spec = LayerSpec {
+            name: format!("{prefix}.weight"),
+            kind: LayerKind::Conv,
+            in_c,
+            in_h: in_hw.0,
+            in_w: in_hw.1,
+            out_c,
+            kh: k,
+            kw: k,
+            stride,
+            padding,
+            groups,
+            bias,
+        };
+        let bound = 1.0 / (spec.fan_in() as f64).sqrt();
+        let w = self.uniform(&spec.weight_shape(), bound)?;
+        let weight = self.store.insert(&spec.name, w, Role::Trainable)?.as_tensor().clone();
+        let bias = if bias {
+            let b = self.uniform(&[out_c], bound)?;
+            Some(self.store.insert(&format!("{prefix}.bias"), b, Role::Trainable)?.as_tensor().clone())
+        } else {
+            None
+        };
+        let name = spec.name.clone();
+        self.layers.push(spec);
+        Ok(Conv2d { name, weight, bias, stride, padding, groups })
+    }
+
+    /// A linear layer `prefix`, PyTorch-initialised (U(±1/√in) for weight and bias).
+    pub fn linear(&mut self, prefix: &str, in_f: usize, out_f: usize) -> Result<Linear> {
+        let spec = LayerSpec {
+            name: format!("{prefix}.weight"),
+            kind: LayerKind::Linear,
+            in_c: in_f,
+            in_h: 1,
+            in_w: 1,
+            out_c: out_f,
+            kh: 1,
+            kw: 1,
+            stride: 1,
+            padding: 0,
+            groups: 1,
+            bias: true,
+        };
+        let bound = 1.0 / (in_f as f64).sqrt();
+        let w = self.uniform(&spec.weight_shape(), bound)?;
+        let weight = self.store.insert(&spec.name, w, Role::Trainable)?.as_tensor().clone();
+        let b = self.uniform(&[out_f], bound)?;
+        let bias = Some(self.store.insert(&format!("{prefix}.bias"), b, Role::Trainable)?.as_tensor().clone());
+        let name = spec.name.clone();
+        self.layers.push(spec);
+        Ok(Linear { name, weight, bias })
+    }
+
+    /// A BatchNorm2d layer `prefix` over `c` channels of an `in_hw` map (γ = 1, β = 0, running
+    /// mean 0, running variance 1).
+    pub fn batch_norm(&mut self, prefix: &str, c: usize, in_hw: (usize, usize)) -> Result<BatchNorm2d> {
+        let spec = LayerSpec {
+            name: format!("{prefix}.weight"),
+            kind: LayerKind::Bn,
+            in_c: c,
+            in_h: in_hw.0,
+            in_w: in_hw.1,
+            out_c: c,
+            kh: 1,
+            kw: 1,
+            stride: 1,
+            padding: 0,
+            groups: 1,
+            bias: true,
+        };
+        let weight = self.store.insert(&spec.name, self.constant(c, 1.0)?, Role::Trainable)?.as_tensor().clone();
+        let bias = self.store.insert(&format!("{prefix}.bias"), self.constant(c, 0.0)?, Role::Trainable)?.as_tensor().clone();
+        let running_mean = self.store.insert(&format!("{prefix}.running_mean"), self.constant(c, 0.0)?, Role::Buffer)?;
+        let running_var = self.store.insert(&format!("{prefix}.running_var"), self.constant(c, 1.0)?, Role::Buffer)?;
+        let name = spec.name.clone();
+        self.layers.push(spec);
+        Ok(BatchNorm2d { name, weight, bias, running_mean, running_var })
+    }
+}
