@@ -6,7 +6,11 @@
 //! (`train`, with `regularize` and `optim`), evaluates it (`attack`, `norms`) and appends one
 //! CSV row; `report` renders rows into the paper's table and plots.
 
+pub mod cli;
+pub mod data;
 pub mod device;
 pub mod models;
+pub mod norms;
 pub mod ops;
+pub mod optim;
 pub mod util;

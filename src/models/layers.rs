@@ -28,9 +28,11 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
-    /// Applies the convolution.
-    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        ops::conv2d(x, &self.weight, self.bias.as_ref(), self.stride, self.padding, self.groups)
+    /// Applies the convolution. With `track` false the weights enter as constants, so a
+    /// backward pass computes input gradients only (what attacks need).
+    pub fn forward(&self, x: &Tensor, track: bool) -> candle_core::Result<Tensor> {
+        let (w, b) = (tracked(&self.weight, track), self.bias.as_ref().map(|b| tracked(b, track)));
+        ops::conv2d(x, &w, b.as_ref(), self.stride, self.padding, self.groups)
     }
 }
 
@@ -46,9 +48,10 @@ pub struct Linear {
 }
 
 impl Linear {
-    /// Applies `x · Wᵀ + b`.
-    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        ops::linear(x, &self.weight, self.bias.as_ref())
+    /// Applies `x · Wᵀ + b` (weights as constants unless `track`).
+    pub fn forward(&self, x: &Tensor, track: bool) -> candle_core::Result<Tensor> {
+        let (w, b) = (tracked(&self.weight, track), self.bias.as_ref().map(|b| tracked(b, track)));
+        ops::linear(x, &w, b.as_ref())
     }
 }
 
@@ -82,7 +85,17 @@ impl BatchNorm2d {
             eps: BN_EPS,
             momentum: BN_MOMENTUM,
         };
-        ops::batch_norm(x, &self.weight, &self.bias, &state, train)
+        ops::batch_norm(x, &tracked(&self.weight, train), &tracked(&self.bias, train), &state, train)
+    }
+}
+
+/// The tensor itself when its gradient is wanted, else a detached view of the same storage
+/// (no copy), so backward passes skip weight gradients in eval mode.
+fn tracked(t: &Tensor, track: bool) -> Tensor {
+    if track {
+        t.clone()
+    } else {
+        t.detach()
     }
 }
 

@@ -129,7 +129,9 @@ impl Model {
     }
 
     /// Logits (N × 10) for images (N × 3 × 32 × 32, values in [0, 1]). `train` selects
-    /// BatchNorm's batch statistics (and updates the running ones).
+    /// BatchNorm's batch statistics (and updates the running ones) and tracks the weights for
+    /// their gradients; eval mode (`false`) uses the running statistics and enters the weights
+    /// as constants, so a backward pass from an eval forward yields input gradients only.
     pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         if train {
             self.batches_tracked.fetch_add(1, Ordering::Relaxed);

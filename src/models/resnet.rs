@@ -33,10 +33,10 @@ impl BasicBlock {
     }
 
     fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let out = self.bn1.forward(&self.conv1.forward(x)?, train)?.relu()?;
-        let out = self.bn2.forward(&self.conv2.forward(&out)?, train)?;
+        let out = self.bn1.forward(&self.conv1.forward(x, train)?, train)?.relu()?;
+        let out = self.bn2.forward(&self.conv2.forward(&out, train)?, train)?;
         let short = match &self.shortcut {
-            Some((conv, bn)) => bn.forward(&conv.forward(x)?, train)?,
+            Some((conv, bn)) => bn.forward(&conv.forward(x, train)?, train)?,
             None => x.clone(),
         };
         (out + short)?.relu()
@@ -82,11 +82,11 @@ impl ResNet {
 
     /// Logits for a batch of 3×32×32 images.
     pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let mut h = self.bn1.forward(&self.conv1.forward(x)?, train)?.relu()?;
+        let mut h = self.bn1.forward(&self.conv1.forward(x, train)?, train)?.relu()?;
         for block in &self.blocks {
             h = block.forward(&h, train)?;
         }
-        self.linear.forward(&h.avg_pool2d(4)?.flatten_from(1)?)
+        self.linear.forward(&h.avg_pool2d(4)?.flatten_from(1)?, train)
     }
 
     /// Upper bound of the Lipschitz constant: stem × Π(branch + shortcut) × linear.

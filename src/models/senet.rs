@@ -38,14 +38,14 @@ impl PreActSeBlock {
     fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let out = self.bn1.forward(x, train)?.relu()?;
         let short = match &self.shortcut {
-            Some(conv) => conv.forward(&out)?,
+            Some(conv) => conv.forward(&out, train)?,
             None => x.clone(),
         };
-        let out = self.conv1.forward(&out)?;
-        let out = self.conv2.forward(&self.bn2.forward(&out, train)?.relu()?)?;
+        let out = self.conv1.forward(&out, train)?;
+        let out = self.conv2.forward(&self.bn2.forward(&out, train)?.relu()?, train)?;
         let hw = out.dim(2)?;
         let w = out.avg_pool2d(hw)?;
-        let w = candle_nn::ops::sigmoid(&self.fc2.forward(&self.fc1.forward(&w)?.relu()?)?)?;
+        let w = candle_nn::ops::sigmoid(&self.fc2.forward(&self.fc1.forward(&w, train)?.relu()?, train)?)?;
         out.broadcast_mul(&w)? + short
     }
 }
@@ -80,10 +80,10 @@ impl SeNet {
 
     /// Logits for a batch of 3×32×32 images.
     pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let mut h = self.bn1.forward(&self.conv1.forward(x)?, train)?.relu()?;
+        let mut h = self.bn1.forward(&self.conv1.forward(x, train)?, train)?.relu()?;
         for block in &self.blocks {
             h = block.forward(&h, train)?;
         }
-        self.linear.forward(&h.avg_pool2d(4)?.flatten_from(1)?)
+        self.linear.forward(&h.avg_pool2d(4)?.flatten_from(1)?, train)
     }
 }

@@ -55,12 +55,12 @@ impl Vgg {
     pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let mut h = x.clone();
         for s in &self.stages {
-            h = s.bn.forward(&s.conv.forward(&h)?, train)?.relu()?;
+            h = s.bn.forward(&s.conv.forward(&h, train)?, train)?.relu()?;
             if s.pool_after {
                 h = h.max_pool2d(2)?;
             }
         }
-        self.classifier.forward(&h.flatten_from(1)?)
+        self.classifier.forward(&h.flatten_from(1)?, train)
     }
 
     /// Upper bound of the Lipschitz constant: the product of every layer's norm (ReLU and

@@ -1,0 +1,39 @@
+//! The `normlab` command line: clap definitions and dispatch only. Each subcommand's
+//! arguments and entry point live in the module of the concept it serves.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// normlab: exact operator norms of CNN layers, norm decay, and robustness experiments on
+/// CIFAR-10 (Liang & Huang, AAAI 2021).
+#[derive(Debug, Parser)]
+#[command(name = "normlab", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the models with their parameter counts, layer counts and forward FLOPs.
+    Models,
+}
+
+/// Parses the command line and runs the subcommand.
+pub fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Models => list_models(),
+    }
+}
+
+fn list_models() -> Result<()> {
+    println!("{:<12} {:>12} {:>7} {:>14}", "model", "parameters", "layers", "fwd GFLOP/img");
+    for arch in crate::models::Arch::ALL {
+        let m = crate::models::Model::new(arch, 0, &candle_core::Device::Cpu)?;
+        println!("{:<12} {:>12} {:>7} {:>14.3}", arch.name(), m.num_parameters(), m.layers.len(), 2.0 * m.forward_macs() as f64 / 1e9);
+    }
+    Ok(())
+}

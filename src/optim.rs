@@ -1,0 +1,79 @@
+//! SGD with momentum, with PyTorch's semantics (`torch.optim.SGD`, dampening 0, no
+//! Nesterov): buf ← μ·buf + g (buf ← g on the first step), θ ← θ − lr·buf.
+//!
+//! candle-nn's SGD has no momentum, so normlab keeps its own. Weight decay is not here: it is
+//! a regularizer (a gradient transform), applied before this step like every other one.
+
+use crate::models::ParamStore;
+use anyhow::Result;
+use candle_core::{backprop::GradStore, Tensor};
+use std::collections::BTreeMap;
+
+/// SGD with momentum over a model's trainable parameters, keyed by parameter name so its
+/// state can be checkpointed and restored.
+#[derive(Debug, Clone)]
+pub struct Sgd {
+    /// Learning rate of the next step (the schedule sets it each epoch).
+    pub lr: f64,
+    /// Momentum μ.
+    pub momentum: f64,
+    buffers: BTreeMap<String, Tensor>,
+}
+
+impl Sgd {
+    /// A fresh optimizer (no momentum buffers yet).
+    pub fn new(lr: f64, momentum: f64) -> Self {
+        Self { lr, momentum, buffers: BTreeMap::new() }
+    }
+
+    /// One update of every trainable parameter that has a gradient in `grads`.
+    pub fn step(&mut self, params: &ParamStore, grads: &GradStore) -> Result<()> {
+        for e in params.trainable() {
+            let Some(g) = grads.get(e.var.as_tensor()) else { continue };
+            let update = if self.momentum == 0.0 {
+                g.clone()
+            } else {
+                let buf = match self.buffers.get(&e.name) {
+                    Some(b) => ((b * self.momentum)? + g)?,
+                    None => g.clone(),
+                };
+                self.buffers.insert(e.name.clone(), buf.clone());
+                buf
+            };
+            e.var.set(&(e.var.as_tensor() - (update * self.lr)?)?)?;
+        }
+        Ok(())
+    }
+
+    /// The momentum buffers, by parameter name (for checkpoints).
+    pub fn state(&self) -> &BTreeMap<String, Tensor> {
+        &self.buffers
+    }
+
+    /// Restores momentum buffers saved by [`Sgd::state`].
+    pub fn load_state(&mut self, buffers: BTreeMap<String, Tensor>) {
+        self.buffers = buffers;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::Role;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn matches_pytorch_momentum() {
+        // PyTorch: p=1, grads 1 then 1, lr 0.1, momentum 0.9 -> p = 1 - 0.1 - 0.19 = 0.71.
+        let mut store = ParamStore::new();
+        let v: Var = store.insert("p", Tensor::new(&[1f32], &Device::Cpu).unwrap(), Role::Trainable).unwrap();
+        let mut sgd = Sgd::new(0.1, 0.9);
+        for _ in 0..2 {
+            let loss = v.as_tensor().sum_all().unwrap();
+            let grads = loss.backward().unwrap();
+            sgd.step(&store, &grads).unwrap();
+        }
+        let p = v.as_tensor().to_vec1::<f32>().unwrap()[0];
+        assert!((p - 0.71).abs() < 1e-6, "{p}");
+    }
+}
