@@ -19,6 +19,10 @@ pub struct Cli {
 pub enum Command {
     /// List the models with their parameter counts, layer counts and forward FLOPs.
     Models,
+    /// Per-layer norms (l1, linf, l2 bound, spectral) of a model, or of two checkpoints side by side.
+    Norms(crate::norms::cli::NormsArgs),
+    /// Time alternatives on this machine (`bench norms`).
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -26,6 +30,8 @@ pub fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Models => list_models(),
+        Command::Norms(args) => crate::norms::cli::run(args),
+        Command::Bench(args) => crate::bench::run(args),
     }
 }
 
