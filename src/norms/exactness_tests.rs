@@ -144,12 +144,12 @@ fn spectral_norm_matches_the_svd_of_the_explicit_matrix() {
         // The power iteration itself, where the block fits, to 1e-6 with a valid bracket.
         if n >= 8 {
             let op = ConvOperator::new(s, &w).unwrap();
-            let p = power_iteration(&op, &s.name, &SpectralOptions { tol: 1e-6, block: 4, max_iter: 20_000 }).unwrap();
+            let p = power_iteration(&op, &s.name, &SpectralOptions { tol: 1e-6, block: 4, krylov_dim: 50, max_iter: 20_000 }).unwrap();
             assert!(p.converged, "{}: power iteration did not converge: {p:?}", s.name);
             assert!(rel(p.value, want) < 1e-5, "{}: power iteration {} vs SVD {want}", s.name, p.value);
             assert!(p.value <= want * (1.0 + 1e-12), "{}: lower bound {} above the truth {want}", s.name, p.value);
             assert!(p.upper >= want * (1.0 - 1e-12), "{}: upper bound {} below the truth {want}", s.name, p.upper);
-            let l = lanczos(&op, &s.name, &SpectralOptions { tol: 1e-6, block: 4, max_iter: 20_000 }).unwrap();
+            let l = lanczos(&op, &s.name, &SpectralOptions { tol: 1e-6, block: 4, krylov_dim: 50, max_iter: 20_000 }).unwrap();
             assert!(l.converged && rel(l.value, want) < 1e-5, "{}: Lanczos {l:?} vs SVD {want}", s.name);
             assert!(l.value <= want * (1.0 + 1e-12) && l.upper >= want * (1.0 - 1e-12), "{}: Lanczos bracket {l:?} misses {want}", s.name);
         }
@@ -169,7 +169,7 @@ fn power_iteration_on_a_larger_conv_matches_the_svd() {
         assert!(rel(got.value, want) < 1e-5, "{}: spectral {} vs SVD {want}", s.name, got.value);
         assert!(got.upper >= want * (1.0 - 1e-12), "{}: the bracket [{}, {}] misses {want}", s.name, got.value, got.upper);
         let op = ConvOperator::new(s, &w).unwrap();
-        let p = power_iteration(&op, &s.name, &SpectralOptions { tol: 1e-5, block: 6, max_iter: 20_000 }).unwrap();
+        let p = power_iteration(&op, &s.name, &SpectralOptions { tol: 1e-5, max_iter: 20_000, ..SpectralOptions::default() }).unwrap();
         assert!(p.converged && rel(p.value, want) < 1e-5, "{}: block power iteration {p:?} vs SVD {want}", s.name);
         assert!(p.value <= want * (1.0 + 1e-12) && p.upper >= want * (1.0 - 1e-12), "{}: bracket {p:?} misses {want}", s.name);
     }
@@ -182,9 +182,11 @@ fn iteration_cap_reports_not_converged_with_a_lower_bound() {
     let op = ConvOperator::new(&s, &w).unwrap();
     let n = op.in_len();
     let want = largest_singular_value(&op.dense_matrix(), op.out_len(), n).unwrap();
-    let p = power_iteration(&op, &s.name, &SpectralOptions { tol: 1e-12, block: 2, max_iter: 3 }).unwrap();
+    let p = power_iteration(&op, &s.name, &SpectralOptions { tol: 1e-12, block: 2, krylov_dim: 10, max_iter: 3 }).unwrap();
     assert!(!p.converged && p.iterations == 3, "{p:?}");
     assert!(p.value <= want * (1.0 + 1e-12), "{p:?} vs {want}");
+    let l = lanczos(&op, &s.name, &SpectralOptions { tol: 1e-12, block: 2, krylov_dim: 10, max_iter: 3 }).unwrap();
+    assert!(!l.converged && l.iterations == 3 && l.value <= want * (1.0 + 1e-12), "{l:?} vs {want}");
 }
 
 /// The circular conv's explicit matrix on an n×n torus: y[i, a, b] = Σ K[i, j, k, t] x[j, a+k, b+t].
