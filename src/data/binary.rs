@@ -29,7 +29,7 @@ pub fn parse_records(name: &str, bytes: &[u8]) -> Result<Split> {
     if bytes.is_empty() {
         bail!("{name} is empty: expected records of {RECORD_BYTES} bytes (1 label + {IMAGE_BYTES} pixels)");
     }
-    if bytes.len() % RECORD_BYTES != 0 {
+    if !bytes.len().is_multiple_of(RECORD_BYTES) {
         bail!(
             "{name} holds {} bytes, not a whole number of {RECORD_BYTES}-byte records ({} records + {} bytes): \
              the file is truncated or is not a CIFAR-10 batch (full files hold {FULL_RECORDS_PER_FILE} records, {} bytes)",

@@ -204,7 +204,7 @@ mod tests {
         assert!(err(e).contains("split 'test' has no images of class dog"));
         let mut e = entries(1);
         e[3].bytes.truncate(40);
-        assert!(err(e).contains("cannot decode image top/train/deer/0.png"));
+        assert!(err(e).contains("cannot decode image top/train/cat/0.png"));
         let mut e = entries(1);
         let small = image::RgbImage::new(16, 32);
         let mut buf = std::io::Cursor::new(Vec::new());

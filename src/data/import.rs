@@ -265,11 +265,11 @@ fn archive_entries(path: &Path) -> Result<Vec<Entry>> {
             path.display(),
             hex.join(" ")
         );
-        let looks_like_batch = path.extension().is_some_and(|e| e == "bin") || size % binary::RECORD_BYTES as u64 == 0;
+        let looks_like_batch = path.extension().is_some_and(|e| e == "bin") || size.is_multiple_of(binary::RECORD_BYTES as u64);
         if looks_like_batch {
             msg += &format!(
                 ". It looks like a single batch file{}: give the directory holding all of {} and {TEST_FILE}, or cifar-10-binary.tar.gz",
-                if size % binary::RECORD_BYTES as u64 == 0 { "" } else { " (truncated: not a whole number of 3073-byte records)" },
+                if size.is_multiple_of(binary::RECORD_BYTES as u64) { "" } else { " (truncated: not a whole number of 3073-byte records)" },
                 TRAIN_FILES.join(", ")
             );
         }
