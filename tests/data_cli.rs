@@ -173,7 +173,7 @@ fn jpeg_folder_decodes_like_the_image_crate_and_second_run_is_a_no_op() {
     let stamp = std::fs::metadata(out.join("data_batch_1.bin")).unwrap().modified().unwrap();
     let o = data(src.to_str().unwrap(), &out, &[]);
     assert_ok(&o);
-    assert!(text(&o).contains("nothing to do"), "{}", text(&o));
+    assert!(text(&o).contains("nothing to do") && text(&o).contains(&format!("from {}", src.display())), "{}", text(&o));
     assert_eq!(std::fs::metadata(out.join("data_batch_1.bin")).unwrap().modified().unwrap(), stamp);
 }
 
@@ -247,7 +247,9 @@ fn leftovers_of_a_killed_import_are_replaced() {
     let partial = tmp.path().join(".out.partial");
     std::fs::create_dir(&partial).unwrap();
     std::fs::write(partial.join("data_batch_1.bin"), [1, 2, 3]).unwrap();
+    // An empty DIR (made by the user beforehand) is filled.
     let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
     let o = data(archive.to_str().unwrap(), &out, &[]);
     assert_ok(&o);
     assert!(text(&o).contains("left by an interrupted import"), "{}", text(&o));

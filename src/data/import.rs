@@ -103,7 +103,11 @@ fn existing_output(out: &Path) -> Result<Option<String>> {
         return Ok(None);
     }
     match binary::load_dir(out) {
-        Ok(data) => Ok(Some(binary::describe(&data))),
+        Ok(data) => {
+            let provenance = std::fs::read_to_string(out.join(PROVENANCE_FILE)).unwrap_or_default();
+            let from = provenance.lines().find_map(|l| l.strip_prefix("source: ")).map(|s| format!(" from {s}")).unwrap_or_default();
+            Ok(Some(format!("{}{from}", binary::describe(&data))))
+        }
         Err(e) => bail!("--out {} exists but is not a complete CIFAR-10 directory ({e:#}): remove it or choose another --out", out.display()),
     }
 }
@@ -358,5 +362,30 @@ impl DirLock {
 impl Drop for DirLock {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_import_into_the_same_dir_is_refused_while_the_first_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join(".out.lock");
+        let first = DirLock::acquire(&lock, &dir.path().join("out")).unwrap();
+        let err = DirLock::acquire(&lock, &dir.path().join("out")).err().expect("second lock refused").to_string();
+        assert!(err.contains("another `normlab data` is writing"), "{err}");
+        drop(first);
+        assert!(!lock.exists());
+        DirLock::acquire(&lock, &dir.path().join("out")).unwrap();
+    }
+
+    #[test]
+    fn names_batch_files_and_hidden_paths() {
+        assert_eq!(binary_name("cifar-10-batches-bin/data_batch_4.bin"), Some("data_batch_4.bin"));
+        assert_eq!(binary_name("x/data_batch_6.bin"), None);
+        assert!(is_hidden(Path::new("top/._0001.jpg")) && is_hidden(Path::new(".git/x")));
+        assert!(!is_hidden(Path::new("top/train/cat/0001.jpg")));
     }
 }
