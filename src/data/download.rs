@@ -208,11 +208,11 @@ pub fn fetch(url: &str, dest: &Path) -> Result<()> {
         }
         eprintln!("attempt {attempt}/{ATTEMPTS}: {last_error}; resuming");
     }
-    bail!(
-        "download of {url} failed after {ATTEMPTS} attempts ({last_error}); the partial file {} is kept: \
-         run the same command again to resume",
-        part.display()
-    )
+    let kept = match std::fs::metadata(&part) {
+        Ok(m) if m.len() > 0 => format!("; the partial file {} ({} bytes) is kept: run the same command again to resume", part.display(), m.len()),
+        _ => String::new(),
+    };
+    bail!("download of {url} failed after {ATTEMPTS} attempts ({last_error}){kept}")
 }
 
 #[cfg(test)]
