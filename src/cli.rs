@@ -21,6 +21,10 @@ pub enum Command {
     Models,
     /// Import CIFAR-10 (official archive, its URL, or an image folder) into the binary layout.
     Data(crate::data::cli::DataArgs),
+    /// Per-layer norms (l1, linf, l2 bound, spectral) of a model, or of two checkpoints side by side.
+    Norms(crate::norms::cli::NormsArgs),
+    /// Time alternatives on this machine (`bench norms`).
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -29,6 +33,8 @@ pub fn main() -> Result<()> {
     match cli.command {
         Command::Models => list_models(),
         Command::Data(args) => crate::data::cli::run(args),
+        Command::Norms(args) => crate::norms::cli::run(args),
+        Command::Bench(args) => crate::bench::run(args),
     }
 }
 

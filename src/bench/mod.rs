@@ -1,0 +1,28 @@
+//! `normlab bench ...`: measured speed claims, each subcommand timing alternatives in one run
+//! on one machine.
+
+pub mod norms;
+
+use anyhow::Result;
+
+/// Arguments of `normlab bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// What to time.
+    #[command(subcommand)]
+    pub command: BenchCommand,
+}
+
+/// The benchmarks.
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Theorem 1 formulas vs power iteration vs FFT + SVD over all weight layers of a model.
+    Norms(norms::BenchNormsArgs),
+}
+
+/// Runs `normlab bench`.
+pub fn run(args: BenchArgs) -> Result<()> {
+    match args.command {
+        BenchCommand::Norms(a) => norms::run(a),
+    }
+}
