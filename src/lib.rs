@@ -13,4 +13,6 @@ pub mod models;
 pub mod norms;
 pub mod ops;
 pub mod optim;
+pub mod regularize;
+pub mod train;
 pub mod util;
