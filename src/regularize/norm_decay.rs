@@ -9,8 +9,10 @@
 //! Everything stays on the model's device. Per layer, a 0/1 indicator matrix (kernel
 //! positions × set pairs) is built once from `position_sets`; per step, |W| summed to a
 //! channel × position mass, times the indicator, gives every channel's value on every set
-//! pair; the flat argmax is the only number that travels to the host. The mask of the active
-//! entries is then built on the device from that index (channel one-hot × position column).
+//! pair; the flat argmax is the only number that travels to the host. The active entries lie
+//! in one slice of the weight (ℓ∞: output channel i*; ℓ1: input channel j* over its group's
+//! outputs), so p = sign(W) × the pair's position indicator is built on that slice only and
+//! written into h in place: per step a layer costs |W| reduced once and h scaled once.
 //!
 //! Variants: [`NdVariant::Reference`] (the published code, the default): h ← γ·h, then the
 //! active entries of h ← p; [`NdVariant::Paper`] (the poster's pseudo-code with N = 1):
@@ -36,8 +38,8 @@ pub enum NdVariant {
     Paper,
 }
 
-/// Finds, on the device, where a conv or linear layer's ℓ1 or ℓ∞ norm is attained, and builds
-/// the mask of the entries that attain it.
+/// Finds, on the device, where a conv or linear layer's ℓ1 or ℓ∞ norm is attained, and
+/// updates norm decay's buffer on the entries that attain it.
 pub struct DeviceMaximiser {
     kind: NormKind,
     out_c: usize,
@@ -48,10 +50,6 @@ pub struct DeviceMaximiser {
     pairs: Vec<(Vec<usize>, Vec<usize>)>,
     /// khw × pairs, 1 where the pair contains the kernel position (f32).
     indicator: Tensor,
-    /// 0..out_c (ℓ∞) or 0..cin_g (ℓ1), u32, for one-hot masks.
-    channel_ids: Tensor,
-    /// Group of each output channel, u32 (ℓ1 only: the active outputs are j*'s group).
-    out_group: Tensor,
 }
 
 impl DeviceMaximiser {
@@ -77,15 +75,7 @@ impl DeviceMaximiser {
             }
         }
         let indicator = Tensor::from_vec(ind, (khw, pairs.len()), device)?;
-        let cin_g = spec.in_c / spec.groups;
-        let cout_g = spec.out_c / spec.groups;
-        let channels = match kind {
-            NormKind::Linf => spec.out_c,
-            NormKind::L1 => cin_g,
-        };
-        let channel_ids = Tensor::arange(0u32, channels as u32, device)?;
-        let out_group = Tensor::from_vec((0..spec.out_c).map(|i| (i / cout_g) as u32).collect::<Vec<_>>(), spec.out_c, device)?;
-        Ok(Self { kind, out_c: spec.out_c, cin_g, groups: spec.groups, khw, pairs, indicator, channel_ids, out_group })
+        Ok(Self { kind, out_c: spec.out_c, cin_g: spec.in_c / spec.groups, groups: spec.groups, khw, pairs, indicator })
     }
 
     /// The maximising channel (ℓ1: input channel j* over all groups; ℓ∞: output channel i*)
@@ -110,24 +100,52 @@ impl DeviceMaximiser {
         (&self.pairs[s].0, &self.pairs[s].1)
     }
 
-    /// The 0/1 mask (the weight's shape and dtype) of the entries that attain the norm at
-    /// (`channel`, pair `s`), built on the device.
-    pub fn mask(&self, channel: usize, s: usize, weight: &Tensor) -> Result<Tensor> {
-        let dtype = weight.dtype();
-        let pos = self.indicator.narrow(1, s, 1)?.reshape((1, 1, self.khw))?.to_dtype(dtype)?;
-        let mask = match self.kind {
-            NormKind::Linf => {
-                let rows = self.channel_ids.eq(channel as u32)?.to_dtype(dtype)?.reshape((self.out_c, 1, 1))?;
-                rows.broadcast_mul(&pos)?.broadcast_as((self.out_c, self.cin_g, self.khw))?.contiguous()?
-            }
+    /// The weight's shape seen as out_c × in_c/groups × kernel positions.
+    fn shape3(&self) -> (usize, usize, usize) {
+        (self.out_c, self.cin_g, self.khw)
+    }
+
+    /// Where `channel`'s active entries lie in a tensor of [`Self::shape3`]: a view narrowed
+    /// to the active output channels, and the dimension and index within it whose one-wide
+    /// slice holds them (ℓ∞: output channel i*; ℓ1: input j* over the outputs of its group).
+    fn view(&self, t3: &Tensor, channel: usize) -> Result<(Tensor, usize, usize)> {
+        Ok(match self.kind {
+            NormKind::Linf => (t3.clone(), 0, channel),
             NormKind::L1 => {
-                let (group, j) = (channel / self.cin_g, channel % self.cin_g);
-                let outs = self.out_group.eq(group as u32)?.to_dtype(dtype)?.reshape((self.out_c, 1, 1))?;
-                let ins = self.channel_ids.eq(j as u32)?.to_dtype(dtype)?.reshape((1, self.cin_g, 1))?;
-                outs.broadcast_mul(&ins)?.broadcast_mul(&pos)?
+                let cout_g = self.out_c / self.groups;
+                (t3.narrow(0, (channel / self.cin_g) * cout_g, cout_g)?, 1, channel % self.cin_g)
             }
+        })
+    }
+
+    /// The entries of `weight` in `channel`'s slice (ℓ∞: 1 × cin_g × khw; ℓ1: cout_g × 1 ×
+    /// khw), of which pair `s`'s positions ([`Self::positions`]) attain the norm.
+    pub fn slice(&self, weight: &Tensor, channel: usize) -> Result<Tensor> {
+        let (v, dim, index) = self.view(&weight.reshape(self.shape3())?, channel)?;
+        Ok(v.narrow(dim, index, 1)?)
+    }
+
+    /// The 0/1 indicator (1 × 1 × khw, `dtype`) of pair `s`'s kernel positions.
+    pub fn positions(&self, s: usize, dtype: DType) -> Result<Tensor> {
+        Ok(self.indicator.narrow(1, s, 1)?.reshape((1, 1, self.khw))?.to_dtype(dtype)?)
+    }
+
+    /// One step of the running buffer for the maximiser (`channel`, `s`) of `weight`: returns
+    /// γ·h with the active entries set by `variant` (reference: p; paper: γ·h + (1−γ)·p),
+    /// where p = sign(W) on the active entries. Off the active slice this is one scaling of
+    /// h; the slice (1/in_c or 1/out_c of the layer) is rewritten in place on the device.
+    fn step_buffer(&self, h: &Tensor, weight: &Tensor, channel: usize, s: usize, gamma: f64, variant: NdVariant) -> Result<Tensor> {
+        let decayed = (h * gamma)?;
+        let (view, dim, index) = self.view(&decayed.reshape(self.shape3())?, channel)?;
+        let old = view.narrow(dim, index, 1)?;
+        let pos = self.positions(s, weight.dtype())?;
+        let p = self.slice(weight, channel)?.sign()?.broadcast_mul(&pos)?;
+        let new = match variant {
+            NdVariant::Reference => (old.broadcast_mul(&pos.affine(-1.0, 1.0)?)? + p)?,
+            NdVariant::Paper => (old + (p * (1.0 - gamma))?)?,
         };
-        Ok(mask.reshape(weight.shape())?)
+        view.slice_set(&new.contiguous()?, dim, index)?;
+        Ok(decayed)
     }
 }
 
@@ -177,23 +195,23 @@ impl NormDecay {
         for layer in &mut self.layers {
             let var = params.var(&layer.name).with_context(|| format!("norm decay: no parameter {}", layer.name))?;
             let w = var.as_tensor().detach();
-            // mask: the active entries; sub: the subgradient's value there (p = mask ⊙ sub).
-            let (mask, sub) = match &layer.target {
+            layer.h = match &layer.target {
                 Target::Matrix(m) => {
                     let (c, s) = m.argmax(&w)?;
-                    (m.mask(c, s, &w)?, w.sign()?)
+                    m.step_buffer(&layer.h, &w, c, s, self.gamma, self.variant)?
                 }
                 Target::Bn { running_var, channel_ids } => {
+                    // Small (one value per channel): a full-length mask is cheap here.
                     let scale = (params.get(running_var)?.detach() + BN_EPS)?.sqrt()?.recip()?;
                     let c = (w.abs()? * &scale)?.argmax(0)?.to_scalar::<u32>()?;
-                    (channel_ids.eq(c)?.to_dtype(w.dtype())?, (w.sign()? * scale)?)
+                    let mask = channel_ids.eq(c)?.to_dtype(w.dtype())?;
+                    let p = ((w.sign()? * scale)? * &mask)?;
+                    let decayed = (&layer.h * self.gamma)?;
+                    match self.variant {
+                        NdVariant::Reference => ((&decayed - (&decayed * &mask)?)? + p)?,
+                        NdVariant::Paper => (decayed + (p * (1.0 - self.gamma))?)?,
+                    }
                 }
-            };
-            let p = (mask.clone() * sub)?;
-            let decayed = (&layer.h * self.gamma)?;
-            layer.h = match self.variant {
-                NdVariant::Reference => ((&decayed - (&decayed * &mask)?)? + p)?,
-                NdVariant::Paper => (decayed + (p * (1.0 - self.gamma))?)?,
             };
             let Some(g) = grads.get(var.as_tensor()) else { continue };
             let g = (g + (&layer.h * self.beta)?)?;
@@ -268,9 +286,9 @@ mod tests {
                     let host = conv_norm(s, &w.iter().map(|&x| x as f64).collect::<Vec<_>>(), kind);
                     let (rows, cols) = dm.pair(p);
                     assert_eq!((c, rows, cols), (host.channel, &host.rows[..], &host.cols[..]), "case {i} {kind:?} seed {seed}");
-                    // The mask's |W| mass is the norm.
-                    let mask = dm.mask(c, p, &t).unwrap();
-                    let mass = (t.abs().unwrap() * mask).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64;
+                    // The active entries' |W| mass is the norm.
+                    let pos = dm.positions(p, DType::F32).unwrap();
+                    let mass = dm.slice(&t, c).unwrap().abs().unwrap().broadcast_mul(&pos).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64;
                     assert!((mass - host.value).abs() < 1e-4 * host.value.max(1.0), "case {i} {kind:?}: {mass} vs {}", host.value);
                 }
             }
