@@ -21,6 +21,8 @@ pub enum Command {
     Models,
     /// Import CIFAR-10 (official archive, its URL, or an image folder) into the binary layout.
     Data(crate::data::cli::DataArgs),
+    /// Train a model on CIFAR-10 with one regularizer (the paper's protocol).
+    Train(crate::train::cli::TrainArgs),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -29,6 +31,7 @@ pub fn main() -> Result<()> {
     match cli.command {
         Command::Models => list_models(),
         Command::Data(args) => crate::data::cli::run(args),
+        Command::Train(args) => crate::train::cli::run(&args),
     }
 }
 

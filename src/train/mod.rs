@@ -14,6 +14,7 @@
 //! configuration gives bit-identical weights, whether the run was interrupted or not.
 
 pub mod checkpoint;
+pub mod cli;
 pub mod config;
 pub mod metrics;
 pub mod progress;
