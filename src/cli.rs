@@ -25,6 +25,8 @@ pub enum Command {
     Norms(crate::norms::cli::NormsArgs),
     /// Time alternatives on this machine (`bench norms`).
     Bench(crate::bench::BenchArgs),
+    /// Train a model on CIFAR-10 with one regularizer (the paper's protocol).
+    Train(crate::train::cli::TrainArgs),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -35,6 +37,7 @@ pub fn main() -> Result<()> {
         Command::Data(args) => crate::data::cli::run(args),
         Command::Norms(args) => crate::norms::cli::run(args),
         Command::Bench(args) => crate::bench::run(args),
+        Command::Train(args) => crate::train::cli::run(&args),
     }
 }
 

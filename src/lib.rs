@@ -14,4 +14,6 @@ pub mod models;
 pub mod norms;
 pub mod ops;
 pub mod optim;
+pub mod regularize;
+pub mod train;
 pub mod util;
