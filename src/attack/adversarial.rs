@@ -89,3 +89,62 @@ fn standard_normal<R: Rng + ?Sized>(rng: &mut R) -> f32 {
     let u2: f64 = rng.gen();
     ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attack::losses::cross_entropy;
+    use crate::attack::testing::{distance_and_range, grid, Affine2d};
+    use candle_core::Device;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn pgd_examples_stay_in_the_ball_and_raise_the_loss() {
+        let model = Affine2d::four_classes();
+        let f = model.function();
+        let (x, pts) = grid(6);
+        let y: Vec<u32> = pts.iter().map(|&p| model.predict(p)).collect();
+        let yt = Tensor::new(y.as_slice(), &Device::Cpu).unwrap();
+        let eps = 8.0 / 255.0;
+        let x_adv = pgd_examples(&f, &x, &yt, eps, 2.0 / 255.0, 10, &mut ChaCha8Rng::seed_from_u64(0)).unwrap();
+        let (d, lo, hi) = distance_and_range(&x, &x_adv);
+        assert!(d as f64 <= eps + 1e-6 && lo >= 0.0 && hi <= 1.0);
+        let mean = |t: &Tensor| cross_entropy(&f(t).unwrap(), &y).unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(mean(&x_adv) > mean(&x) + 0.01, "{} vs {}", mean(&x_adv), mean(&x));
+        assert!(pgd_examples(&f, &x, &yt, eps, 2.0 / 255.0, 0, &mut ChaCha8Rng::seed_from_u64(0)).is_err());
+    }
+
+    #[test]
+    fn trades_examples_stay_in_the_ball_and_move_the_prediction() {
+        let model = Affine2d::four_classes();
+        let f = model.function();
+        let (x, _) = grid(6);
+        let eps = 8.0 / 255.0;
+        let x_adv = trades_examples(&f, &x, eps, 2.0 / 255.0, 10, &mut ChaCha8Rng::seed_from_u64(0)).unwrap();
+        let (d, lo, hi) = distance_and_range(&x, &x_adv);
+        assert!(d as f64 <= eps + 1e-6 && lo >= 0.0 && hi <= 1.0);
+        let y = vec![0u32; 36];
+        let kl = trades_loss(&f(&x).unwrap(), &f(&x_adv).unwrap(), &Tensor::new(y.as_slice(), &Device::Cpu).unwrap(), 1.0).unwrap().to_scalar::<f32>().unwrap()
+            - candle_nn::loss::cross_entropy(&f(&x).unwrap(), &Tensor::new(y.as_slice(), &Device::Cpu).unwrap()).unwrap().to_scalar::<f32>().unwrap();
+        assert!(kl > 1e-4, "the KL term should grow away from x: {kl}");
+    }
+
+    #[test]
+    fn trades_loss_matches_hand_values() {
+        let d = Device::Cpu;
+        let clean = Tensor::new(&[[0.0f32, 0.0], [1.0, 0.0]], &d).unwrap();
+        let adv = Tensor::new(&[[0.0f32, 0.0], [0.0, 1.0]], &d).unwrap();
+        let y = Tensor::new(&[0u32, 0], &d).unwrap();
+        // CE: (ln 2 + ln(1 + e⁻¹)) / 2. KL row 1: p = σ(1), 1 − σ(1) against their swap:
+        // (2σ(1) − 1)·ln(σ(1)/(1 − σ(1))) = (2σ(1) − 1)·1; row 0: 0. Divided by B = 2.
+        let s = 1.0 / (1.0 + (-1.0f64).exp());
+        let ce = (2f64.ln() + (1.0 + (-1.0f64).exp()).ln()) / 2.0;
+        let want = ce + 6.0 * (2.0 * s - 1.0) / 2.0;
+        let got = trades_loss(&clean, &adv, &y, 6.0).unwrap().to_scalar::<f32>().unwrap() as f64;
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        let got0 = trades_loss(&clean, &adv, &y, 0.0).unwrap().to_scalar::<f32>().unwrap() as f64;
+        assert!((got0 - ce).abs() < 1e-6);
+        assert!(trades_loss(&clean, &adv.narrow(0, 0, 1).unwrap(), &y, 6.0).is_err());
+    }
+}

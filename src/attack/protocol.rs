@@ -282,3 +282,97 @@ fn bar(progress: bool, kind: AttackKind, len: u64) -> ProgressBar {
     bar.set_prefix(kind.name());
     bar
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::IMAGE_BYTES;
+    use rand::Rng;
+
+    /// A small CIFAR-shaped ReLU network (3072 → 12 → 10) with seeded weights.
+    fn tiny_net() -> impl Fn(&Tensor) -> candle_core::Result<Tensor> {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let mut w = |r, c, s: f32| Tensor::from_vec((0..r * c).map(|_| rng.gen_range(-s..s)).collect::<Vec<f32>>(), (r, c), &Device::Cpu).unwrap();
+        let (w1, w2) = (w(IMAGE_BYTES, 12, 0.05), w(12, 10, 1.0));
+        move |x: &Tensor| x.flatten_from(1)?.matmul(&w1)?.relu()?.matmul(&w2)
+    }
+
+    /// `n` seeded images; 3 of 4 labelled with the network's prediction, the rest shifted.
+    fn split(f: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>, n: usize) -> Split {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let images: Vec<u8> = (0..n * IMAGE_BYTES).map(|_| rng.gen()).collect();
+        let s = Split::new(images.clone(), vec![0; n]).unwrap();
+        let (x, _) = s.batch(&(0..n).collect::<Vec<_>>(), &Device::Cpu).unwrap();
+        let preds = argmax_rows(&f(&x).unwrap().to_vec2::<f32>().unwrap());
+        let labels = preds.iter().enumerate().map(|(i, &p)| if i % 4 == 3 { (p as u8 + 1) % 10 } else { p as u8 }).collect();
+        Split::new(images, labels).unwrap()
+    }
+
+    fn cfg(eps: f64) -> AttackConfig {
+        AttackConfig { eps, n: 20, seed: 1, attacks: AttackKind::ALL.to_vec(), iters: 8, batch: 7 }
+    }
+
+    #[test]
+    fn zero_radius_gives_robust_equal_to_clean() {
+        let f = tiny_net();
+        let s = split(&f, 24);
+        let r = evaluate(&f, &s, &cfg(0.0), &Device::Cpu).unwrap();
+        assert!(r.clean_acc > 0.5 && r.clean_acc < 1.0, "{}", r.clean_acc);
+        assert_eq!(r.robust_acc, r.clean_acc);
+        assert_eq!(r.robust_acc_after, vec![r.clean_acc; 5]);
+        assert_eq!(r.margins.len(), 20);
+        assert_eq!(r.margins.iter().filter(|&&m| m > 0.0).count() as f64 / 20.0, r.clean_acc);
+    }
+
+    #[test]
+    fn robust_accuracy_never_grows_with_the_radius() {
+        let f = tiny_net();
+        let s = split(&f, 24);
+        let mut last = 1.0;
+        for eps in [0.0, 0.5 / 255.0, 1.0 / 255.0, 4.0 / 255.0, 16.0 / 255.0, 64.0 / 255.0] {
+            let r = evaluate(&f, &s, &AttackConfig { attacks: vec![AttackKind::ApgdCe, AttackKind::ApgdT], ..cfg(eps) }, &Device::Cpu).unwrap();
+            assert!(r.robust_acc <= last, "ε = {eps}: {} after {last}", r.robust_acc);
+            assert!(r.robust_acc_after.windows(2).all(|w| w[1] <= w[0]));
+            assert!(r.robust_acc <= r.clean_acc);
+            last = r.robust_acc;
+        }
+        assert_eq!(last, 0.0, "at ε = 64/255 the tiny net should fall everywhere");
+    }
+
+    #[test]
+    fn same_seed_same_report_and_the_draw_follows_the_seed() {
+        let f = tiny_net();
+        let s = split(&f, 24);
+        let c = AttackConfig { attacks: vec![AttackKind::Pgd, AttackKind::ApgdDlr], ..cfg(2.0 / 255.0) };
+        let (a, b) = (evaluate(&f, &s, &c, &Device::Cpu).unwrap(), evaluate(&f, &s, &c, &Device::Cpu).unwrap());
+        assert_eq!((a.robust_acc_after, a.indices), (b.robust_acc_after, b.indices.clone()));
+        assert_ne!(draw(24, 20, 1), draw(24, 20, 2));
+        let mut sorted = b.indices;
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 20, "distinct images");
+    }
+
+    #[test]
+    fn bad_settings_name_the_field() {
+        let f = tiny_net();
+        let s = split(&f, 8);
+        let cases = [
+            (AttackConfig { n: 9, ..cfg(0.0) }, "test split holds 8"),
+            (AttackConfig { n: 0, ..cfg(0.0) }, "n = 0"),
+            (AttackConfig { eps: 1.5, n: 4, ..cfg(0.0) }, "eps = 1.5"),
+            (AttackConfig { attacks: vec![], n: 4, ..cfg(0.0) }, "attack list is empty"),
+            (AttackConfig { iters: 0, n: 4, ..cfg(0.0) }, "iters = 0"),
+            (AttackConfig { batch: 0, n: 4, ..cfg(0.0) }, "batch = 0"),
+        ];
+        for (c, want) in cases {
+            let err = format!("{:#}", evaluate(&f, &s, &c, &Device::Cpu).unwrap_err());
+            assert!(err.contains(want), "{err}");
+        }
+        assert_eq!(AttackKind::parse_list("apgd-ce, APGD-T").unwrap(), vec![AttackKind::ApgdCe, AttackKind::ApgdT]);
+        assert!(AttackKind::parse_list("apgd-ce,cw").unwrap_err().to_string().contains("'cw'"));
+        let json = serde_json::to_string(&AttackConfig::default()).unwrap();
+        assert!(json.contains("\"apgd-ce\"") && json.contains("\"apgd-t\""), "{json}");
+        assert_eq!(serde_json::from_str::<AttackConfig>(&json).unwrap(), AttackConfig::default());
+    }
+}
