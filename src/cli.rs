@@ -21,6 +21,8 @@ pub enum Command {
     Models,
     /// Import CIFAR-10 (official archive, its URL, or an image folder) into the binary layout.
     Data(crate::data::cli::DataArgs),
+    /// Robust accuracy (APGD-CE + APGD-T by default) and certified accuracy of a checkpoint.
+    Attack(crate::attack::cli::AttackArgs),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -29,6 +31,7 @@ pub fn main() -> Result<()> {
     match cli.command {
         Command::Models => list_models(),
         Command::Data(args) => crate::data::cli::run(args),
+        Command::Attack(args) => crate::attack::cli::run(&args),
     }
 }
 

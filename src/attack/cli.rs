@@ -31,7 +31,7 @@ pub struct AttackArgs {
     pub seed: u64,
     /// Attacks in order, comma-separated: fgsm, pgd, apgd-ce, apgd-t, apgd-dlr.
     #[arg(long, default_value = "apgd-ce,apgd-t", value_parser = parse_attacks_arg)]
-    pub attacks: Vec<AttackKind>,
+    pub attacks: AttackList,
     /// Iterations per attack run (AutoAttack: 100).
     #[arg(long, default_value_t = 100)]
     pub iters: usize,
@@ -59,8 +59,12 @@ fn parse_eps_arg(text: &str) -> Result<f64, String> {
     parse_eps(text).map_err(|e| format!("{e:#}"))
 }
 
-fn parse_attacks_arg(text: &str) -> Result<Vec<AttackKind>, String> {
-    AttackKind::parse_list(text).map_err(|e| format!("{e:#}"))
+/// An ordered attack list as one command-line value (`apgd-ce,apgd-t`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttackList(pub Vec<AttackKind>);
+
+fn parse_attacks_arg(text: &str) -> Result<AttackList, String> {
+    AttackKind::parse_list(text).map(AttackList).map_err(|e| format!("{e:#}"))
 }
 
 /// Runs `normlab attack`.
@@ -69,7 +73,7 @@ pub fn run(args: &AttackArgs) -> Result<()> {
     let device = crate::device::open(&args.device)?;
     let model = Model::load(arch, &args.checkpoint, &device).with_context(|| format!("loading {} checkpoint {}", arch, args.checkpoint.display()))?;
     let data = crate::data::binary::load_dir(&args.data).with_context(|| format!("loading CIFAR-10 from {}", args.data.display()))?;
-    let cfg = AttackConfig { eps: args.eps, n: args.n, seed: args.seed, attacks: args.attacks.clone(), iters: args.iters, batch: args.batch };
+    let cfg = AttackConfig { eps: args.eps, n: args.n, seed: args.seed, attacks: args.attacks.0.clone(), iters: args.iters, batch: args.batch };
     let f = |x: &candle_core::Tensor| model.forward(x, false);
     let report = evaluate_with_progress(&f, &data.test, &cfg, &device, args.format == Format::Text)?;
     let cert = certify(&model, &report.margins, args.eps)?;

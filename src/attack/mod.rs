@@ -12,7 +12,7 @@
 pub mod adversarial;
 pub mod apgd;
 pub mod certified;
-// pub mod cli; (waits for data::binary on main)
+pub mod cli;
 pub mod losses;
 pub mod pgd;
 pub mod protocol;
