@@ -27,6 +27,8 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Train a model on CIFAR-10 with one regularizer (the paper's protocol).
     Train(crate::train::cli::TrainArgs),
+    /// Robust accuracy (APGD-CE + APGD-T by default) and certified accuracy of a checkpoint.
+    Attack(crate::attack::cli::AttackArgs),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -38,6 +40,7 @@ pub fn main() -> Result<()> {
         Command::Norms(args) => crate::norms::cli::run(args),
         Command::Bench(args) => crate::bench::run(args),
         Command::Train(args) => crate::train::cli::run(&args),
+        Command::Attack(args) => crate::attack::cli::run(&args),
     }
 }
 

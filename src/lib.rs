@@ -7,6 +7,7 @@
 //! CSV row; `report` renders rows into the paper's table and plots.
 
 pub mod bench;
+pub mod attack;
 pub mod cli;
 pub mod data;
 pub mod device;
