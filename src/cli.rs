@@ -19,6 +19,10 @@ pub struct Cli {
 pub enum Command {
     /// List the models with their parameter counts, layer counts and forward FLOPs.
     Models,
+    /// Run a plan's cells (or list them with --dry-run), appending one row per cell to results/<plan>.csv.
+    Run(crate::run::cli::RunArgs),
+    /// Render a results CSV into the paper's table (Markdown/LaTeX) and SVG plots.
+    Report(crate::report::cli::ReportArgs),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -26,6 +30,8 @@ pub fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Models => list_models(),
+        Command::Run(args) => crate::run::cli::run(&args),
+        Command::Report(args) => crate::report::cli::run(&args),
     }
 }
 

@@ -14,3 +14,6 @@ pub mod norms;
 pub mod ops;
 pub mod optim;
 pub mod util;
+pub mod plan;
+pub mod report;
+pub mod run;
