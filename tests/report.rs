@@ -6,7 +6,10 @@ use std::path::Path;
 use std::process::Command;
 
 fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_normlab"));
+    // NORMLAB_TEST_BIN: run a copied binary instead (a target dir shared by several
+    // checkouts may replace the built one while the tests run).
+    let exe = std::env::var("NORMLAB_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_normlab").to_string());
+    let mut c = Command::new(exe);
     c.current_dir(env!("CARGO_MANIFEST_DIR"));
     c
 }
@@ -51,7 +54,8 @@ fn a_partial_results_file_renders_with_missing_cells_marked() {
     // Shard 0 of 3 only: a third of the grid, as a running grid would be.
     ok(bin().args(["run", p.to_str().unwrap(), "--results", results.to_str().unwrap(), "--executor", "fake", "--shard", "0/3"]));
     let out = dir.path().join("report");
-    let t = ok(bin().args(["report", results.join("rep.csv").to_str().unwrap(), "--out", out.to_str().unwrap(), "--format", "both"]));
+    let csv = results.join("rep.csv");
+    let t = ok(bin().args(["report", csv.to_str().unwrap(), "--out", out.to_str().unwrap(), "--format", "both", "--plan", p.to_str().unwrap()]));
     assert!(t.contains("report.md") && t.contains("report.tex"), "{t}");
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("| model | plain | WD 1e-2 | WD 1e-4 | SVC 0.5 | SVC 2 | ℓ1 1e-2 | ℓ1 1e-3 | ℓ∞ 1e-2 |"), "{md}");
@@ -65,6 +69,11 @@ fn a_partial_results_file_renders_with_missing_cells_marked() {
     }
     let tex = std::fs::read_to_string(out.join("report.tex")).unwrap();
     assert!(tex.contains("\\begin{tabular}") && tex.contains("\\quad paper"), "{tex}");
+    // Without the plan, the columns are those with rows; missing cells are still marked.
+    let out2 = dir.path().join("report2");
+    ok(bin().args(["report", csv.to_str().unwrap(), "--out", out2.to_str().unwrap()]));
+    let md2 = std::fs::read_to_string(out2.join("report.md")).unwrap();
+    assert!(md2.contains("| model | plain | WD 1e-2 | SVC 0.5 | SVC 2 | ℓ1 1e-3 | ℓ∞ 1e-2 |") && md2.contains("—"), "{md2}");
 }
 
 #[test]

@@ -104,8 +104,8 @@ mod tests {
     #[test]
     fn finds_keys_outside_comments_and_strings() {
         let src = "// data: here\n(\n  name: \"data: x\",\n  /* data: */ data: (dir: \"d\"),\n)";
-        assert_eq!(locate_key(src, "data"), Some((4, 16)));
-        assert_eq!(locate_key(src, "dir"), Some((4, 23)));
+        assert_eq!(locate_key(src, "data"), Some((4, 15)));
+        assert_eq!(locate_key(src, "dir"), Some((4, 22)));
         assert_eq!(locate_key(src, "nothing"), None);
     }
 }

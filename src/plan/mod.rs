@@ -58,6 +58,7 @@ pub fn parse(path: &Path, source: &str) -> Result<Plan, PlanError> {
 
 /// Adds the hint a RON error lacks: how to fix the most common slips.
 fn explain_ron_error(message: &str) -> String {
+    let message = &message.replace("`in ", "` in ");
     if message.contains("Unexpected missing field") || message.contains("missing field") {
         format!("{message} (every plan needs at least `name` and `models`)")
     } else {

@@ -22,6 +22,9 @@ pub struct ReportArgs {
     /// plain cell against an adversarially trained or the strongest norm-decay one).
     #[arg(long, value_delimiter = ',', num_args = 2)]
     pub compare: Option<Vec<String>>,
+    /// The plan the results come from: its cells without a row yet are shown as missing (—).
+    #[arg(long)]
+    pub plan: Option<PathBuf>,
 }
 
 /// Table formats.
@@ -49,11 +52,26 @@ pub fn run(args: &ReportArgs) -> Result<()> {
         None => default_out(&args.results),
     };
     let compare = args.compare.as_ref().map(|v| (v[0].clone(), v[1].clone()));
-    let w = render(&args.results, &out, args.format, compare)?;
+    let expected = match &args.plan {
+        Some(p) => expected_cells(&crate::plan::load(p)?),
+        None => Vec::new(),
+    };
+    let w = render(&args.results, &out, args.format, compare, &expected)?;
     for f in &w.files {
         println!("wrote {}", f.display());
     }
     Ok(())
+}
+
+/// The grid positions of a plan's cells, for marking the missing ones.
+pub fn expected_cells(plan: &crate::plan::Plan) -> Vec<table::Expected> {
+    plan.cells
+        .iter()
+        .map(|c| {
+            let r = &c.config.regularizer;
+            (c.config.model.name().to_string(), c.config.adv.label().to_string(), r.label().to_string(), r.strength())
+        })
+        .collect()
 }
 
 /// `<dir>/<stem>-report/` beside the results file.
@@ -63,7 +81,7 @@ pub fn default_out(results: &Path) -> PathBuf {
 }
 
 /// Renders the report of `results_csv` into `out`.
-pub fn render(results_csv: &Path, out: &Path, format: Format, compare: Option<(String, String)>) -> Result<Written> {
+pub fn render(results_csv: &Path, out: &Path, format: Format, compare: Option<(String, String)>, expected: &[table::Expected]) -> Result<Written> {
     let rows = results::read(results_csv)?;
     if rows.is_empty() {
         bail!("{} has no result rows yet: run the plan first (`normlab run PLAN`)", results_csv.display());
@@ -71,7 +89,7 @@ pub fn render(results_csv: &Path, out: &Path, format: Format, compare: Option<(S
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let plan = rows[0].plan.clone();
     let cells_root = results_csv.parent().unwrap_or(Path::new(".")).join(&plan).join("cells");
-    let grid = table::build(&rows);
+    let grid = table::build(&rows, expected);
     let eps = grid.eps.first().cloned();
     let mut written = Written::default();
 

@@ -112,18 +112,23 @@ fn mean(xs: impl Iterator<Item = Option<f64>>) -> Option<f64> {
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
 
-/// Arranges rows into the grid.
-pub fn build(rows: &[ResultRow]) -> Grid {
+/// A cell the grid should show even without a row: (model, adv, regularizer, strength).
+pub type Expected = (String, String, String, Option<f64>);
+
+/// Arranges rows into the grid; `expected` (from the plan, if known) adds the rows and
+/// columns of cells that have no result yet, so a partial file shows what is missing.
+pub fn build(rows: &[ResultRow], expected: &[Expected]) -> Grid {
     let eps = super::results::eps_columns(rows);
     let mut keys: Vec<RowKey> = Vec::new();
     let mut columns: Vec<Column> = Vec::new();
-    for r in rows {
-        let order = paper::MODELS.iter().position(|&m| m == r.model).unwrap_or(paper::MODELS.len());
-        let k = RowKey { order, model: r.model.clone(), adv: r.adv.clone() };
+    let seen = rows.iter().map(|r| (r.model.clone(), r.adv.clone(), r.regularizer.clone(), r.strength));
+    for (model, adv, regularizer, strength) in seen.chain(expected.iter().cloned()) {
+        let order = paper::MODELS.iter().position(|&m| m == model).unwrap_or(paper::MODELS.len());
+        let k = RowKey { order, model, adv };
         if !keys.contains(&k) {
             keys.push(k);
         }
-        let c = Column { regularizer: r.regularizer.clone(), strength: r.strength };
+        let c = Column { regularizer, strength };
         if !columns.iter().any(|x| x.regularizer == c.regularizer && same_strength(x.strength, c.strength)) {
             columns.push(c);
         }
@@ -422,12 +427,12 @@ mod tests {
             row("vgg11", "wd", Some(1e-2), 0.91, 0.55, "ok"),
             row("vgg11", "svc", Some(1.0), 0.91, 0.55, "failed"),
         ];
-        let g = build(&rows);
+        let g = build(&rows, &[]);
         let labels: Vec<String> = g.columns.iter().map(Column::label).collect();
         assert_eq!(labels, ["plain", "WD 1e-2", "WD 1e-4", "SVC 1"]);
         let md = markdown(&g);
         assert!(md.contains("| vgg11 | 90.0/60.0 | 91.0/55.0 | 90.0/61.0 | failed |"), "{md}");
-        assert!(md.contains("| ↳ paper | 90.4/60.2 | 91.6/56.3 | 90.1/60.6 |  |"), "{md}");
+        assert!(md.contains("| ↳ paper | 90.4/60.2 | 91.6/56.3 | 90.1/60.6 | 89.1/52.2 |"), "{md}");
         assert!(md.contains("| ↳ Δ | −0.4/−0.2 | −0.6/−1.3 | −0.1/+0.4 |  |"), "{md}");
         let f = findings(&g, 0);
         assert_eq!(f.len(), 1);
