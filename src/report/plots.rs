@@ -86,6 +86,89 @@ fn paper_curve(model: &str, reg: &str, eps: &str, clean: bool) -> Vec<(f64, f64)
     v
 }
 
+/// A tick label with three significant digits and no trailing zeros: 0.0123, 1.5, 40, 1200.
+fn tick(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    let digits = (2 - v.abs().log10().floor() as i32).max(0) as usize;
+    let t = format!("{v:.digits$}");
+    if t.contains('.') {
+        t.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        t
+    }
+}
+
+/// One entry of a figure-wide legend.
+struct Key {
+    label: String,
+    color: RGBColor,
+    width: u32,
+    dashed: bool,
+    dot: Option<bool>,
+}
+
+impl Key {
+    fn new(label: impl Into<String>, color: RGBColor, width: u32, dashed: bool, dot: Option<bool>) -> Self {
+        Self { label: label.into(), color, width, dashed, dot }
+    }
+}
+
+/// Draws a legend across a band above the panels (so it never hides data), wrapping lines.
+fn legend_band(area: &Area, keys: &[Key]) -> Result<()> {
+    let (w, _) = area.dim_in_pixel();
+    let widths: Vec<i32> = keys.iter().map(|k| 44 + 8 * k.label.chars().count() as i32).collect();
+    let mut lines: Vec<Vec<usize>> = vec![Vec::new()];
+    let mut used = 0;
+    for (i, kw) in widths.iter().enumerate() {
+        if used + kw > w as i32 - 40 && !lines.last().expect("a line").is_empty() {
+            lines.push(Vec::new());
+            used = 0;
+        }
+        lines.last_mut().expect("a line").push(i);
+        used += kw;
+    }
+    for (li, line) in lines.iter().enumerate() {
+        let total: i32 = line.iter().map(|&i| widths[i]).sum();
+        let mut x = ((w as i32 - total) / 2).max(10);
+        let y = 14 + 24 * li as i32;
+        for &i in line {
+            let k = &keys[i];
+            let style = k.color.stroke_width(k.width);
+            if k.dashed {
+                for s in 0..3 {
+                    area.draw(&PathElement::new(vec![(x + 10 * s, y), (x + 10 * s + 6, y)], style)).map_err(perr)?;
+                }
+            } else {
+                area.draw(&PathElement::new(vec![(x, y), (x + 26, y)], style)).map_err(perr)?;
+            }
+            if let Some(filled) = k.dot {
+                let st = if filled { k.color.filled() } else { k.color.stroke_width(1) };
+                area.draw(&Circle::new((x + 13, y), 4, st)).map_err(perr)?;
+            }
+            area.draw(&Text::new(k.label.clone(), (x + 34, y - 8), (FONT, 14))).map_err(perr)?;
+            x += widths[i];
+        }
+    }
+    Ok(())
+}
+
+/// The legend of the strength figures.
+fn strength_keys(rows: &[ResultRow], regs: &[&str], with_paper: bool) -> Vec<Key> {
+    let mut keys = vec![Key::new("plain", color("plain"), 2, true, None)];
+    if with_paper {
+        keys.push(Key::new("plain, paper", RGBColor(150, 150, 150), 1, true, None));
+    }
+    for reg in regs.iter().filter(|r| rows.iter().any(|x| x.regularizer == **r)) {
+        keys.push(Key::new(reg_name(reg), color(reg), 2, false, Some(true)));
+    }
+    if with_paper {
+        keys.push(Key::new("the paper's value (same colour, dashed, hollow)", RGBColor(150, 150, 150), 1, true, Some(false)));
+    }
+    keys
+}
+
 fn span(values: impl Iterator<Item = f64>, pad: f64, lo_bound: f64, hi_bound: f64) -> (f64, f64) {
     let v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
     if v.is_empty() {
@@ -120,9 +203,15 @@ fn strength_panel(
     let (y0, y1) = if log_y {
         let (lo, hi) = span(ys.iter().filter(|y| **y > 0.0).map(|y| y.log10()), 0.1, -12.0, 300.0);
         (10f64.powf(lo), 10f64.powf(hi))
-    } else {
+    } else if y_desc.contains('%') {
         let (lo, hi) = span(ys.iter().copied(), 4.0, 0.0, 100.0);
         (lo.floor(), hi.ceil())
+    } else {
+        // Norms: pad by a tenth of the spread (or of the value when all are equal).
+        let (lo, hi) = span(ys.iter().copied(), 0.0, 0.0, f64::INFINITY);
+        let hi = if hi.is_finite() { hi } else { lo + 1.0 };
+        let pad = 0.1 * (hi - lo).max(0.1 * hi.abs()).max(1e-9);
+        ((lo - pad).max(0.0), hi + pad)
     };
     let mut b = ChartBuilder::on(area);
     b.caption(title, (FONT, 18)).margin(12).x_label_area_size(42).y_label_area_size(58);
@@ -135,9 +224,11 @@ fn strength_panel(
                 .y_desc(y_desc)
                 .x_labels(8)
                 .y_labels(8)
-                .x_label_formatter(&|x| if log_x { format!("{x:.0e}") } else { format!("{x:.2}") })
-                .y_label_formatter(&|y| if log_y { format!("{y:.3}") } else { format!("{y:.0}") })
-                .light_line_style(RGBColor(235, 235, 235))
+                .x_label_formatter(&|x| if log_x { format!("{x:.0e}") } else { tick(*x) })
+                .y_label_formatter(&|y| tick(*y))
+                .light_line_style(RGBColor(247, 247, 247))
+                .bold_line_style(RGBColor(222, 222, 222))
+                .max_light_lines(4)
                 .label_style((FONT, 13))
                 .axis_desc_style((FONT, 14))
                 .draw()
@@ -178,14 +269,6 @@ fn strength_panel(
                     chart.draw_series(theirs.iter().map(|&p| Circle::new(p, 3, c.stroke_width(1)))).map_err(perr)?;
                 }
             }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.85))
-                .border_style(RGBColor(180, 180, 180))
-                .label_font((FONT, 12))
-                .position(SeriesLabelPosition::LowerLeft)
-                .draw()
-                .map_err(perr)?;
         }};
     }
     match (log_x, log_y) {
@@ -214,8 +297,10 @@ pub fn robust_vs_strength(rows: &[ResultRow], eps: &str, path: &Path) -> Result<
     }
     let cols = usize::from(with_beta) + usize::from(with_svc);
     let robust = |r: &ResultRow| r.robust_at(eps).map(|x| 100.0 * x);
-    let root = titled(path, (560 * cols as u32, 380 * ms.len() as u32 + 50), &format!("Robust accuracy (%) at ε = {} against regularization strength", eps_label(eps)))?;
-    let panels = root.split_evenly((ms.len(), cols));
+    let root = titled(path, (560 * cols as u32, 380 * ms.len() as u32 + 110), &format!("Robust accuracy (%) at ε = {} against regularization strength", eps_label(eps)))?;
+    let (band, body) = root.split_vertically(64);
+    legend_band(&band, &strength_keys(rows, &["wd", "svc", "nd-l1", "nd-linf"], eps == paper::PAPER_EPS_COLUMN))?;
+    let panels = body.split_evenly((ms.len(), cols));
     for (mi, m) in ms.iter().enumerate() {
         let plain = (mean_of(rows, m, "plain", None, &robust), paper::published(m, "plain", None).filter(|_| eps == paper::PAPER_EPS_COLUMN).map(|p| p.1));
         let mut col = 0;
@@ -244,8 +329,10 @@ pub fn norms_vs_strength(rows: &[ResultRow], path: &Path) -> Result<bool> {
     if ms.is_empty() || !has {
         return Ok(false);
     }
-    let root = titled(path, (1120, 380 * ms.len() as u32 + 50), "Layer norms of the final weights against β (sum over conv and linear layers)")?;
-    let panels = root.split_evenly((ms.len(), 2));
+    let root = titled(path, (1120, 380 * ms.len() as u32 + 90), "Layer norms of the final weights against β (sum over conv and linear layers)")?;
+    let (band, body) = root.split_vertically(40);
+    legend_band(&band, &strength_keys(rows, &["wd", "nd-l1", "nd-linf"], false))?;
+    let panels = body.split_evenly((ms.len(), 2));
     for (mi, m) in ms.iter().enumerate() {
         for (k, (name, f)) in [("Σ ℓ1", (|r: &ResultRow| r.l1_sum) as fn(&ResultRow) -> Option<f64>), ("Σ ℓ∞", |r: &ResultRow| r.linf_sum)].into_iter().enumerate() {
             let series: Vec<_> = ["wd", "nd-l1", "nd-linf"]
@@ -254,7 +341,7 @@ pub fn norms_vs_strength(rows: &[ResultRow], path: &Path) -> Result<bool> {
                 .filter(|s| !s.1.is_empty())
                 .collect();
             let plain = (mean_of(rows, m, "plain", None, &f), None);
-            strength_panel(&panels[mi * 2 + k], &format!("{m}: {name} of layer norms"), "β (log scale)", &format!("{name} (log scale)"), true, true, &series, plain)?;
+            strength_panel(&panels[mi * 2 + k], &format!("{m}: {name} of layer norms"), "β (log scale)", name, true, false, &series, plain)?;
         }
     }
     root.present().map_err(perr)?;
@@ -287,7 +374,11 @@ pub fn clean_vs_robust(rows: &[ResultRow], eps: &str, path: &Path) -> Result<boo
         .configure_mesh()
         .x_desc("clean accuracy (%)")
         .y_desc("robust accuracy (%)")
-        .light_line_style(RGBColor(235, 235, 235))
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .light_line_style(RGBColor(247, 247, 247))
+                .bold_line_style(RGBColor(222, 222, 222))
+                .max_light_lines(4)
         .label_style((FONT, 13))
         .axis_desc_style((FONT, 15))
         .draw()
@@ -317,7 +408,7 @@ pub fn clean_vs_robust(rows: &[ResultRow], eps: &str, path: &Path) -> Result<boo
             0 => chart.draw_series(std::iter::once(Circle::new(at, 5, c))).map_err(perr)?,
             1 => chart.draw_series(std::iter::once(TriangleMarker::new(at, 6, c))).map_err(perr)?,
             2 => chart.draw_series(std::iter::once(Cross::new(at, 5, color(&p.0.regularizer).stroke_width(2)))).map_err(perr)?,
-            _ => chart.draw_series(std::iter::once(Rectangle::new([(at.0 - 0.25, at.1 - 0.25), (at.0 + 0.25, at.1 + 0.25)], c))).map_err(perr)?,
+            _ => chart.draw_series(std::iter::once(EmptyElement::at(at) + Rectangle::new([(-4, -4), (4, 4)], c))).map_err(perr)?,
         };
     }
     for reg in REGS.iter().filter(|r| pts.iter().any(|p| p.0.regularizer == **r)) {
@@ -396,8 +487,10 @@ pub fn layer_norms(a: &LayerCell, b: &LayerCell, path: &Path) -> Result<bool> {
             .x_desc("layer (network order)")
             .y_desc(format!("{name} norm (log scale)"))
             .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| format!("{y:.3}"))
-            .light_line_style(RGBColor(235, 235, 235))
+            .y_label_formatter(&|y| tick(*y))
+            .light_line_style(RGBColor(247, 247, 247))
+                .bold_line_style(RGBColor(222, 222, 222))
+                .max_light_lines(4)
             .label_style((FONT, 13))
             .axis_desc_style((FONT, 14))
             .draw()
@@ -428,7 +521,14 @@ pub fn layer_norms(a: &LayerCell, b: &LayerCell, path: &Path) -> Result<bool> {
 /// cell coloured by regularizer.
 pub fn training_curves(rows: &[ResultRow], cells_root: &Path, path: &Path) -> Result<bool> {
     let mut per_model: Vec<(String, Vec<(String, String, Vec<(f64, f64)>)>)> = Vec::new();
-    for r in rows {
+    // Lines in table order: regularizer, then strongest setting first.
+    let order = |r: &ResultRow| {
+        let s = r.strength.unwrap_or(0.0);
+        (REGS.iter().position(|x| *x == r.regularizer).unwrap_or(REGS.len()), if r.regularizer == "svc" { s } else { -s })
+    };
+    let mut sorted: Vec<&ResultRow> = rows.iter().collect();
+    sorted.sort_by(|a, b| order(a).partial_cmp(&order(b)).unwrap_or(std::cmp::Ordering::Equal));
+    for r in sorted {
         let f = cells_root.join(&r.cell_id).join("metrics.csv");
         let all = |_: &csv::StringRecord, _: &csv::StringRecord| true;
         let (Some(ep), Some(acc)) = (csv_column(&f, "epoch", &all), csv_column(&f, "test_acc", &all)) else { continue };
@@ -470,7 +570,11 @@ pub fn training_curves(rows: &[ResultRow], cells_root: &Path, path: &Path) -> Re
             .configure_mesh()
             .x_desc("epoch")
             .y_desc("test accuracy (%)")
-            .light_line_style(RGBColor(235, 235, 235))
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{y:.0}"))
+            .light_line_style(RGBColor(247, 247, 247))
+                .bold_line_style(RGBColor(222, 222, 222))
+                .max_light_lines(4)
             .label_style((FONT, 13))
             .axis_desc_style((FONT, 14))
             .draw()
