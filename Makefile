@@ -1,35 +1,66 @@
-# normlab: draft targets from the plan helper (demo, reproduce, short); the lead merges `test`
-# and the rest.
-#
-#   make demo        the whole pipeline on CPU (~10 min on 2 cores): data, plans/demo.ron, report
-#   make reproduce   the paper's 68 cells on cuda:0 (plans/paper.ron), then the report
-#   make short       the paper's grid with a 10-epoch schedule on cuda:0 (~1 GPU-hour)
+# normlab: the commands a user and CI run. `make demo` is the whole pipeline on a CPU in
+# minutes; `make test` is the test suite (what .ci/run calls); `make reproduce` is the
+# paper's grid on a GPU.
 
-CARGO    ?= cargo
-DATA_DIR ?= data/cifar10
-# Where CIFAR-10 is imported from when $(DATA_DIR) is absent: the local archive if present,
-# else the official binary release.
-DATA_SRC ?= $(firstword $(wildcard ../shared/data/cifar10-jpeg.tar.gz) https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz)
-RESULTS  ?= results
-JOBS_PER_DEVICE ?= 2
+CARGO        ?= cargo
+BIN          := target/release/normlab
+# Where CIFAR-10 comes from: the JPEG copy beside the repo when present, else the official
+# binary archive (downloaded, MD5-checked). Override: make demo CIFAR_SOURCE=/path/or/url
+CIFAR_SOURCE ?= $(if $(wildcard ../shared/data/cifar10-jpeg.tar.gz),../shared/data/cifar10-jpeg.tar.gz,https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz)
+DATA_DIR     ?= data/cifar10
+RESULTS      ?= results
+DEVICES      ?= cuda:0
+JOBS         ?= 2
 
-NORMLAB      = $(CARGO) run --release --quiet --
-NORMLAB_CUDA = $(CARGO) run --release --quiet --features cuda,cudnn --
+.PHONY: all build test lint demo reproduce short data cuda gpu-bundle bench clean-results
 
-.PHONY: data demo reproduce short
+all: build
 
-# A complete $(DATA_DIR) is left alone (`normlab data` says so and does nothing).
-data:
-	$(NORMLAB) data --source $(DATA_SRC) --out $(DATA_DIR)
+build:
+	$(CARGO) build --release
 
+# The test suite: unit tests, CLI end-to-end tests, doc tests (CPU only, no GPU needed).
+test:
+	$(CARGO) test --all-targets
+	$(CARGO) test --doc
+
+lint:
+	$(CARGO) clippy --all-targets -- -D warnings
+
+# Import CIFAR-10 into the official binary layout (a no-op when already complete).
+data: build
+	$(BIN) data --source $(CIFAR_SOURCE) --out $(DATA_DIR)
+
+# The whole pipeline on a CPU: small subsets, each regularizer once, robust accuracy on a
+# few hundred images, then the report (Markdown + SVG) under results/.
 demo: data
-	$(NORMLAB) run plans/demo.ron --results $(RESULTS) --devices cpu
-	$(NORMLAB) report $(RESULTS)/demo.csv --out $(RESULTS)/demo-report --format both
+	$(BIN) run plans/demo.ron --data $(DATA_DIR) --results $(RESULTS) --devices cpu
+	$(BIN) report $(RESULTS)/demo.csv --plan plans/demo.ron --out $(RESULTS)/demo --format both
 
+# The paper's 68 cells with the full protocol, on CUDA (build with `make cuda` first).
 reproduce: data
-	$(NORMLAB_CUDA) run plans/paper.ron --results $(RESULTS) --devices cuda:0 --jobs-per-device $(JOBS_PER_DEVICE)
-	$(NORMLAB) report $(RESULTS)/paper.csv --out $(RESULTS)/paper-report --format both
+	$(BIN) run plans/paper.ron --data $(DATA_DIR) --results $(RESULTS) --devices $(DEVICES) --jobs-per-device $(JOBS)
+	$(BIN) report $(RESULTS)/paper.csv --plan plans/paper.ron --out $(RESULTS)/paper --format both
 
+# The paper's grid with a shortened schedule (about one GPU-hour).
 short: data
-	$(NORMLAB_CUDA) run plans/short.ron --results $(RESULTS) --devices cuda:0 --jobs-per-device $(JOBS_PER_DEVICE)
-	$(NORMLAB) report $(RESULTS)/short.csv --out $(RESULTS)/short-report --format both
+	$(BIN) run plans/short.ron --data $(DATA_DIR) --results $(RESULTS) --devices $(DEVICES) --jobs-per-device $(JOBS)
+	$(BIN) report $(RESULTS)/short.csv --plan plans/short.ron --out $(RESULTS)/short --format both
+
+# CUDA + cuDNN build on a machine without a GPU: installs the pinned toolchain from PyPI
+# into .cuda-toolchain/ (once, ~1.7 GB), then builds target/release/normlab with the GPU
+# backends.
+cuda:
+	bash scripts/cuda-toolchain.sh >/dev/null
+	. .cuda-toolchain/env.sh && $(CARGO) build --release --features cuda,cudnn
+
+# What a GPU machine needs: the stripped, xz-compressed binary (about 5 MB) in .gpu-bin/.
+gpu-bundle:
+	mkdir -p .gpu-bin
+	strip -o .gpu-bin/normlab $(BIN)
+	xz -9f .gpu-bin/normlab
+	@ls -l .gpu-bin/normlab.xz
+
+bench: build
+	$(BIN) bench norms --model resnet18
+	$(BIN) bench train --model vgg11 --steps 5

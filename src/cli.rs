@@ -19,6 +19,8 @@ pub struct Cli {
 pub enum Command {
     /// List the models with their parameter counts, layer counts and forward FLOPs.
     Models,
+    /// Import CIFAR-10 (official archive, its URL, or an image folder) into the binary layout.
+    Data(crate::data::cli::DataArgs),
     /// Run a plan's cells (or list them with --dry-run), appending one row per cell to results/<plan>.csv.
     Run(crate::run::cli::RunArgs),
     /// Render a results CSV into the paper's table (Markdown/LaTeX) and SVG plots.
@@ -30,6 +32,7 @@ pub fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Models => list_models(),
+        Command::Data(args) => crate::data::cli::run(args),
         Command::Run(args) => crate::run::cli::run(&args),
         Command::Report(args) => crate::report::cli::run(&args),
     }

@@ -38,17 +38,31 @@ pub struct Plan {
 /// Reads, parses, validates and expands a plan file. Every refusal names the file, the line
 /// and column, and what was expected; nothing is run or written.
 pub fn load(path: &Path) -> Result<Plan, PlanError> {
+    load_with_data(path, None)
+}
+
+/// [`load`], with the data directory given on the command line (`--data DIR`) in place of
+/// the plan's.
+pub fn load_with_data(path: &Path, data_dir: Option<&Path>) -> Result<Plan, PlanError> {
     let source = std::fs::read_to_string(path)
         .map_err(|e| PlanError::at(path, 0, 0, format!("cannot read the plan file: {e}")))?;
-    parse(path, &source)
+    parse_with_data(path, &source, data_dir)
 }
 
 /// Parses and validates plan text (`path` only names it in errors and in the plan).
 pub fn parse(path: &Path, source: &str) -> Result<Plan, PlanError> {
+    parse_with_data(path, source, None)
+}
+
+/// [`parse`] with an optional data directory overriding the plan's.
+pub fn parse_with_data(path: &Path, source: &str, data_dir: Option<&Path>) -> Result<Plan, PlanError> {
     let options = ron::Options::default().with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME);
-    let file: PlanFile = options.from_str(source).map_err(|e| {
+    let mut file: PlanFile = options.from_str(source).map_err(|e| {
         PlanError::at(path, e.position.line, e.position.col, explain_ron_error(&e.code.to_string()))
     })?;
+    if let Some(d) = data_dir {
+        file.data.dir = d.to_path_buf();
+    }
     validate(path, source, &file)?;
     let cells = expand(&file);
     check_distinct(path, source, &cells)?;
@@ -117,21 +131,20 @@ fn check_data(path: &Path, source: &str, data: &DataSpec) -> Result<(), PlanErro
     ))
 }
 
-/// Bytes of one CIFAR-10 binary batch file: 10,000 records of 1 label + 3,072 pixels.
-const BATCH_FILE_BYTES: u64 = 10_000 * 3_073;
-
-/// Whether `dir` holds the six CIFAR-10 binary batch files at their full size.
+/// Whether `dir` holds the six CIFAR-10 binary batch files (`normlab data` writes them).
 pub fn data_dir_complete(dir: &Path) -> bool {
-    let names = ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"];
-    names.iter().all(|n| std::fs::metadata(dir.join(n)).map(|m| m.len() == BATCH_FILE_BYTES).unwrap_or(false))
+    crate::data::binary::has_batch_files(dir)
 }
 
+/// Whether an import source exists: a path or file:// URL that exists, or an http(s) URL
+/// (checked when downloaded).
 fn source_available(source: &str) -> bool {
-    if source.starts_with("http://") || source.starts_with("https://") {
-        return true;
+    use crate::data::download::{file_url_path, is_url};
+    match file_url_path(source) {
+        Ok(Some(path)) => path.exists(),
+        Ok(None) => is_url(source) || Path::new(source).exists(),
+        Err(_) => false,
     }
-    let p = source.strip_prefix("file://").unwrap_or(source);
-    Path::new(p).exists()
 }
 
 /// Two entries of the plan that resolve to the same configuration would run one cell twice.

@@ -22,6 +22,9 @@ pub struct RunArgs {
     /// Directory of the results: <DIR>/<plan name>.csv and per-cell work dirs <DIR>/<plan name>/cells/<id>/.
     #[arg(long, default_value = "results")]
     pub results: PathBuf,
+    /// The CIFAR-10 directory (binary layout), in place of the plan's `data.dir`.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
     /// Devices to spread cells over, comma-separated: cpu, or cuda:0,cuda:1,...
     #[arg(long, default_value = "cpu", value_delimiter = ',')]
     pub devices: Vec<DeviceSpec>,
@@ -51,7 +54,7 @@ pub enum ExecutorKind {
 
 /// Runs `normlab run`.
 pub fn run(args: &RunArgs) -> Result<()> {
-    let plan = plan::load(&args.plan)?;
+    let plan = plan::load_with_data(&args.plan, args.data.as_deref())?;
     let shard = args.shard.unwrap_or(Shard::ALL);
     if args.jobs_per_device == 0 {
         bail!("--jobs-per-device 0: expected at least 1");
@@ -65,6 +68,15 @@ pub fn run(args: &RunArgs) -> Result<()> {
         eprintln!("removed {n} failed row(s) from {}: those cells run again", store.path().display());
     }
     if args.executor == ExecutorKind::Real {
+        if !plan::data_dir_complete(&plan.data.dir) {
+            bail!(
+                "{} does not hold CIFAR-10 in binary layout yet: import it first with \
+                 `normlab data --source {} --out {}` (or `make data`)",
+                plan.data.dir.display(),
+                plan.data.sources.first().map(String::as_str).unwrap_or("SRC"),
+                plan.data.dir.display()
+            );
+        }
         bail!(
             "running cells needs the training loop (issue 4) and the evaluation (issue 5) wired into \
              `normlab run` (src/run/scheduler.rs documents the executor's contract); until then use --dry-run"
