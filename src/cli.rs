@@ -29,6 +29,10 @@ pub enum Command {
     Train(crate::train::cli::TrainArgs),
     /// Robust accuracy (APGD-CE + APGD-T by default) and certified accuracy of a checkpoint.
     Attack(crate::attack::cli::AttackArgs),
+    /// Run a plan's cells (or list them with --dry-run), appending one row per cell to results/<plan>.csv.
+    Run(crate::run::cli::RunArgs),
+    /// Render a results CSV into the paper's table (Markdown/LaTeX) and SVG plots.
+    Report(crate::report::cli::ReportArgs),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -41,6 +45,8 @@ pub fn main() -> Result<()> {
         Command::Bench(args) => crate::bench::run(args),
         Command::Train(args) => crate::train::cli::run(&args),
         Command::Attack(args) => crate::attack::cli::run(&args),
+        Command::Run(args) => crate::run::cli::run(&args),
+        Command::Report(args) => crate::report::cli::run(&args),
     }
 }
 

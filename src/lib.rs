@@ -18,3 +18,6 @@ pub mod optim;
 pub mod regularize;
 pub mod train;
 pub mod util;
+pub mod plan;
+pub mod report;
+pub mod run;
