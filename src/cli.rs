@@ -19,6 +19,8 @@ pub struct Cli {
 pub enum Command {
     /// List the models with their parameter counts, layer counts and forward FLOPs.
     Models,
+    /// The paper's theory as runnable checks: Proposition 1, Theorem 2, Proposition 2, separation.
+    Theory(crate::theory::cli::TheoryArgs),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -26,6 +28,7 @@ pub fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Models => list_models(),
+        Command::Theory(args) => crate::theory::cli::run(args),
     }
 }
 

@@ -13,4 +13,5 @@ pub mod models;
 pub mod norms;
 pub mod ops;
 pub mod optim;
+pub mod theory;
 pub mod util;
