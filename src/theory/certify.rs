@@ -44,7 +44,7 @@ pub fn certify(net: &Mlp, rows: &[f64], labels: &[usize], eps: f64, norm: InputN
     if rows.len() != n * d {
         bail!("{} coordinates for {n} points of dimension {d}", rows.len());
     }
-    if !(eps >= 0.0) {
+    if eps.is_nan() || eps < 0.0 {
         bail!("ε = {eps} must be ≥ 0");
     }
     if n == 0 {

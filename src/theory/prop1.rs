@@ -143,10 +143,15 @@ pub fn check(net: &Mlp, scale: f64, seed: u64, device: &Device) -> Result<(Vec<C
     ));
     let grad = max_input_gradient(net, &rows, seed, device)?;
     checks.push(Check::new("input_gradient", grad == 0.0, grad, "= 0", format!("max |∂(r·f)/∂x| over the same {n_inputs} inputs, r random")));
+    // The silence is not trivial: layer 1's ReLU outputs vary with the input.
+    let x = candle_core::Tensor::from_slice(&rows, (rows.len() / INPUTS, INPUTS), device)?;
+    let hidden: Vec<Vec<f64>> = net.activation.apply(&net.layers[0].forward(&x)?)?.to_vec2()?;
+    let hidden_spread = hidden.iter().flat_map(|h| h.iter().zip(&hidden[0]).map(|(a, b)| (a - b).abs())).fold(0.0, f64::max);
     let norm_product: f64 = net.layers.iter().map(|l| l.norms().map(|n| n.linf)).collect::<Result<Vec<_>>>()?.iter().product();
     let facts = json!({
         "layers": norms,
         "output": outputs[0],
+        "layer1_output_spread": hidden_spread,
         "linf_norm_product": norm_product,
         "lipschitz_constant": 0.0,
         "why": "layer fc(depth−1) has weights ≤ 0 and bias −S on non-negative ReLU outputs: its ReLU outputs 0 for every input",
