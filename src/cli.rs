@@ -19,6 +19,8 @@ pub struct Cli {
 pub enum Command {
     /// List the models with their parameter counts, layer counts and forward FLOPs.
     Models,
+    /// Import CIFAR-10 (official archive, its URL, or an image folder) into the binary layout.
+    Data(crate::data::cli::DataArgs),
     /// The paper's theory as runnable checks: Proposition 1, Theorem 2, Proposition 2, separation.
     Theory(crate::theory::cli::TheoryArgs),
 }
@@ -28,6 +30,7 @@ pub fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Models => list_models(),
+        Command::Data(args) => crate::data::cli::run(args),
         Command::Theory(args) => crate::theory::cli::run(args),
     }
 }

@@ -4,8 +4,11 @@
 
 use std::process::Command;
 
+/// Runs the normlab binary cargo built for these tests, or the one env NORMLAB_BIN names (a
+/// target directory shared between checkouts can hold another checkout's binary).
 fn normlab(args: &[&str]) -> (bool, serde_json::Value, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_normlab")).args(args).output().expect("the normlab binary runs");
+    let bin = std::env::var_os("NORMLAB_BIN").map(std::path::PathBuf::from).unwrap_or_else(|| env!("CARGO_BIN_EXE_normlab").into());
+    let out = Command::new(bin).args(args).output().expect("the normlab binary runs");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     let json = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);

@@ -203,7 +203,7 @@ pub fn run(args: TheoryArgs) -> Result<()> {
         Statement::Separation { data, norm, subset, eps, device, common } => {
             let eps = parse_eps(&eps)?;
             let device = crate::device::DeviceSpec::parse(&device)?.open()?;
-            let cifar = TEMP_LOAD_DIR(&data)?;
+            let cifar = crate::data::binary::load_dir(&data)?;
             (super::separation::run(&cifar, norm, subset, eps, &device)?, common.format)
         }
     };
@@ -217,6 +217,3 @@ pub fn run(args: TheoryArgs) -> Result<()> {
     }
     Ok(())
 }
-
-#[allow(non_snake_case)]
-fn TEMP_LOAD_DIR(_d: &std::path::Path) -> anyhow::Result<crate::data::Cifar10> { anyhow::bail!("TEMP") }
