@@ -76,3 +76,40 @@ fn bad_arguments_name_the_fix() {
     let (ok, _, stderr) = normlab(&["theory", "prop1", "--depth", "2"]);
     assert!(!ok && stderr.contains("at least 3 layers"), "{stderr}");
 }
+
+/// A tiny CIFAR-10 directory: 10 training and 5 test images of random pixels with labels
+/// cycling over 3 classes, where test image 2 (class 2) is training image 4 (class 1) plus 7
+/// levels on every pixel: the closest pair of different classes, 7 levels apart in ℓ∞.
+fn tiny_cifar(dir: &std::path::Path) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let split = |n: usize, rng: &mut rand_chacha::ChaCha8Rng| {
+        let images: Vec<u8> = (0..n * 3072).map(|_| rng.gen_range(0..=200)).collect();
+        normlab::data::Split::new(images, (0..n).map(|i| (i % 3) as u8).collect()).unwrap()
+    };
+    let train = split(10, &mut rng);
+    let mut test = split(5, &mut rng);
+    let near: Vec<u8> = train.image(4).iter().map(|&v| v + 7).collect();
+    test.images[2 * 3072..3 * 3072].copy_from_slice(&near);
+    normlab::data::binary::write_dir(&normlab::data::Cifar10 { train, test }, dir).unwrap();
+}
+
+#[test]
+fn separation_finds_the_planted_pair() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_cifar(dir.path());
+    let path = dir.path().to_str().unwrap();
+    for norm in ["linf", "l2"] {
+        let r = assert_all_pass(&["theory", "separation", "--data", path, "--norm", norm, "--format", "json"]);
+        assert_eq!(r["facts"]["attained"], "test-train", "{norm}");
+        let pair = &r["facts"]["pair"];
+        assert_eq!((pair["first"].as_u64(), pair["second"].as_u64()), (Some(2), Some(4)), "{norm}");
+        let want = if norm == "linf" { 7.0 / 255.0 } else { (3072.0f64 * 49.0).sqrt() / 255.0 };
+        assert!((pair["distance"].as_f64().unwrap() - want).abs() < 1e-12, "{norm}: {pair}");
+    }
+    // ε above half the separation: Assumption 2 fails and the command says so.
+    let (ok, r, _) = normlab(&["theory", "separation", "--data", path, "--eps", "4/255", "--format", "json"]);
+    assert!(!ok && checks(&r) == [("assumption2_at_eps".to_string(), false)]);
+    let (ok, _, stderr) = normlab(&["theory", "separation", "--data", "/nonexistent/cifar"]);
+    assert!(!ok && stderr.contains("normlab data"), "{stderr}");
+}
