@@ -93,6 +93,16 @@ pub fn construct_layers(points: &PointSet, eps: f64, activation: Activation, nor
     let (n, d) = (points.len(), points.dim);
     let tests: Vec<(usize, usize)> =
         (0..n).flat_map(|i| (0..n).filter(move |&j| points.labels[j] != points.labels[i]).map(move |j| (i, j))).collect();
+    /// Layer-1 weights above this (8 bytes each) would not fit comfortably in memory.
+    const MAX_WEIGHTS: usize = 100_000_000;
+    if tests.len() * d > MAX_WEIGHTS {
+        bail!(
+            "{n} points of {} classes need {} half-space tests × {d} inputs = {} layer-1 weights (limit {MAX_WEIGHTS}): lower --points",
+            points.classes,
+            tests.len(),
+            tests.len() * d
+        );
+    }
     let per_point = |i: usize| tests.iter().filter(|t| t.0 == i).count();
     let max_tests = (0..n).map(per_point).max().unwrap_or(1).max(1);
     let floor = activation.floor();
