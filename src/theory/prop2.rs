@@ -11,7 +11,7 @@
 //! less than the 3H/4 margin, and the certificate (which sees the branch) still proves every
 //! ball. Past the threshold both units sit at a steep point t_mid of σ, where the slope of
 //! z₀ along axis a is σ'(t_mid)²·μ·κ; κ is chosen so that this is ≥ 2(ξ + L), L the
-//! norm-product bound on the rest of the network's Lipschitz constant, so the witness pair
+//! norm-product bound ([`lipschitz_bound`]) on the rest of the network's Lipschitz constant, so the witness pair
 //! (two inputs 2·10⁻³/κ apart on that axis around the steep point) shows a ratio ≥ ξ.
 
 use super::network::{build, LayerWeights};
@@ -30,17 +30,15 @@ fn steep_point(activation: Activation) -> f64 {
     }
 }
 
-/// An upper bound on the Lipschitz constant of `layers` with `activation` from the input
-/// norm to ℓ∞ on the outputs: ‖W₁‖_{p→∞} · Π (Lip σ · ‖W_l‖_∞), with ‖W₁‖_{∞→∞} its ℓ∞ norm
-/// and ‖W₁‖_{2→∞} ≤ its spectral norm.
+/// An upper bound on the Lipschitz constant of `net` from the input norm to ℓ∞ on the
+/// outputs: ‖W₁‖_{p→∞} · Π_{l>1} (Lip σ · ‖W_l‖_∞), where ‖W₁‖_{p→∞} is the largest dual norm
+/// of a row of W₁ (for p = ∞ that is W₁'s ℓ∞ norm) and ‖W_l‖_∞ is Theorem 1's ℓ∞ norm.
 pub fn lipschitz_bound(net: &Mlp, norm: InputNorm) -> Result<f64> {
-    let mut bound = 1.0;
-    for (l, layer) in net.layers.iter().enumerate() {
-        let n = layer.norms()?;
-        bound *= if l == 0 && norm == InputNorm::L2 { n.spectral } else { n.linf };
-        if l > 0 {
-            bound *= net.activation.lipschitz();
-        }
+    let first = &net.layers[0];
+    let mut bound = first.weight_vec()?.chunks(first.inputs()).map(|row| norm.dual(row)).fold(0.0, f64::max);
+    for layer in &net.layers[1..] {
+        let w = layer.weight_vec()?;
+        bound *= net.activation.lipschitz() * crate::norms::conv_norm(&layer.spec, &w, crate::norms::NormKind::Linf).value;
     }
     Ok(bound)
 }
