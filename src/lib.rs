@@ -17,6 +17,7 @@ pub mod ops;
 pub mod optim;
 pub mod regularize;
 pub mod train;
+pub mod theory;
 pub mod util;
 pub mod plan;
 pub mod report;
