@@ -19,6 +19,9 @@ pub struct Cli {
 pub enum Command {
     /// List the models with their parameter counts, layer counts and forward FLOPs.
     Models,
+    /// Benchmarks (training speed).
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -26,6 +29,7 @@ pub fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Models => list_models(),
+        Command::Bench(c) => crate::bench::run(c),
     }
 }
 

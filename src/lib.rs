@@ -6,6 +6,7 @@
 //! (`train`, with `regularize` and `optim`), evaluates it (`attack`, `norms`) and appends one
 //! CSV row; `report` renders rows into the paper's table and plots.
 
+pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod device;

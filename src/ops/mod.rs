@@ -5,6 +5,52 @@
 //! can be tested against candle's own op.
 
 use candle_core::{Result, Tensor, Var, D};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Which kernels the ops run on the CPU: normlab's fused custom ops (the default) or candle's
+/// generic ones (kept to measure against and to test with). Other devices always use candle's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    /// im2col/col2im + GEMM convolutions and a fused BatchNorm, forward and backward.
+    Fast,
+    /// candle's own conv2d (backward through conv_transpose2d) and BatchNorm from generic ops.
+    Stock,
+}
+
+static STOCK: AtomicBool = AtomicBool::new(false);
+
+impl Kernels {
+    /// `fast` or `stock`.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        match text {
+            "fast" => Ok(Self::Fast),
+            "stock" => Ok(Self::Stock),
+            other => anyhow::bail!("unknown kernels '{other}': expected fast or stock"),
+        }
+    }
+
+    /// The name `parse` reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fast => "fast",
+            Self::Stock => "stock",
+        }
+    }
+}
+
+/// Selects the kernels for the whole process (benchmarks compare the two).
+pub fn set_kernels(kernels: Kernels) {
+    STOCK.store(kernels == Kernels::Stock, Ordering::Relaxed);
+}
+
+/// The kernels in use.
+pub fn kernels() -> Kernels {
+    if STOCK.load(Ordering::Relaxed) {
+        Kernels::Stock
+    } else {
+        Kernels::Fast
+    }
+}
 
 /// 2-D convolution with zero padding, as PyTorch's `F.conv2d` (weight: out × in/groups × kh × kw).
 pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize, padding: usize, groups: usize) -> Result<Tensor> {
