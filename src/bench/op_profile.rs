@@ -1,7 +1,7 @@
 //! Where a training step's forward and backward time goes, by op type: each conv and
 //! BatchNorm layer of a model is run alone, at the model's shapes and batch size, through the
-//! kernels the models use (`crate::ops`), and timed forward, backward to the input and
-//! backward to the weights. What the layers do not account for (ReLU, pooling, residual adds,
+//! kernels the models use (`crate::ops`), and timed forward and backward (input and
+//! weight gradients, as in training). What the layers do not account for (ReLU, pooling, residual adds,
 //! loss, gradient bookkeeping) is the rest of the measured step.
 
 use crate::models::{LayerKind, Model};
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 /// Time of one op type over all layers of a model, per step.
 #[derive(Debug, Clone)]
 pub struct OpTime {
-    /// `conv fwd`, `conv bwd-data`, `conv bwd-weight`, `bn fwd`, `bn bwd`.
+    /// `conv fwd`, `conv bwd` (input and weight gradients), `bn fwd`, `bn bwd`.
     pub op: &'static str,
     /// Layers timed.
     pub layers: usize,
@@ -32,7 +32,7 @@ fn timed<T>(device: &Device, f: impl FnOnce() -> Result<T>) -> Result<Duration> 
 
 /// Times every conv and BatchNorm layer of `model` at batch `batch`.
 pub fn profile_layers(model: &Model, device: &Device, batch: usize) -> Result<Vec<OpTime>> {
-    let names = ["conv fwd", "conv bwd-data", "conv bwd-weight", "bn fwd", "bn bwd"];
+    let names = ["conv fwd", "conv bwd", "bn fwd", "bn bwd"];
     let mut rows: Vec<OpTime> = names.iter().map(|&op| OpTime { op, layers: 0, time: Duration::ZERO }).collect();
     for (i, spec) in model.layers.iter().enumerate() {
         let x = Tensor::randn(0f32, 1.0, (batch, spec.in_c, spec.in_h, spec.in_w), device)?;
@@ -41,18 +41,15 @@ pub fn profile_layers(model: &Model, device: &Device, batch: usize) -> Result<Ve
                 let w = Tensor::randn(0f32, 0.1, spec.weight_shape().as_slice(), device)?;
                 let (s, p, g) = (spec.stride, spec.padding, spec.groups);
                 rows[0].time += timed(device, || Ok(ops::conv2d(&x, &w, None, s, p, g)?))?;
-                // The stem's input (the images) needs no gradient: training skips it too.
-                if i > 0 {
-                    let xv = Var::from_tensor(&x)?;
-                    let y = ops::conv2d(xv.as_tensor(), &w, None, s, p, g)?;
-                    rows[1].time += timed(device, || Ok(y.backward()?))?;
-                    rows[1].layers += 1;
-                }
+                // Weight and input gradients, as in training; the stem's input (the images)
+                // needs none.
                 let wv = Var::from_tensor(&w)?;
-                let y = ops::conv2d(&x, wv.as_tensor(), None, s, p, g)?;
-                rows[2].time += timed(device, || Ok(y.backward()?))?;
+                let xv = Var::from_tensor(&x)?;
+                let x_in = if i > 0 { xv.as_tensor().clone() } else { x.clone() };
+                let y = ops::conv2d(&x_in, wv.as_tensor(), None, s, p, g)?;
+                rows[1].time += timed(device, || Ok(y.backward()?))?;
                 rows[0].layers += 1;
-                rows[2].layers += 1;
+                rows[1].layers += 1;
             }
             LayerKind::Bn => {
                 let c = spec.in_c;
@@ -61,12 +58,12 @@ pub fn profile_layers(model: &Model, device: &Device, batch: usize) -> Result<Ve
                 let rm = Var::zeros(c, candle_core::DType::F32, device)?;
                 let rv = Var::ones(c, candle_core::DType::F32, device)?;
                 let state = BatchNormState { running_mean: &rm, running_var: &rv, eps: 1e-5, momentum: 0.1 };
-                rows[3].time += timed(device, || Ok(ops::batch_norm(&x, gamma.as_tensor(), beta.as_tensor(), &state, true)?))?;
+                rows[2].time += timed(device, || Ok(ops::batch_norm(&x, gamma.as_tensor(), beta.as_tensor(), &state, true)?))?;
                 let xv = Var::from_tensor(&x)?;
                 let y = ops::batch_norm(xv.as_tensor(), gamma.as_tensor(), beta.as_tensor(), &state, true)?;
-                rows[4].time += timed(device, || Ok(y.backward()?))?;
+                rows[3].time += timed(device, || Ok(y.backward()?))?;
+                rows[2].layers += 1;
                 rows[3].layers += 1;
-                rows[4].layers += 1;
             }
             LayerKind::Linear => {}
         }
