@@ -9,6 +9,7 @@
 use super::op_profile;
 use crate::data::{Split, IMAGE_BYTES};
 use crate::models::{Arch, Model, NUM_CLASSES};
+use crate::ops::gemm::{gemm_on, Engine, View};
 use crate::ops::{self, Kernels};
 use crate::optim::Sgd;
 use anyhow::{bail, Result};
@@ -40,6 +41,10 @@ pub struct TrainBenchArgs {
     /// where a step's time goes by op type.
     #[arg(long)]
     pub profile: bool,
+    /// GEMM under the fast kernels: `faer` (AVX-512 where available) or `gemm` (the crate
+    /// candle's matmul uses).
+    #[arg(long, default_value = "faer")]
+    pub gemm: String,
 }
 
 /// Wall time of each phase of a training step, summed over the timed steps.
@@ -72,9 +77,17 @@ pub fn run(args: &TrainBenchArgs) -> Result<()> {
     if args.batch == 0 || args.steps == 0 {
         bail!("--batch and --steps must be at least 1 (got {} and {})", args.batch, args.steps);
     }
+    let engine = match args.gemm.as_str() {
+        "faer" => Engine::Faer,
+        "gemm" => Engine::Gemm,
+        other => bail!("unknown --gemm '{other}': expected faer or gemm"),
+    };
     ops::set_kernels(kernels);
+    ops::gemm::set_engine(engine);
     let model = Model::new(arch, 1, &device)?;
-    let matmul = matmul_gflops(&device)?;
+    let candle_rate = matmul_gflops(&device)?;
+    let faer_rate = if device.is_cpu() { Some(faer_gflops()) } else { None };
+    let matmul = faer_rate.unwrap_or(0.0).max(candle_rate);
     let times = time_steps(&model, &device, args.batch, args.steps)?;
     let images = (args.batch * args.steps) as f64;
     let secs = times.total().as_secs_f64();
@@ -83,10 +96,11 @@ pub fn run(args: &TrainBenchArgs) -> Result<()> {
     let flops_per_image = 3.0 * 2.0 * model.forward_macs() as f64;
     let achieved = flops_per_image * images_per_s / 1e9;
     println!(
-        "bench train: model {} device {} kernels {} batch {} steps {} threads {}",
+        "bench train: model {} device {} kernels {} gemm {} batch {} steps {} threads {}",
         arch.name(),
         crate::device::describe(&device),
         kernels.name(),
+        args.gemm,
         args.batch,
         args.steps,
         rayon::current_num_threads()
@@ -101,8 +115,11 @@ pub fn run(args: &TrainBenchArgs) -> Result<()> {
     println!("  {:<17} {:>10} (no regularizer in this bench: src/regularize is not on this branch)", "regularizer", "-");
     println!("fwd+bwd GFLOP/img   {:10.3}", flops_per_image / 1e9);
     println!("achieved GFLOP/s    {achieved:10.1}");
-    println!("matmul GFLOP/s      {matmul:10.1} (2048² f32 matmul via candle, best of 3)");
-    println!("ratio               {:10.1}%", 100.0 * achieved / matmul);
+    println!("matmul GFLOP/s      {candle_rate:10.1} (2048² f32 via candle's matmul, best of 3)");
+    if let Some(rate) = faer_rate {
+        println!("matmul GFLOP/s      {rate:10.1} (2048² f32 via faer, best of 3)");
+    }
+    println!("ratio               {:10.1}% of the faster matmul", 100.0 * achieved / matmul);
     if args.profile {
         let rows = op_profile::profile_layers(&model, &device, args.batch)?;
         op_profile::print(&rows, times.forward + times.backward, args.steps);
@@ -174,4 +191,22 @@ pub fn matmul_gflops(device: &Device) -> Result<f64> {
         drop(c);
     }
     Ok(2.0 * (n as f64).powi(3) / best / 1e9)
+}
+
+/// The CPU's f32 matrix-multiply rate in GFLOP/s through faer (AVX-512 kernels where the CPU
+/// has them): a 2048×2048 product, best of three.
+pub fn faer_gflops() -> f64 {
+    let n = 2048;
+    let a: Vec<f32> = (0..n * n).map(|i| ((i % 97) as f32 - 48.0) / 97.0).collect();
+    let b: Vec<f32> = (0..n * n).map(|i| ((i % 89) as f32 - 44.0) / 89.0).collect();
+    let mut c = vec![0f32; n * n];
+    let mut best = f64::INFINITY;
+    for rep in 0..4 {
+        let clock = Instant::now();
+        gemm_on(Engine::Faer, n, n, n, &mut c, n, false, View::rows(&a, n), View::rows(&b, n));
+        if rep > 0 {
+            best = best.min(clock.elapsed().as_secs_f64());
+        }
+    }
+    2.0 * (n as f64).powi(3) / best / 1e9
 }

@@ -147,4 +147,7 @@ fn max_pool_routes_each_gradient_to_the_window_maximum() {
     // Values against candle's on a random batch with odd sizes (floor).
     let x = randn(&[2, 3, 7, 6], 50);
     close(&max_pool2d(&x, 2).unwrap(), &x.max_pool2d(2).unwrap(), "max pool forward");
+    let xv = Var::from_tensor(&Tensor::from_vec(vec![1f32, 2., 3., 4.], (1, 1, 2, 2), &Device::Cpu).unwrap()).unwrap();
+    let gc = xv.as_tensor().max_pool2d(2).unwrap().sum_all().unwrap().backward().unwrap();
+    eprintln!("CANDLE max_pool grad {}", gc.get(xv.as_tensor()).unwrap());
 }
