@@ -9,6 +9,7 @@
 use super::op_profile;
 use crate::data::{Split, IMAGE_BYTES};
 use crate::models::{Arch, Model, NUM_CLASSES};
+use crate::ops::conv::Threading;
 use crate::ops::gemm::{gemm_on, Engine, View};
 use crate::ops::{self, Kernels};
 use crate::optim::Sgd;
@@ -45,6 +46,10 @@ pub struct TrainBenchArgs {
     /// candle's matmul uses).
     #[arg(long, default_value = "faer")]
     pub gemm: String,
+    /// Conv threading under the fast kernels: `batch` (image chunks in parallel, one thread
+    /// per GEMM) or `gemm` (chunks in sequence, multi-threaded GEMMs).
+    #[arg(long, default_value = "batch")]
+    pub threading: String,
 }
 
 /// Wall time of each phase of a training step, summed over the timed steps.
@@ -84,6 +89,11 @@ pub fn run(args: &TrainBenchArgs) -> Result<()> {
     };
     ops::set_kernels(kernels);
     ops::gemm::set_engine(engine);
+    ops::conv::set_threading(match args.threading.as_str() {
+        "batch" => Threading::Batch,
+        "gemm" => Threading::Gemm,
+        other => bail!("unknown --threading '{other}': expected batch or gemm"),
+    });
     let model = Model::new(arch, 1, &device)?;
     let candle_rate = matmul_gflops(&device)?;
     let faer_rate = if device.is_cpu() { Some(faer_gflops()) } else { None };
@@ -96,11 +106,12 @@ pub fn run(args: &TrainBenchArgs) -> Result<()> {
     let flops_per_image = 3.0 * 2.0 * model.forward_macs() as f64;
     let achieved = flops_per_image * images_per_s / 1e9;
     println!(
-        "bench train: model {} device {} kernels {} gemm {} batch {} steps {} threads {}",
+        "bench train: model {} device {} kernels {} gemm {} threading {} batch {} steps {} threads {}",
         arch.name(),
         crate::device::describe(&device),
         kernels.name(),
         args.gemm,
+        args.threading,
         args.batch,
         args.steps,
         rayon::current_num_threads()
@@ -203,7 +214,7 @@ pub fn faer_gflops() -> f64 {
     let mut best = f64::INFINITY;
     for rep in 0..4 {
         let clock = Instant::now();
-        gemm_on(Engine::Faer, n, n, n, &mut c, n, false, View::rows(&a, n), View::rows(&b, n));
+        gemm_on(Engine::Faer, n, n, n, &mut c, n, false, true, View::rows(&a, n), View::rows(&b, n));
         if rep > 0 {
             best = best.min(clock.elapsed().as_secs_f64());
         }

@@ -65,14 +65,15 @@ impl<'a> View<'a> {
 const PARALLEL_MACS: usize = 1 << 18;
 
 /// `dst (m × n, row-major with row stride dst_rs) = [dst +] a (m × k) · b (k × n)`, on the
-/// selected [`Engine`].
-pub fn gemm(m: usize, n: usize, k: usize, dst: &mut [f32], dst_rs: usize, accumulate: bool, a: View, b: View) {
-    gemm_on(engine(), m, n, k, dst, dst_rs, accumulate, a, b)
+/// selected [`Engine`], multi-threaded when `parallel` and the product is large.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(m: usize, n: usize, k: usize, dst: &mut [f32], dst_rs: usize, accumulate: bool, parallel: bool, a: View, b: View) {
+    gemm_on(engine(), m, n, k, dst, dst_rs, accumulate, parallel, a, b)
 }
 
 /// [`gemm`] on a given engine.
 #[allow(clippy::too_many_arguments)]
-pub fn gemm_on(engine: Engine, m: usize, n: usize, k: usize, dst: &mut [f32], dst_rs: usize, accumulate: bool, a: View, b: View) {
+pub fn gemm_on(engine: Engine, m: usize, n: usize, k: usize, dst: &mut [f32], dst_rs: usize, accumulate: bool, parallel: bool, a: View, b: View) {
     if m == 0 || n == 0 {
         return;
     }
@@ -88,7 +89,7 @@ pub fn gemm_on(engine: Engine, m: usize, n: usize, k: usize, dst: &mut [f32], ds
     a.check(m, k, "left");
     b.check(k, n, "right");
     let threads = rayon::current_num_threads();
-    let parallel = threads > 1 && m * n * k >= PARALLEL_MACS;
+    let parallel = parallel && threads > 1 && m * n * k >= PARALLEL_MACS;
     if engine == Engine::Faer {
         use faer::{Accum, MatMut, MatRef, Par};
         let par = if parallel { Par::rayon(threads) } else { Par::Seq };
@@ -148,7 +149,7 @@ mod tests {
         let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
         let bt: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.11).cos()).collect(); // n × k
         let mut dst = vec![1.0f32; m * n];
-        gemm_on(engine, m, n, k, &mut dst, n, true, View::rows(&a, k), View::rows_t(&bt, k));
+        gemm_on(engine, m, n, k, &mut dst, n, true, true, View::rows(&a, k), View::rows_t(&bt, k));
         for i in 0..m {
             for j in 0..n {
                 let want: f32 = 1.0 + (0..k).map(|l| a[i * k + l] * bt[j * k + l]).sum::<f32>();

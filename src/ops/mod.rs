@@ -87,15 +87,27 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
     }
 }
 
-/// Max pooling over non-overlapping `k × k` windows, as PyTorch's `F.max_pool2d(x, k)`. On the
-/// CPU [`pointwise::MaxPool`], whose backward sends each gradient to its window's maximum
-/// (candle 0.11's backward scales it by the window's share of maxima, 1/k² for a unique one).
+/// Max pooling over non-overlapping `k × k` windows, as PyTorch's `F.max_pool2d(x, k)`, whose
+/// backward sends each gradient to its window's maximum. On the CPU [`pointwise::MaxPool`];
+/// elsewhere two max reductions over a `(n, c, h/k, k, w/k, k)` view, not candle's
+/// `max_pool2d`: candle 0.11's backward of that scales the gradient by the window's share of
+/// maxima (1/k² for a unique maximum: 1/4 per 2×2 pool).
 pub fn max_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
     if fast(x) {
-        x.contiguous()?.apply_op1(pointwise::MaxPool { k })
-    } else {
-        x.max_pool2d(k)
+        return x.contiguous()?.apply_op1(pointwise::MaxPool { k });
     }
+    max_pool2d_generic(x, k)
+}
+
+/// [`max_pool2d`] from candle's reductions (any device).
+fn max_pool2d_generic(x: &Tensor, k: usize) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    if k == 0 || h < k || w < k {
+        candle_core::bail!("max_pool2d: window {k} does not fit a {h}×{w} map")
+    }
+    let (oh, ow) = (h / k, w / k);
+    let x = x.narrow(2, 0, oh * k)?.narrow(3, 0, ow * k)?.contiguous()?;
+    x.reshape((n, c, oh, k, ow, k))?.max(5)?.max(3)
 }
 
 /// Fully connected layer `x · Wᵀ + b` (weight: out × in), as PyTorch's `F.linear`.

@@ -147,7 +147,37 @@ fn max_pool_routes_each_gradient_to_the_window_maximum() {
     // Values against candle's on a random batch with odd sizes (floor).
     let x = randn(&[2, 3, 7, 6], 50);
     close(&max_pool2d(&x, 2).unwrap(), &x.max_pool2d(2).unwrap(), "max pool forward");
-    let xv = Var::from_tensor(&Tensor::from_vec(vec![1f32, 2., 3., 4.], (1, 1, 2, 2), &Device::Cpu).unwrap()).unwrap();
-    let gc = xv.as_tensor().max_pool2d(2).unwrap().sum_all().unwrap().backward().unwrap();
-    eprintln!("CANDLE max_pool grad {}", gc.get(xv.as_tensor()).unwrap());
+    // The generic path (other devices) gives the same values and gradients.
+    let xv = Var::from_tensor(&x).unwrap();
+    let dy = randn(&[2, 3, 3, 3], 51);
+    let ours = max_pool2d(xv.as_tensor(), 2).unwrap();
+    let generic = max_pool2d_generic(xv.as_tensor(), 2).unwrap();
+    close(&ours, &generic, "max pool generic forward");
+    let go = (&ours * &dy).unwrap().sum_all().unwrap().backward().unwrap();
+    let gg = (&generic * &dy).unwrap().sum_all().unwrap().backward().unwrap();
+    close(go.get(xv.as_tensor()).unwrap(), gg.get(xv.as_tensor()).unwrap(), "max pool generic dx");
+}
+
+#[test]
+fn conv_kernels_agree_under_both_threadings_and_uneven_chunks() {
+    use conv::{Geom, Threading};
+    // 9 images: batch threading cuts uneven chunks; gemm threading runs one chunk.
+    for (k, stride, pad, groups) in [(3, 1, 1, 1), (3, 2, 1, 2), (1, 2, 0, 1)] {
+        let (x, w) = (randn(&[9, 4, 6, 6], 60), randn(&[6, 4 / groups, k, k], 61));
+        let theirs = x.conv2d(&w, pad, stride, 1, groups).unwrap();
+        let dy = randn(theirs.dims(), 62);
+        let xv = Var::from_tensor(&x).unwrap();
+        let wv = Var::from_tensor(&w).unwrap();
+        let grads = (xv.as_tensor().conv2d(wv.as_tensor(), pad, stride, 1, groups).unwrap() * &dy).unwrap().sum_all().unwrap().backward().unwrap();
+        let g = Geom::new(x.dims(), w.dims(), stride, pad, groups).unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let (xs, ws, dys) = (flat(&x), flat(&w), flat(&dy));
+        for t in [Threading::Batch, Threading::Gemm] {
+            let what = format!("k{k} s{stride} p{pad} g{groups} {t:?}");
+            let as_t = |v: Vec<f32>, like: &Tensor| Tensor::from_vec(v, like.dims(), &Device::Cpu).unwrap();
+            close(&as_t(conv::forward(&xs, &ws, &g, t), &theirs), &theirs, &format!("{what} forward"));
+            close(&as_t(conv::backward_data(&dys, &ws, &g, t), &x), grads.get(xv.as_tensor()).unwrap(), &format!("{what} dx"));
+            close(&as_t(conv::backward_weight(&dys, &xs, &g, t), &w), grads.get(wv.as_tensor()).unwrap(), &format!("{what} dw"));
+        }
+    }
 }
