@@ -22,6 +22,8 @@ pub enum Command {
     /// Benchmarks (training speed).
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
+    /// Import CIFAR-10 (official archive, its URL, or an image folder) into the binary layout.
+    Data(crate::data::cli::DataArgs),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -30,6 +32,7 @@ pub fn main() -> Result<()> {
     match cli.command {
         Command::Models => list_models(),
         Command::Bench(c) => crate::bench::run(c),
+        Command::Data(args) => crate::data::cli::run(args),
     }
 }
 
