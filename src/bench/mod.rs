@@ -24,5 +24,15 @@ pub enum BenchCommand {
 pub fn run(args: BenchArgs) -> Result<()> {
     match args.command {
         BenchCommand::Norms(a) => norms::run(a),
+//! Benchmarks: how fast normlab trains, against the machine's limit and PyTorch.
+pub mod op_profile;
+pub mod train;
+/// The `normlab bench` subcommands.
+    /// Images/s of a training step, its split into phases, and GFLOP/s against the matmul rate.
+    Train(train::TrainBenchArgs),
+/// Runs one bench subcommand.
+pub fn run(command: BenchCommand) -> Result<()> {
+    match command {
+        BenchCommand::Train(args) => train::run(&args),
     }
 }
