@@ -1,5 +1,14 @@
-//! CIFAR-10: the in-memory dataset and its batches (more: the binary format and importers).
+//! CIFAR-10: the in-memory dataset and its batches (`dataset`), the official binary format
+//! that normlab keeps data in (`binary`), and `normlab data`, which imports the official
+//! archive, its URL or an image folder into that format (`import`, `download`, `folder`).
 
+pub mod binary;
+pub mod cli;
 pub mod dataset;
+pub mod download;
+pub mod folder;
+pub mod import;
+mod progress;
 
+pub use binary::{load_dir, write_dir};
 pub use dataset::{epoch_order, Cifar10, Split, CLASSES, IMAGE_BYTES};
