@@ -6,6 +6,8 @@
 //! (`train`, with `regularize` and `optim`), evaluates it (`attack`, `norms`) and appends one
 //! CSV row; `report` renders rows into the paper's table and plots.
 
+pub mod bench;
+pub mod attack;
 pub mod cli;
 pub mod data;
 pub mod device;
@@ -15,4 +17,8 @@ pub mod ops;
 pub mod optim;
 pub mod regularize;
 pub mod train;
+pub mod theory;
 pub mod util;
+pub mod plan;
+pub mod report;
+pub mod run;
