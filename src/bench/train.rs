@@ -65,6 +65,9 @@ pub struct StepTimes {
     pub regularizer: Duration,
     /// The SGD update.
     pub optimizer: Duration,
+    /// CPU time of the whole process (all threads) over the timed steps, where the OS tells
+    /// (Linux): robust to other processes sharing the cores, unlike wall time.
+    pub cpu: Option<Duration>,
 }
 
 impl StepTimes {
@@ -118,6 +121,9 @@ pub fn run(args: &TrainBenchArgs) -> Result<()> {
     );
     println!("images/s            {images_per_s:10.1}");
     println!("step                {:10.1} ms", 1e3 * secs / args.steps as f64);
+    if let Some(cpu) = times.cpu {
+        println!("images/CPU-s        {:10.1} (process CPU time, all threads)", images / cpu.as_secs_f64());
+    }
     let per_step = |d: Duration| 1e3 * d.as_secs_f64() / args.steps as f64;
     let share = |d: Duration| 100.0 * d.as_secs_f64() / secs;
     for (name, d) in [("data", times.data), ("forward", times.forward), ("backward", times.backward), ("optimizer", times.optimizer)] {
@@ -151,7 +157,11 @@ pub fn time_steps(model: &Model, device: &Device, batch: usize, steps: usize) ->
     let split = synthetic_split(batch.max(256), 7)?;
     let mut sgd = Sgd::new(0.01, 0.9);
     let mut times = StepTimes::default();
+    let mut cpu_start = None;
     for step in 0..=steps {
+        if step == 1 {
+            cpu_start = process_cpu_time();
+        }
         let mut t = StepTimes::default();
         let idx: Vec<usize> = (0..batch).map(|i| (step * batch + i) % split.len()).collect();
         let clock = Instant::now();
@@ -182,6 +192,7 @@ pub fn time_steps(model: &Model, device: &Device, batch: usize, steps: usize) ->
             times.optimizer += t.optimizer;
         }
     }
+    times.cpu = cpu_start.zip(process_cpu_time()).map(|(a, b)| b.saturating_sub(a));
     Ok(times)
 }
 
@@ -220,4 +231,15 @@ pub fn faer_gflops() -> f64 {
         }
     }
     2.0 * (n as f64).powi(3) / best / 1e9
+}
+
+/// User + system CPU time of this process so far, from `/proc/self/stat` (Linux; `None`
+/// elsewhere). Assumes the usual 100 clock ticks per second.
+pub fn process_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }
