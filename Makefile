@@ -35,17 +35,17 @@ data: build
 # few hundred images, then the report (Markdown + SVG) under results/.
 demo: data
 	$(BIN) run plans/demo.ron --data $(DATA_DIR) --results $(RESULTS) --devices cpu
-	$(BIN) report $(RESULTS)/demo.csv --out $(RESULTS)/demo --format both
+	$(BIN) report $(RESULTS)/demo.csv --plan plans/demo.ron --out $(RESULTS)/demo --format both
 
 # The paper's 68 cells with the full protocol, on CUDA (build with `make cuda` first).
 reproduce: data
 	$(BIN) run plans/paper.ron --data $(DATA_DIR) --results $(RESULTS) --devices $(DEVICES) --jobs-per-device $(JOBS)
-	$(BIN) report $(RESULTS)/paper.csv --out $(RESULTS)/paper --format both
+	$(BIN) report $(RESULTS)/paper.csv --plan plans/paper.ron --out $(RESULTS)/paper --format both
 
 # The paper's grid with a shortened schedule (about one GPU-hour).
 short: data
 	$(BIN) run plans/short.ron --data $(DATA_DIR) --results $(RESULTS) --devices $(DEVICES) --jobs-per-device $(JOBS)
-	$(BIN) report $(RESULTS)/short.csv --out $(RESULTS)/short --format both
+	$(BIN) report $(RESULTS)/short.csv --plan plans/short.ron --out $(RESULTS)/short --format both
 
 # CUDA + cuDNN build on a machine without a GPU: installs the pinned toolchain from PyPI
 # into .cuda-toolchain/ (once, ~1.7 GB), then builds target/release/normlab with the GPU

@@ -7,6 +7,7 @@
 //! CSV row; `report` renders rows into the paper's table and plots.
 
 pub mod attack;
+pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod device;
@@ -14,4 +15,10 @@ pub mod models;
 pub mod norms;
 pub mod ops;
 pub mod optim;
+pub mod plan;
+pub mod regularize;
+pub mod report;
+pub mod run;
+pub mod theory;
+pub mod train;
 pub mod util;

@@ -1,0 +1,227 @@
+//! Validated values a plan holds: each type refuses a bad value while the plan is being
+//! parsed, so the RON parser reports the error at the offending line and column.
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+use std::fmt;
+
+/// A finite number > 0: a regularization strength β, a clip value C, a learning rate.
+#[derive(Clone, Copy, PartialEq, PartialOrd)]
+pub struct Positive(pub f64);
+
+impl fmt::Debug for Positive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl Positive {
+    /// The number.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Positive {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = f64::deserialize(d)?;
+        if !(v.is_finite() && v > 0.0) {
+            return Err(de::Error::custom(format!("expected a number > 0 (a strength, clip value or rate), found {v}")));
+        }
+        Ok(Self(v))
+    }
+}
+
+impl Serialize for Positive {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(self.0)
+    }
+}
+
+/// A number in [0, 1): momentum, the norm-decay running-average factor γ.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct Fraction(pub f64);
+
+impl Fraction {
+    /// The number.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Fraction {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = f64::deserialize(d)?;
+        if !(0.0..1.0).contains(&v) {
+            return Err(de::Error::custom(format!("expected a number in [0, 1), found {v}")));
+        }
+        Ok(Self(v))
+    }
+}
+
+impl Serialize for Fraction {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(self.0)
+    }
+}
+
+/// A list with at least one entry and no entry twice (a grid axis: models, strengths, seeds):
+/// an empty axis would make an empty grid, a repeated one the same cell twice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NonEmpty<T>(pub Vec<T>);
+
+impl<T> NonEmpty<T> {
+    /// The entries, in the plan's order.
+    pub fn iter(&self) -> std::slice::Iter<'_, T> {
+        self.0.iter()
+    }
+}
+
+impl<'de, T: Deserialize<'de> + PartialEq + fmt::Debug> Deserialize<'de> for NonEmpty<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Vec::<T>::deserialize(d)?;
+        if v.is_empty() {
+            return Err(de::Error::custom("this list is empty: give at least one entry (an empty list makes an empty grid)"));
+        }
+        for (i, a) in v.iter().enumerate() {
+            if v[..i].contains(a) {
+                return Err(de::Error::custom(format!("{a:?} appears twice in this list: each entry must be distinct")));
+            }
+        }
+        Ok(Self(v))
+    }
+}
+
+impl<T: Serialize> Serialize for NonEmpty<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+/// An ℓ∞ radius in [0, 1] on [0, 1] images, written `"1/255"`, `"0.0039"` or a plain number.
+#[derive(Clone, Copy, PartialEq)]
+pub struct Eps(pub f64);
+
+impl fmt::Debug for Eps {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.label())
+    }
+}
+
+impl Eps {
+    /// The radius.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+
+    /// Parses `k/255`-style fractions or decimals.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        let value = match t.split_once('/') {
+            Some((a, b)) => {
+                let a: f64 = a.trim().parse().map_err(|_| format!("'{text}': the numerator is not a number"))?;
+                let b: f64 = b.trim().parse().map_err(|_| format!("'{text}': the denominator is not a number"))?;
+                if b == 0.0 {
+                    return Err(format!("'{text}': division by zero"));
+                }
+                a / b
+            }
+            None => t.parse().map_err(|_| format!("'{text}' is not a radius: write e.g. \"1/255\" or \"0.0039\""))?,
+        };
+        Self::check(value).map_err(|e| format!("'{text}': {e}"))
+    }
+
+    fn check(value: f64) -> Result<Self, String> {
+        if !(0.0..=1.0).contains(&value) {
+            return Err(format!("a radius must lie in [0, 1] for images in [0, 1], found {value}"));
+        }
+        Ok(Self(value))
+    }
+
+    /// A name usable in a CSV column: `1_255` for 1/255 (any k/255), else the decimal with `_`
+    /// for the point (`0_004`).
+    pub fn column_suffix(self) -> String {
+        let k = self.0 * 255.0;
+        if (k - k.round()).abs() < 1e-9 {
+            format!("{}_255", k.round() as u64)
+        } else {
+            format!("{}", self.0).replace(['.', '-'], "_")
+        }
+    }
+
+    /// A short label for tables and plots: `1/255` or the decimal.
+    pub fn label(self) -> String {
+        let k = self.0 * 255.0;
+        if (k - k.round()).abs() < 1e-9 {
+            format!("{}/255", k.round() as u64)
+        } else {
+            format!("{}", self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Eps {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Eps;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a radius such as \"1/255\", \"0.0039\" or 0.0039")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Eps, E> {
+                Eps::parse(v).map_err(E::custom)
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Eps, E> {
+                Eps::check(v).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Eps, E> {
+                Eps::check(v as f64).map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Eps, E> {
+                Eps::check(v as f64).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Serialize for Eps {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(self.0)
+    }
+}
+
+/// A plan's name: it names the results file `<name>.csv`, so only letters, digits, `-`, `_`
+/// and `.` (not leading) are allowed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlanName(pub String);
+
+impl<'de> Deserialize<'de> for PlanName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let ok_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.';
+        if s.is_empty() || s.starts_with('.') || !s.chars().all(ok_char) {
+            return Err(de::Error::custom(format!(
+                "plan name {s:?} cannot name a results file: use letters, digits, '-', '_' and '.' (not first)"
+            )));
+        }
+        Ok(Self(s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eps_parses_fractions_and_names_columns() {
+        assert!((Eps::parse("1/255").unwrap().get() - 1.0 / 255.0).abs() < 1e-15);
+        assert_eq!(Eps::parse("8/255").unwrap().column_suffix(), "8_255");
+        assert_eq!(Eps::parse("0").unwrap().column_suffix(), "0_255");
+        assert_eq!(Eps::parse("0.004").unwrap().column_suffix(), "0_004");
+        assert_eq!(Eps::parse("2/255").unwrap().label(), "2/255");
+        assert!(Eps::parse("1/0").is_err());
+        assert!(Eps::parse("2").is_err());
+        assert!(Eps::parse("abc").is_err());
+    }
+}

@@ -1,0 +1,300 @@
+//! What a finished cell leaves behind: the executor's measurements ([`CellRecord`]) and the
+//! results row built from them with the cell's identity and provenance ([`ResultRow`]).
+
+use crate::plan::{Cell, Eps};
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+
+/// How a cell ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CellStatus {
+    /// Trained and evaluated; every measured number is finite.
+    Ok,
+    /// Training stopped on a NaN or infinite loss (the executor says so).
+    Diverged,
+    /// The executor returned a NaN or infinite measurement.
+    Nan,
+    /// The executor returned an error or panicked (see the row's message).
+    Failed,
+}
+
+impl CellStatus {
+    /// The results column's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Diverged => "diverged",
+            Self::Nan => "nan",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// Summaries of the final model's layer norms over its conv and linear layers (paper.md §2).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NormSummary {
+    /// Σ of ℓ1 norms.
+    pub l1_sum: f64,
+    /// max of ℓ1 norms.
+    pub l1_max: f64,
+    /// Σ of ℓ∞ norms.
+    pub linf_sum: f64,
+    /// max of ℓ∞ norms.
+    pub linf_max: f64,
+    /// Σ of the ℓ2 bounds sqrt(ℓ1·ℓ∞).
+    pub l2_bound_sum: f64,
+    /// max of the ℓ2 bounds.
+    pub l2_bound_max: f64,
+    /// Π of ℓ∞ norms (a crude Lipschitz bound for a chain of layers).
+    pub linf_product: f64,
+}
+
+impl NormSummary {
+    /// Summarises per-layer (ℓ1, ℓ∞) pairs of conv and linear layers.
+    pub fn from_layers(layers: &[(f64, f64)]) -> Self {
+        let mut s = Self { l1_sum: 0.0, l1_max: 0.0, linf_sum: 0.0, linf_max: 0.0, l2_bound_sum: 0.0, l2_bound_max: 0.0, linf_product: 1.0 };
+        for &(l1, linf) in layers {
+            let l2 = (l1 * linf).sqrt();
+            s.l1_sum += l1;
+            s.l1_max = s.l1_max.max(l1);
+            s.linf_sum += linf;
+            s.linf_max = s.linf_max.max(linf);
+            s.l2_bound_sum += l2;
+            s.l2_bound_max = s.l2_bound_max.max(l2);
+            s.linf_product *= linf;
+        }
+        s
+    }
+
+    /// Reads a per-layer norms file (`normlab norms --format csv` columns: layer, kind, ...,
+    /// l1, linf, ...) and summarises its conv and linear rows (BatchNorm rows are left out, as
+    /// the regularizers leave them by default).
+    pub fn from_norms_csv(path: &Path) -> Result<Self> {
+        let mut r = csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let headers = r.headers()?.clone();
+        let col = |name: &str| {
+            headers.iter().position(|h| h == name).with_context(|| format!("{}: no column '{name}'", path.display()))
+        };
+        let (kind, l1, linf) = (col("kind")?, col("l1")?, col("linf")?);
+        let mut layers = Vec::new();
+        for (i, rec) in r.records().enumerate() {
+            let rec = rec.with_context(|| format!("{}: row {}", path.display(), i + 2))?;
+            if matches!(&rec[kind], "conv" | "linear") {
+                let num = |c: usize| -> Result<f64> {
+                    rec[c].parse().with_context(|| format!("{}: row {}: '{}' is not a number", path.display(), i + 2, &rec[c]))
+                };
+                layers.push((num(l1)?, num(linf)?));
+            }
+        }
+        if layers.is_empty() {
+            bail!("{}: no conv or linear layer rows", path.display());
+        }
+        Ok(Self::from_layers(&layers))
+    }
+
+    fn values(&self) -> [f64; 7] {
+        [self.l1_sum, self.l1_max, self.linf_sum, self.linf_max, self.l2_bound_sum, self.l2_bound_max, self.linf_product]
+    }
+}
+
+/// What an executor returns for one cell: every measured result column. Accuracies are
+/// fractions in [0, 1]; `None` leaves the column empty (not measured).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CellRecord {
+    /// Ok, or Diverged when training hit a NaN/infinite loss (the scheduler sets Nan and
+    /// Failed itself).
+    pub status: CellStatus,
+    /// Clean accuracy on the evaluation's test images.
+    pub clean_acc: Option<f64>,
+    /// Robust accuracy at each of the cell's ε, in the plan's order (empty when robust
+    /// accuracy is off or training diverged).
+    pub robust_acc: Vec<f64>,
+    /// Certified accuracy at the first ε (None: off, or no bound for this model).
+    pub certified_acc: Option<f64>,
+    /// Norm summaries of the final weights.
+    pub norms: Option<NormSummary>,
+    /// Seconds spent training (this process's share when resumed is fine; it is a speed
+    /// measure for estimates).
+    pub train_seconds: f64,
+    /// Seconds spent evaluating.
+    pub eval_seconds: f64,
+    /// A note: the error for failed cells, the epoch for diverged ones; may be empty.
+    pub message: String,
+}
+
+impl CellRecord {
+    /// A failed cell's record.
+    pub fn failed(message: impl Into<String>, train_seconds: f64) -> Self {
+        Self {
+            status: CellStatus::Failed,
+            clean_acc: None,
+            robust_acc: Vec::new(),
+            certified_acc: None,
+            norms: None,
+            train_seconds,
+            eval_seconds: 0.0,
+            message: message.into(),
+        }
+    }
+
+    /// Whether any measured number is NaN or infinite.
+    pub fn has_non_finite(&self) -> bool {
+        let nums = self.clean_acc.iter().chain(&self.robust_acc).chain(&self.certified_acc).copied();
+        let norms = self.norms.map(|n| n.values().to_vec()).unwrap_or_default();
+        nums.chain(norms).any(|v| !v.is_finite())
+    }
+}
+
+/// Where and with what a row was produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Provenance {
+    /// The device the cell ran on.
+    pub device: String,
+    /// normlab's version.
+    pub version: String,
+    /// The git commit normlab was built from, or "unknown".
+    pub git_commit: String,
+}
+
+/// The columns before the per-ε robust accuracies.
+const HEAD: [&str; 9] = ["plan", "cell_id", "model", "adv", "regularizer", "strength", "seed", "epochs", "clean_acc"];
+/// The columns after them.
+const TAIL: [&str; 17] = [
+    "certified_acc",
+    "l1_sum",
+    "l1_max",
+    "linf_sum",
+    "linf_max",
+    "l2_bound_sum",
+    "l2_bound_max",
+    "linf_product",
+    "status",
+    "train_seconds",
+    "eval_seconds",
+    "device",
+    "normlab_version",
+    "git_commit",
+    "finished_at",
+    "message",
+    "config",
+];
+
+/// The results file's header for a plan with these robust-accuracy radii.
+pub fn header(eps: &[Eps]) -> Vec<String> {
+    let mut h: Vec<String> = HEAD.iter().map(|s| s.to_string()).collect();
+    h.extend(eps.iter().map(|e| format!("robust_acc_eps_{}", e.column_suffix())));
+    h.extend(TAIL.iter().map(|s| s.to_string()));
+    h
+}
+
+/// The name of the cell-id column (the store checks it for duplicates).
+pub const CELL_ID_COLUMN: &str = "cell_id";
+
+/// Builds the row of a finished cell, in [`header`]'s order.
+pub fn row(plan: &str, eps: &[Eps], cell: &Cell, rec: &CellRecord, prov: &Provenance, finished_at: &str) -> Result<Vec<String>> {
+    let c = &cell.config;
+    if !rec.robust_acc.is_empty() && rec.robust_acc.len() != eps.len() {
+        bail!("the executor returned {} robust accuracies for {} radii", rec.robust_acc.len(), eps.len());
+    }
+    let num = |v: f64| format!("{v}");
+    let opt = |v: Option<f64>| v.map(num).unwrap_or_default();
+    let mut r = vec![
+        plan.to_string(),
+        cell.id.clone(),
+        c.model.name().to_string(),
+        c.adv.label().to_string(),
+        c.regularizer.label().to_string(),
+        opt(c.regularizer.strength()),
+        c.seed.to_string(),
+        c.training.epochs.to_string(),
+        opt(rec.clean_acc),
+    ];
+    for i in 0..eps.len() {
+        r.push(rec.robust_acc.get(i).map(|&v| num(v)).unwrap_or_default());
+    }
+    r.push(opt(rec.certified_acc));
+    match rec.norms {
+        Some(n) => r.extend(n.values().iter().map(|&v| num(v))),
+        None => r.extend(std::iter::repeat_n(String::new(), 7)),
+    }
+    r.extend([
+        rec.status.as_str().to_string(),
+        format!("{:.3}", rec.train_seconds),
+        format!("{:.3}", rec.eval_seconds),
+        prov.device.clone(),
+        prov.version.clone(),
+        prov.git_commit.clone(),
+        finished_at.to_string(),
+        rec.message.clone(),
+        serde_json::to_string(c)?,
+    ]);
+    // One row is one line: no field may break it.
+    Ok(r.into_iter().map(|f| f.replace(['\n', '\r'], " ")).collect())
+}
+
+/// The current UTC time as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn utc_now() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// The git commit of the source normlab was built from: `NORMLAB_GIT_COMMIT` set at build
+/// time if any, else `git rev-parse` in the crate's directory (with `-dirty` for local edits),
+/// else "unknown".
+pub fn git_commit() -> String {
+    if let Some(c) = option_env!("NORMLAB_GIT_COMMIT") {
+        return c.to_string();
+    }
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(c) if !c.is_empty() => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("{c}-dirty")
+            } else {
+                c
+            }
+        }
+        _ => "unknown".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn norm_summary_sums_and_maxes() {
+        let s = NormSummary::from_layers(&[(1.0, 4.0), (9.0, 1.0)]);
+        assert_eq!((s.l1_sum, s.l1_max, s.linf_sum, s.linf_max), (10.0, 9.0, 5.0, 4.0));
+        assert_eq!((s.l2_bound_sum, s.l2_bound_max, s.linf_product), (5.0, 3.0, 4.0));
+    }
+
+    #[test]
+    fn timestamp_has_the_iso_shape() {
+        let t = utc_now();
+        assert_eq!(t.len(), 20, "{t}");
+        assert!(t.starts_with("20") && t.ends_with('Z'), "{t}");
+    }
+}
