@@ -10,9 +10,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 fn bin() -> Command {
-    // NORMLAB_TEST_BIN: run a copied binary instead (a target dir shared by several
+    // NORMLAB_BIN: run a copied binary instead (a target dir shared by several
     // checkouts may replace the built one while the tests run).
-    let exe = std::env::var("NORMLAB_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_normlab").to_string());
+    let exe = std::env::var("NORMLAB_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_normlab").to_string());
     let mut c = Command::new(exe);
     c.current_dir(env!("CARGO_MANIFEST_DIR"));
     for k in ["NORMLAB_FAKE_EPOCH_MS", "NORMLAB_FAKE_FAIL", "NORMLAB_FAKE_PANIC", "NORMLAB_FAKE_NAN"] {
@@ -232,6 +232,9 @@ fn killed_runs_resume_to_exactly_the_uninterrupted_rows() {
             rows_by_id(&partial); // panics on a duplicate
         }
     }
+    let before = killed.join("kill.csv");
+    let rows_before = if before.exists() { rows_by_id(&before).len() } else { 0 };
+    assert!(rows_before < 12, "the kills came too late to interrupt anything");
     let o = run_fake(&p, &killed, &["--jobs-per-device", "2"], &env);
     assert!(o.status.success(), "{}", text(&o));
     let a = rows_by_id(&reference.join("kill.csv"));
