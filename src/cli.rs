@@ -21,10 +21,20 @@ pub enum Command {
     Models,
     /// Import CIFAR-10 (official archive, its URL, or an image folder) into the binary layout.
     Data(crate::data::cli::DataArgs),
+    /// Per-layer norms (l1, linf, l2 bound, spectral) of a model, or of two checkpoints side by side.
+    Norms(crate::norms::cli::NormsArgs),
+    /// Time alternatives on this machine (`bench norms`, `bench train`).
+    Bench(crate::bench::BenchArgs),
+    /// Train a model on CIFAR-10 with one regularizer (the paper's protocol).
+    Train(crate::train::cli::TrainArgs),
+    /// Robust accuracy (APGD-CE + APGD-T by default) and certified accuracy of a checkpoint.
+    Attack(crate::attack::cli::AttackArgs),
     /// Run a plan's cells (or list them with --dry-run), appending one row per cell to results/<plan>.csv.
     Run(crate::run::cli::RunArgs),
     /// Render a results CSV into the paper's table (Markdown/LaTeX) and SVG plots.
     Report(crate::report::cli::ReportArgs),
+    /// The paper's theory as runnable checks: Proposition 1, Theorem 2, Proposition 2, separation.
+    Theory(crate::theory::cli::TheoryArgs),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -33,8 +43,13 @@ pub fn main() -> Result<()> {
     match cli.command {
         Command::Models => list_models(),
         Command::Data(args) => crate::data::cli::run(args),
+        Command::Norms(args) => crate::norms::cli::run(args),
+        Command::Bench(args) => crate::bench::run(args),
+        Command::Train(args) => crate::train::cli::run(&args),
+        Command::Attack(args) => crate::attack::cli::run(&args),
         Command::Run(args) => crate::run::cli::run(&args),
         Command::Report(args) => crate::report::cli::run(&args),
+        Command::Theory(args) => crate::theory::cli::run(args),
     }
 }
 

@@ -2,6 +2,7 @@
 //! the reference code (`conv1`, `layerN.M.conv1`, `layerN.M.shortcut.0`, `linear`).
 
 use super::layers::{BatchNorm2d, Builder, Conv2d, Linear};
+use crate::ops;
 use anyhow::Result;
 use candle_core::Tensor;
 
@@ -33,13 +34,13 @@ impl BasicBlock {
     }
 
     fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let out = self.bn1.forward(&self.conv1.forward(x, train)?, train)?.relu()?;
+        let out = ops::relu(&self.bn1.forward(&self.conv1.forward(x, train)?, train)?)?;
         let out = self.bn2.forward(&self.conv2.forward(&out, train)?, train)?;
         let short = match &self.shortcut {
             Some((conv, bn)) => bn.forward(&conv.forward(x, train)?, train)?,
             None => x.clone(),
         };
-        (out + short)?.relu()
+        ops::relu(&(out + short)?)
     }
 
     fn lipschitz(&self, norm: &dyn Fn(&str) -> f64) -> f64 {
@@ -82,7 +83,7 @@ impl ResNet {
 
     /// Logits for a batch of 3×32×32 images.
     pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let mut h = self.bn1.forward(&self.conv1.forward(x, train)?, train)?.relu()?;
+        let mut h = ops::relu(&self.bn1.forward(&self.conv1.forward(x, train)?, train)?)?;
         for block in &self.blocks {
             h = block.forward(&h, train)?;
         }

@@ -1,6 +1,7 @@
 //! VGG11 with BatchNorm for CIFAR-10, as in the reference code (`features.N`, `classifier`).
 
 use super::layers::{BatchNorm2d, Builder, Conv2d, Linear};
+use crate::ops;
 use anyhow::Result;
 use candle_core::Tensor;
 
@@ -55,9 +56,9 @@ impl Vgg {
     pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let mut h = x.clone();
         for s in &self.stages {
-            h = s.bn.forward(&s.conv.forward(&h, train)?, train)?.relu()?;
+            h = ops::relu(&s.bn.forward(&s.conv.forward(&h, train)?, train)?)?;
             if s.pool_after {
-                h = h.max_pool2d(2)?;
+                h = ops::max_pool2d(&h, 2)?;
             }
         }
         self.classifier.forward(&h.flatten_from(1)?, train)

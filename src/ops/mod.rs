@@ -4,15 +4,110 @@
 //! custom op for conv backward, a fused BatchNorm) replaces the generic one in one place and
 //! can be tested against candle's own op.
 
-use candle_core::{Result, Tensor, Var, D};
+pub mod bn;
+pub mod conv;
+pub mod gemm;
+pub mod pointwise;
+
+use candle_core::{DType, Result, Tensor, Var, D};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Which kernels the ops run on the CPU: normlab's fused custom ops (the default) or candle's
+/// generic ones (kept to measure against and to test with). Other devices always use candle's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    /// im2col/col2im + GEMM convolutions and a fused BatchNorm, forward and backward.
+    Fast,
+    /// candle's own conv2d (backward through conv_transpose2d) and BatchNorm from generic ops.
+    Stock,
+}
+
+static STOCK: AtomicBool = AtomicBool::new(false);
+
+impl Kernels {
+    /// `fast` or `stock`.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        match text {
+            "fast" => Ok(Self::Fast),
+            "stock" => Ok(Self::Stock),
+            other => anyhow::bail!("unknown kernels '{other}': expected fast or stock"),
+        }
+    }
+
+    /// The name `parse` reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fast => "fast",
+            Self::Stock => "stock",
+        }
+    }
+}
+
+/// Selects the kernels for the whole process (benchmarks compare the two).
+pub fn set_kernels(kernels: Kernels) {
+    STOCK.store(kernels == Kernels::Stock, Ordering::Relaxed);
+}
+
+/// The kernels in use.
+pub fn kernels() -> Kernels {
+    if STOCK.load(Ordering::Relaxed) {
+        Kernels::Stock
+    } else {
+        Kernels::Fast
+    }
+}
+
+/// Whether `t` runs on normlab's CPU kernels: f32 on the CPU with [`Kernels::Fast`] selected.
+fn fast(t: &Tensor) -> bool {
+    kernels() == Kernels::Fast && t.device().is_cpu() && t.dtype() == DType::F32
+}
 
 /// 2-D convolution with zero padding, as PyTorch's `F.conv2d` (weight: out × in/groups × kh × kw).
+/// On the CPU an im2col + GEMM custom op ([`conv::Conv2dOp`]) whose backward computes only the
+/// gradients needed (none for the images, none for a detached weight); elsewhere candle's.
 pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize, padding: usize, groups: usize) -> Result<Tensor> {
-    let y = x.conv2d(weight, padding, stride, 1, groups)?;
+    let y = if fast(x) && weight.dtype() == DType::F32 {
+        x.contiguous()?.apply_op2(&weight.contiguous()?, conv::Conv2dOp { stride, padding, groups })?
+    } else {
+        x.conv2d(weight, padding, stride, 1, groups)?
+    };
     match bias {
+        Some(b) if fast(&y) && b.dtype() == DType::F32 => y.apply_op2(&b.contiguous()?, pointwise::ChannelBias),
         Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?),
         None => Ok(y),
     }
+}
+
+/// `max(x, 0)`; on the CPU a one-pass op with a one-pass backward ([`pointwise::Relu`]).
+pub fn relu(x: &Tensor) -> Result<Tensor> {
+    if fast(x) {
+        x.contiguous()?.apply_op1(pointwise::Relu)
+    } else {
+        x.relu()
+    }
+}
+
+/// Max pooling over non-overlapping `k × k` windows, as PyTorch's `F.max_pool2d(x, k)`, whose
+/// backward sends each gradient to its window's maximum. On the CPU [`pointwise::MaxPool`];
+/// elsewhere two max reductions over a `(n, c, h/k, k, w/k, k)` view, not candle's
+/// `max_pool2d`: candle 0.11's backward of that scales the gradient by the window's share of
+/// maxima (1/k² for a unique maximum: 1/4 per 2×2 pool).
+pub fn max_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
+    if fast(x) {
+        return x.contiguous()?.apply_op1(pointwise::MaxPool { k });
+    }
+    max_pool2d_generic(x, k)
+}
+
+/// [`max_pool2d`] from candle's reductions (any device).
+fn max_pool2d_generic(x: &Tensor, k: usize) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    if k == 0 || h < k || w < k {
+        candle_core::bail!("max_pool2d: window {k} does not fit a {h}×{w} map")
+    }
+    let (oh, ow) = (h / k, w / k);
+    let x = x.narrow(2, 0, oh * k)?.narrow(3, 0, ow * k)?.contiguous()?;
+    x.reshape((n, c, oh, k, ow, k))?.max(5)?.max(3)
 }
 
 /// Fully connected layer `x · Wᵀ + b` (weight: out × in), as PyTorch's `F.linear`.
@@ -38,8 +133,17 @@ pub struct BatchNormState<'a> {
 
 /// BatchNorm2d with PyTorch's semantics: in train mode, normalise with the batch statistics
 /// (biased variance) and update the running ones (unbiased variance, momentum); in eval mode,
-/// normalise with the running statistics.
+/// normalise with the running statistics. On the CPU the fused ops of [`bn`] (same
+/// semantics, statistics in f64 across planes); elsewhere candle's generic ops.
 pub fn batch_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, state: &BatchNormState, train: bool) -> Result<Tensor> {
+    if fast(x) && gamma.dtype() == DType::F32 && beta.dtype() == DType::F32 {
+        return batch_norm_fused(x, gamma, beta, state, train);
+    }
+    batch_norm_generic(x, gamma, beta, state, train)
+}
+
+/// [`batch_norm`] from candle's generic ops (any device).
+fn batch_norm_generic(x: &Tensor, gamma: &Tensor, beta: &Tensor, state: &BatchNormState, train: bool) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     let shape = (1, c, 1, 1);
     if train {
@@ -70,3 +174,46 @@ pub fn batch_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, state: &BatchNormSt
         x.broadcast_mul(&scale.reshape(shape)?)?.broadcast_add(&shift.reshape(shape)?)
     }
 }
+
+/// Updates the running statistics from a batch's mean and biased variance (PyTorch: unbiased
+/// variance, weight `momentum` for the new batch).
+fn update_running(state: &BatchNormState, mean: &Tensor, var: &Tensor, count: usize) -> Result<()> {
+    let m = state.momentum;
+    let count = count as f64;
+    let unbiased = (var * (count / (count - 1.0).max(1.0)))?;
+    let rm = ((state.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?;
+    let rv = ((state.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
+    state.running_mean.set(&rm.to_dtype(state.running_mean.dtype())?)?;
+    state.running_var.set(&rv.to_dtype(state.running_var.dtype())?)
+}
+
+/// [`batch_norm`] through the fused CPU ops.
+fn batch_norm_fused(x: &Tensor, gamma: &Tensor, beta: &Tensor, state: &BatchNormState, train: bool) -> Result<Tensor> {
+    let (n, _, h, w) = x.dims4()?;
+    let x = x.contiguous()?;
+    let inv_std = |var: Vec<f32>| -> Vec<f32> { var.iter().map(|&v| 1.0 / (v as f64 + state.eps).sqrt() as f32).collect() };
+    if train {
+        let (mean, var) = bn::batch_stats(&x)?;
+        update_running(state, &mean, &var, n * h * w)?;
+        let op = bn::BatchNormTrain { mean: mean.to_vec1()?, inv_std: inv_std(var.to_vec1()?) };
+        return x.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op);
+    }
+    if gamma.track_op() || beta.track_op() {
+        // Eval mode with γ, β wanted: the generic path differentiates them.
+        let rm = state.running_mean.as_tensor().detach();
+        let inv = (state.running_var.as_tensor().detach() + state.eps)?.sqrt()?.recip()?;
+        let scale = (gamma * inv)?;
+        let shift = (beta - (rm * &scale)?)?;
+        let c = scale.elem_count();
+        return x.broadcast_mul(&scale.reshape((1, c, 1, 1))?)?.broadcast_add(&shift.reshape((1, c, 1, 1))?);
+    }
+    let rm: Vec<f32> = state.running_mean.as_tensor().to_dtype(DType::F32)?.to_vec1()?;
+    let is = inv_std(state.running_var.as_tensor().to_dtype(DType::F32)?.to_vec1()?);
+    let (g, b): (Vec<f32>, Vec<f32>) = (gamma.to_vec1()?, beta.to_vec1()?);
+    let scale: Vec<f32> = g.iter().zip(&is).map(|(g, i)| g * i).collect();
+    let shift: Vec<f32> = b.iter().zip(rm.iter().zip(&scale)).map(|(b, (m, s))| b - m * s).collect();
+    x.apply_op1(bn::ChannelAffine { scale, shift })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,259 @@
+#!/usr/bin/env python3
+"""PyTorch twin of `normlab bench train`: the same four CIFAR-10 models (kuangliu
+pytorch-cifar definitions: VGG11 with BatchNorm, ResNet18, SENet18 with PreActBlock + SE,
+RegNetX_200MF) and the same training step (augmented random batch, forward, cross-entropy,
+backward, SGD momentum 0.9 lr 0.01), timed phase by phase. Prints images/s.
+
+Not a dependency of the build or the tests. Setup (outside the repository):
+    python3 -m venv /work/.venv-bench && /work/.venv-bench/bin/pip install torch
+Run:
+    /work/.venv-bench/bin/python bench/pytorch_train.py --model vgg11 [--batch 128] [--steps 5]
+"""
+
+import argparse
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# ---------------------------------------------------------------- models (kuangliu/pytorch-cifar)
+
+
+class VGG(nn.Module):
+    def __init__(self):
+        super().__init__()
+        cfg = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
+        layers, in_c = [], 3
+        for x in cfg:
+            if x == "M":
+                layers += [nn.MaxPool2d(kernel_size=2, stride=2)]
+            else:
+                layers += [nn.Conv2d(in_c, x, kernel_size=3, padding=1), nn.BatchNorm2d(x), nn.ReLU(inplace=True)]
+                in_c = x
+        layers += [nn.AvgPool2d(kernel_size=1, stride=1)]
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(512, 10)
+
+    def forward(self, x):
+        out = self.features(x)
+        return self.classifier(out.view(out.size(0), -1))
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, in_planes, planes, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, planes, kernel_size=1, stride=stride, bias=False), nn.BatchNorm2d(planes)
+            )
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.in_planes = 64
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.layer1 = self._make_layer(64, 1)
+        self.layer2 = self._make_layer(128, 2)
+        self.layer3 = self._make_layer(256, 2)
+        self.layer4 = self._make_layer(512, 2)
+        self.linear = nn.Linear(512, 10)
+
+    def _make_layer(self, planes, stride):
+        layers = []
+        for s in [stride, 1]:
+            layers.append(BasicBlock(self.in_planes, planes, s))
+            self.in_planes = planes
+        return nn.Sequential(*layers)
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+        out = F.avg_pool2d(out, 4)
+        return self.linear(out.view(out.size(0), -1))
+
+
+class PreActBlock(nn.Module):
+    def __init__(self, in_planes, planes, stride=1):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=1, padding=1, bias=False)
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, kernel_size=1, stride=stride, bias=False))
+        self.fc1 = nn.Conv2d(planes, planes // 16, kernel_size=1)
+        self.fc2 = nn.Conv2d(planes // 16, planes, kernel_size=1)
+
+    def forward(self, x):
+        out = F.relu(self.bn1(x))
+        shortcut = self.shortcut(out) if hasattr(self, "shortcut") else x
+        out = self.conv1(out)
+        out = self.conv2(F.relu(self.bn2(out)))
+        w = F.avg_pool2d(out, out.size(2))
+        w = F.relu(self.fc1(w))
+        w = torch.sigmoid(self.fc2(w))
+        out = out * w
+        return out + shortcut
+
+
+class SENet18(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.in_planes = 64
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.layer1 = self._make_layer(64, 1)
+        self.layer2 = self._make_layer(128, 2)
+        self.layer3 = self._make_layer(256, 2)
+        self.layer4 = self._make_layer(512, 2)
+        self.linear = nn.Linear(512, 10)
+
+    def _make_layer(self, planes, stride):
+        layers = []
+        for s in [stride, 1]:
+            layers.append(PreActBlock(self.in_planes, planes, s))
+            self.in_planes = planes
+        return nn.Sequential(*layers)
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+        out = F.avg_pool2d(out, 4)
+        return self.linear(out.view(out.size(0), -1))
+
+
+class XBlock(nn.Module):
+    def __init__(self, w_in, w_out, stride, group_width, bottleneck_ratio):
+        super().__init__()
+        w_b = int(round(w_out * bottleneck_ratio))
+        num_groups = w_b // group_width
+        self.conv1 = nn.Conv2d(w_in, w_b, kernel_size=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(w_b)
+        self.conv2 = nn.Conv2d(w_b, w_b, kernel_size=3, stride=stride, padding=1, groups=num_groups, bias=False)
+        self.bn2 = nn.BatchNorm2d(w_b)
+        self.conv3 = nn.Conv2d(w_b, w_out, kernel_size=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(w_out)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or w_in != w_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(w_in, w_out, kernel_size=1, stride=stride, bias=False), nn.BatchNorm2d(w_out))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class RegNetX200MF(nn.Module):
+    def __init__(self):
+        super().__init__()
+        depths, widths, strides = [1, 1, 4, 7], [24, 56, 152, 368], [1, 1, 2, 2]
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        blocks, in_planes = [], 64
+        for depth, width, stride in zip(depths, widths, strides):
+            for i in range(depth):
+                blocks.append(XBlock(in_planes, width, stride if i == 0 else 1, 8, 1))
+                in_planes = width
+        self.layers = nn.Sequential(*blocks)
+        self.linear = nn.Linear(widths[-1], 10)
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layers(out)
+        out = F.adaptive_avg_pool2d(out, (1, 1))
+        return self.linear(out.view(out.size(0), -1))
+
+
+MODELS = {"vgg11": VGG, "resnet18": ResNet18, "senet18": SENet18, "regnet200mf": RegNetX200MF}
+
+# ---------------------------------------------------------------- the step
+
+
+def augmented_batch(images, labels, idx, gen):
+    """Random 32x32 crop of the 4-pixel zero-padded image and random horizontal flip, from
+    uint8 images in memory, to float in [0, 1] (what normlab's Split::augmented_batch does)."""
+    x = images[idx].float().div_(255.0)
+    n = x.shape[0]
+    padded = F.pad(x, (4, 4, 4, 4))
+    dy = torch.randint(0, 9, (n,), generator=gen)
+    dx = torch.randint(0, 9, (n,), generator=gen)
+    rows = (dy[:, None] + torch.arange(32)[None, :])[:, None, :, None].expand(n, 3, 32, 32)
+    cols = (dx[:, None] + torch.arange(32)[None, :])[:, None, None, :].expand(n, 3, 32, 32)
+    out = padded[torch.arange(n)[:, None, None, None], torch.arange(3)[None, :, None, None], rows, cols]
+    flip = torch.rand(n, generator=gen) < 0.5
+    out[flip] = out[flip].flip(3)
+    return out.contiguous(), labels[idx]
+
+
+def matmul_gflops(n=2048):
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True, choices=sorted(MODELS))
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(1)
+    gen = torch.Generator().manual_seed(7)
+    n_images = max(args.batch, 256)
+    images = torch.randint(0, 256, (n_images, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    labels = torch.randint(0, 10, (n_images,), generator=gen)
+    model = MODELS[args.model]().train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    phases = {"data": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
+    for step in range(args.steps + 1):
+        idx = (torch.arange(args.batch) + step * args.batch) % n_images
+        t0 = time.perf_counter()
+        x, y = augmented_batch(images, labels, idx, gen)
+        t1 = time.perf_counter()
+        loss = F.cross_entropy(model(x), y)
+        t2 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        t3 = time.perf_counter()
+        opt.step()
+        t4 = time.perf_counter()
+        if not torch.isfinite(loss):
+            raise SystemExit(f"loss is {loss.item()} at step {step}")
+        if step > 0:
+            for k, d in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                phases[k] += d
+    total = sum(phases.values())
+    print(f"pytorch train: model {args.model} torch {torch.__version__} batch {args.batch} steps {args.steps} threads {torch.get_num_threads()}")
+    print(f"images/s            {args.batch * args.steps / total:10.1f}")
+    print(f"step                {1e3 * total / args.steps:10.1f} ms")
+    for k, d in phases.items():
+        print(f"  {k:<17} {1e3 * d / args.steps:10.1f} ms {100 * d / total:5.1f}%")
+    print(f"matmul GFLOP/s      {matmul_gflops():10.1f} (2048² f32 via torch, best of 3)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+//! `normlab bench ...`: measured speed claims, each subcommand timing alternatives in one run
+//! on one machine (norm formulas against power iteration and FFT + SVD; a training step
+//! against the machine's matmul rate).
+
+pub mod norms;
+pub mod op_profile;
+pub mod train;
+
+use anyhow::Result;
+
+/// Arguments of `normlab bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// What to time.
+    #[command(subcommand)]
+    pub command: BenchCommand,
+}
+
+/// The benchmarks.
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Theorem 1 formulas vs power iteration vs FFT + SVD over all weight layers of a model.
+    Norms(norms::BenchNormsArgs),
+    /// Images/s of a training step, its split into phases, and GFLOP/s against the matmul rate.
+    Train(train::TrainBenchArgs),
+}
+
+/// Runs `normlab bench`.
+pub fn run(args: BenchArgs) -> Result<()> {
+    match args.command {
+        BenchCommand::Norms(a) => norms::run(a),
+        BenchCommand::Train(a) => train::run(&a),
+    }
+}

@@ -1,0 +1,86 @@
+//! Where a training step's forward and backward time goes, by op type: each conv and
+//! BatchNorm layer of a model is run alone, at the model's shapes and batch size, through the
+//! kernels the models use (`crate::ops`), and timed forward and backward (input and
+//! weight gradients, as in training). What the layers do not account for (ReLU, pooling, residual adds,
+//! loss, gradient bookkeeping) is the rest of the measured step.
+
+use crate::models::{LayerKind, Model};
+use crate::ops::{self, BatchNormState};
+use anyhow::Result;
+use candle_core::{Device, Tensor, Var};
+use std::time::{Duration, Instant};
+
+/// Time of one op type over all layers of a model, per step.
+#[derive(Debug, Clone)]
+pub struct OpTime {
+    /// `conv fwd`, `conv bwd` (input and weight gradients), `bn fwd`, `bn bwd`.
+    pub op: &'static str,
+    /// Layers timed.
+    pub layers: usize,
+    /// Sum over the layers of one call each.
+    pub time: Duration,
+}
+
+fn timed<T>(device: &Device, f: impl FnOnce() -> Result<T>) -> Result<Duration> {
+    let clock = Instant::now();
+    let out = f()?;
+    device.synchronize()?;
+    let elapsed = clock.elapsed();
+    drop(out);
+    Ok(elapsed)
+}
+
+/// Times every conv and BatchNorm layer of `model` at batch `batch`.
+pub fn profile_layers(model: &Model, device: &Device, batch: usize) -> Result<Vec<OpTime>> {
+    let names = ["conv fwd", "conv bwd", "bn fwd", "bn bwd"];
+    let mut rows: Vec<OpTime> = names.iter().map(|&op| OpTime { op, layers: 0, time: Duration::ZERO }).collect();
+    for (i, spec) in model.layers.iter().enumerate() {
+        let x = Tensor::randn(0f32, 1.0, (batch, spec.in_c, spec.in_h, spec.in_w), device)?;
+        match spec.kind {
+            LayerKind::Conv => {
+                let w = Tensor::randn(0f32, 0.1, spec.weight_shape().as_slice(), device)?;
+                let (s, p, g) = (spec.stride, spec.padding, spec.groups);
+                rows[0].time += timed(device, || Ok(ops::conv2d(&x, &w, None, s, p, g)?))?;
+                // Weight and input gradients, as in training; the stem's input (the images)
+                // needs none.
+                let wv = Var::from_tensor(&w)?;
+                let xv = Var::from_tensor(&x)?;
+                let x_in = if i > 0 { xv.as_tensor().clone() } else { x.clone() };
+                let y = ops::conv2d(&x_in, wv.as_tensor(), None, s, p, g)?;
+                rows[1].time += timed(device, || Ok(y.backward()?))?;
+                rows[0].layers += 1;
+                rows[1].layers += 1;
+            }
+            LayerKind::Bn => {
+                let c = spec.in_c;
+                let gamma = Var::ones(c, candle_core::DType::F32, device)?;
+                let beta = Var::zeros(c, candle_core::DType::F32, device)?;
+                let rm = Var::zeros(c, candle_core::DType::F32, device)?;
+                let rv = Var::ones(c, candle_core::DType::F32, device)?;
+                let state = BatchNormState { running_mean: &rm, running_var: &rv, eps: 1e-5, momentum: 0.1 };
+                rows[2].time += timed(device, || Ok(ops::batch_norm(&x, gamma.as_tensor(), beta.as_tensor(), &state, true)?))?;
+                let xv = Var::from_tensor(&x)?;
+                let y = ops::batch_norm(xv.as_tensor(), gamma.as_tensor(), beta.as_tensor(), &state, true)?;
+                rows[3].time += timed(device, || Ok(y.backward()?))?;
+                rows[2].layers += 1;
+                rows[3].layers += 1;
+            }
+            LayerKind::Linear => {}
+        }
+    }
+    Ok(rows)
+}
+
+/// Prints the op table beside the measured forward + backward time of `steps` steps.
+pub fn print(rows: &[OpTime], fwd_bwd: Duration, steps: usize) {
+    let step = fwd_bwd.as_secs_f64() / steps as f64;
+    println!("profile (each layer alone, one call; share of the measured forward+backward {:.1} ms):", 1e3 * step);
+    let mut covered = 0.0;
+    for r in rows {
+        let t = r.time.as_secs_f64();
+        covered += t;
+        println!("  {:<17} {:3} layers {:10.1} ms {:5.1}%", r.op, r.layers, 1e3 * t, 100.0 * t / step);
+    }
+    let rest = step - covered;
+    println!("  {:<17} {:>10} {:10.1} ms {:5.1}%  (relu, pooling, adds, loss, grad bookkeeping)", "rest", "", 1e3 * rest, 100.0 * rest / step);
+}

@@ -1,0 +1,223 @@
+//! `normlab bench train`: the speed of one training step (SGD momentum 0.9, lr 0.01,
+//! cross-entropy, augmented batches), split into its phases, with the achieved GFLOP/s beside
+//! the machine's matrix-multiply rate measured in the same run.
+//!
+//! The batches come from a synthetic in-memory split (random bytes, random labels) through the
+//! same augmentation as training, so the bench needs no dataset and measures what a real
+//! epoch does per step.
+
+use super::op_profile;
+use crate::data::{Split, IMAGE_BYTES};
+use crate::models::{Arch, Model, NUM_CLASSES};
+use crate::ops::conv::Threading;
+use crate::ops::gemm::{gemm_on, Engine, View};
+use crate::ops::{self, Kernels};
+use crate::optim::Sgd;
+use anyhow::{bail, Result};
+use candle_core::{DType, Device, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::time::{Duration, Instant};
+
+/// Arguments of `normlab bench train`.
+#[derive(Debug, clap::Args)]
+pub struct TrainBenchArgs {
+    /// Model: vgg11, resnet18, senet18 or regnet200mf.
+    #[arg(long)]
+    pub model: String,
+    /// Device: cpu or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Images per step.
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// Timed steps (after one untimed warm-up step).
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// Kernels: `fast` (normlab's CPU custom ops) or `stock` (candle's generic ops), to
+    /// measure one against the other.
+    #[arg(long, default_value = "fast")]
+    pub kernels: String,
+    /// Also time each conv and BatchNorm layer's forward and backward in isolation and print
+    /// where a step's time goes by op type.
+    #[arg(long)]
+    pub profile: bool,
+    /// GEMM under the fast kernels: `faer` (AVX-512 where available) or `gemm` (the crate
+    /// candle's matmul uses).
+    #[arg(long, default_value = "faer")]
+    pub gemm: String,
+    /// Conv threading under the fast kernels: `batch` (image chunks in parallel, one thread
+    /// per GEMM) or `gemm` (chunks in sequence, multi-threaded GEMMs).
+    #[arg(long, default_value = "batch")]
+    pub threading: String,
+}
+
+/// Wall time of each phase of a training step, summed over the timed steps.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StepTimes {
+    /// Augmented batch creation (crop, flip, to f32, to the device).
+    pub data: Duration,
+    /// Forward pass and loss.
+    pub forward: Duration,
+    /// `loss.backward()`.
+    pub backward: Duration,
+    /// Gradient transforms between backward and the optimizer (none in this bench).
+    pub regularizer: Duration,
+    /// The SGD update.
+    pub optimizer: Duration,
+}
+
+impl StepTimes {
+    /// The whole step.
+    pub fn total(&self) -> Duration {
+        self.data + self.forward + self.backward + self.regularizer + self.optimizer
+    }
+}
+
+/// Runs the bench and prints its report.
+pub fn run(args: &TrainBenchArgs) -> Result<()> {
+    let arch = Arch::parse(&args.model)?;
+    let device = crate::device::open(&args.device)?;
+    let kernels = Kernels::parse(&args.kernels)?;
+    if args.batch == 0 || args.steps == 0 {
+        bail!("--batch and --steps must be at least 1 (got {} and {})", args.batch, args.steps);
+    }
+    let engine = match args.gemm.as_str() {
+        "faer" => Engine::Faer,
+        "gemm" => Engine::Gemm,
+        other => bail!("unknown --gemm '{other}': expected faer or gemm"),
+    };
+    ops::set_kernels(kernels);
+    ops::gemm::set_engine(engine);
+    ops::conv::set_threading(match args.threading.as_str() {
+        "batch" => Threading::Batch,
+        "gemm" => Threading::Gemm,
+        other => bail!("unknown --threading '{other}': expected batch or gemm"),
+    });
+    let model = Model::new(arch, 1, &device)?;
+    let candle_rate = matmul_gflops(&device)?;
+    let faer_rate = if device.is_cpu() { Some(faer_gflops()) } else { None };
+    let matmul = faer_rate.unwrap_or(0.0).max(candle_rate);
+    let times = time_steps(&model, &device, args.batch, args.steps)?;
+    let images = (args.batch * args.steps) as f64;
+    let secs = times.total().as_secs_f64();
+    let images_per_s = images / secs;
+    // Forward is 2 FLOPs per MAC; forward + backward (input and weight gradients) about 3×.
+    let flops_per_image = 3.0 * 2.0 * model.forward_macs() as f64;
+    let achieved = flops_per_image * images_per_s / 1e9;
+    println!(
+        "bench train: model {} device {} kernels {} gemm {} threading {} batch {} steps {} threads {}",
+        arch.name(),
+        crate::device::describe(&device),
+        kernels.name(),
+        args.gemm,
+        args.threading,
+        args.batch,
+        args.steps,
+        rayon::current_num_threads()
+    );
+    println!("images/s            {images_per_s:10.1}");
+    println!("step                {:10.1} ms", 1e3 * secs / args.steps as f64);
+    let per_step = |d: Duration| 1e3 * d.as_secs_f64() / args.steps as f64;
+    let share = |d: Duration| 100.0 * d.as_secs_f64() / secs;
+    for (name, d) in [("data", times.data), ("forward", times.forward), ("backward", times.backward), ("optimizer", times.optimizer)] {
+        println!("  {name:<17} {:10.1} ms {:5.1}%", per_step(d), share(d));
+    }
+    println!("  {:<17} {:>10} (no regularizer in this bench: src/regularize is not on this branch)", "regularizer", "-");
+    println!("fwd+bwd GFLOP/img   {:10.3}", flops_per_image / 1e9);
+    println!("achieved GFLOP/s    {achieved:10.1}");
+    println!("matmul GFLOP/s      {candle_rate:10.1} (2048² f32 via candle's matmul, best of 3)");
+    if let Some(rate) = faer_rate {
+        println!("matmul GFLOP/s      {rate:10.1} (2048² f32 via faer, best of 3)");
+    }
+    println!("ratio               {:10.1}% of the faster matmul", 100.0 * achieved / matmul);
+    if args.profile {
+        let rows = op_profile::profile_layers(&model, &device, args.batch)?;
+        op_profile::print(&rows, times.forward + times.backward, args.steps);
+    }
+    Ok(())
+}
+
+/// A synthetic split of `n` random images and labels, seeded.
+pub fn synthetic_split(n: usize, seed: u64) -> Result<Split> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let images: Vec<u8> = (0..n * IMAGE_BYTES).map(|_| rng.gen()).collect();
+    let labels: Vec<u8> = (0..n).map(|_| rng.gen_range(0..NUM_CLASSES as u8)).collect();
+    Split::new(images, labels)
+}
+
+/// Times `steps` training steps of `model` (after one untimed warm-up step), phase by phase.
+pub fn time_steps(model: &Model, device: &Device, batch: usize, steps: usize) -> Result<StepTimes> {
+    let split = synthetic_split(batch.max(256), 7)?;
+    let mut sgd = Sgd::new(0.01, 0.9);
+    let mut times = StepTimes::default();
+    for step in 0..=steps {
+        let mut t = StepTimes::default();
+        let idx: Vec<usize> = (0..batch).map(|i| (step * batch + i) % split.len()).collect();
+        let clock = Instant::now();
+        let (x, y) = split.augmented_batch(&idx, step as u64, device)?;
+        device.synchronize()?;
+        t.data = clock.elapsed();
+        let clock = Instant::now();
+        let logits = model.forward(&x, true)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+        device.synchronize()?;
+        t.forward = clock.elapsed();
+        let clock = Instant::now();
+        let grads = loss.backward()?;
+        device.synchronize()?;
+        t.backward = clock.elapsed();
+        let clock = Instant::now();
+        sgd.step(&model.params, &grads)?;
+        device.synchronize()?;
+        t.optimizer = clock.elapsed();
+        let value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        if !value.is_finite() {
+            bail!("loss is {value} at bench step {step}: the model diverged");
+        }
+        if step > 0 {
+            times.data += t.data;
+            times.forward += t.forward;
+            times.backward += t.backward;
+            times.optimizer += t.optimizer;
+        }
+    }
+    Ok(times)
+}
+
+/// The machine's f32 matrix-multiply rate in GFLOP/s: a 2048×2048 product through candle
+/// (its own GEMM and threading), best of three.
+pub fn matmul_gflops(device: &Device) -> Result<f64> {
+    let n = 2048;
+    let a = Tensor::randn(0f32, 1.0, (n, n), device)?;
+    let b = Tensor::randn(0f32, 1.0, (n, n), device)?;
+    a.matmul(&b)?;
+    device.synchronize()?;
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let clock = Instant::now();
+        let c = a.matmul(&b)?;
+        device.synchronize()?;
+        best = best.min(clock.elapsed().as_secs_f64());
+        drop(c);
+    }
+    Ok(2.0 * (n as f64).powi(3) / best / 1e9)
+}
+
+/// The CPU's f32 matrix-multiply rate in GFLOP/s through faer (AVX-512 kernels where the CPU
+/// has them): a 2048×2048 product, best of three.
+pub fn faer_gflops() -> f64 {
+    let n = 2048;
+    let a: Vec<f32> = (0..n * n).map(|i| ((i % 97) as f32 - 48.0) / 97.0).collect();
+    let b: Vec<f32> = (0..n * n).map(|i| ((i % 89) as f32 - 44.0) / 89.0).collect();
+    let mut c = vec![0f32; n * n];
+    let mut best = f64::INFINITY;
+    for rep in 0..4 {
+        let clock = Instant::now();
+        gemm_on(Engine::Faer, n, n, n, &mut c, n, false, true, View::rows(&a, n), View::rows(&b, n));
+        if rep > 0 {
+            best = best.min(clock.elapsed().as_secs_f64());
+        }
+    }
+    2.0 * (n as f64).powi(3) / best / 1e9
+}

@@ -1,0 +1,235 @@
+//! Fused BatchNorm2d on the CPU: batch statistics in one pass, normalisation in one pass, and
+//! the train-mode backward (input, γ and β gradients, through the batch statistics) in two
+//! passes, as candle custom ops. candle builds BatchNorm from a dozen generic ops, each a pass
+//! over the activations forward and more backward.
+
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else { bail!("normlab batch_norm: {what} must be f32") };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => bail!("normlab batch_norm: {what} must be contiguous"),
+    }
+}
+
+fn dims(l: &Layout) -> Result<(usize, usize, usize)> {
+    match l.dims() {
+        &[n, c, h, w] => Ok((n, c, h * w)),
+        other => bail!("normlab batch_norm: expected an n×c×h×w input, got {other:?}"),
+    }
+}
+
+/// Lane-parallel sums over a slice (vectorisable), `(Σ f(a, b) over pairs)`.
+#[inline]
+fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += f(x[l], y[l]);
+        }
+    }
+    let tail: f32 = ra.iter().zip(rb).map(|(&x, &y)| f(x, y)).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Per-channel mean and biased variance of `x (n, c, hw)`: sums shifted by the channel's
+/// first value (against cancellation), in f32 within a plane and f64 across planes.
+pub fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> (Vec<f32>, Vec<f32>) {
+    let count = (n * hw) as f64;
+    let stats: Vec<(f32, f32)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let k = x[ch * hw];
+            let (mut s, mut q) = (0f64, 0f64);
+            for img in 0..n {
+                let plane = &x[(img * c + ch) * hw..][..hw];
+                s += lane_sum(plane, plane, |v, _| v - k) as f64;
+                q += lane_sum(plane, plane, |v, _| (v - k) * (v - k)) as f64;
+            }
+            let mean_shifted = s / count;
+            let var = (q / count - mean_shifted * mean_shifted).max(0.0);
+            ((mean_shifted + k as f64) as f32, var as f32)
+        })
+        .collect();
+    stats.into_iter().unzip()
+}
+
+/// Per-channel `y = x·scale + shift` over `x (n, c, hw)`.
+fn affine(x: &[f32], c: usize, hw: usize, scale: &[f32], shift: &[f32]) -> Vec<f32> {
+    let mut y = vec![0f32; x.len()];
+    y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().for_each(|(j, (dst, src))| {
+        let (a, b) = (scale[j % c], shift[j % c]);
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = s * a + b;
+        }
+    });
+    y
+}
+
+/// The batch statistics of `x` as a `(2, c)` tensor: mean, biased variance (no gradient).
+struct ChannelStats;
+
+impl CustomOp1 for ChannelStats {
+    fn name(&self) -> &'static str {
+        "normlab-bn-stats"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, hw) = dims(l)?;
+        let (mut mean, var) = channel_stats(f32_data(s, l, "input")?, n, c, hw);
+        mean.extend(var);
+        Ok((CpuStorage::F32(mean), Shape::from((2, c))))
+    }
+}
+
+/// Mean and biased variance per channel of `x (n, c, h, w)` (CPU, f32), as two `c` tensors.
+pub fn batch_stats(x: &Tensor) -> Result<(Tensor, Tensor)> {
+    let s = x.contiguous()?.apply_op1_no_bwd(&ChannelStats)?;
+    Ok((s.get(0)?, s.get(1)?))
+}
+
+/// Train-mode BatchNorm on `(x, γ, β)` with the batch statistics already computed.
+pub struct BatchNormTrain {
+    /// Per-channel batch mean.
+    pub mean: Vec<f32>,
+    /// Per-channel 1/√(var + eps).
+    pub inv_std: Vec<f32>,
+}
+
+impl CustomOp3 for BatchNormTrain {
+    fn name(&self) -> &'static str {
+        "normlab-bn-train"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (_, c, hw) = dims(l1)?;
+        let (gamma, beta) = (f32_data(s2, l2, "weight")?, f32_data(s3, l3, "bias")?);
+        if gamma.len() != c || beta.len() != c || self.mean.len() != c {
+            bail!("normlab batch_norm: {c} channels but weight {} and bias {}", gamma.len(), beta.len())
+        }
+        let scale: Vec<f32> = (0..c).map(|i| gamma[i] * self.inv_std[i]).collect();
+        let shift: Vec<f32> = (0..c).map(|i| beta[i] - self.mean[i] * scale[i]).collect();
+        Ok((CpuStorage::F32(affine(f32_data(s1, l1, "input")?, c, hw, &scale, &shift)), l1.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, gamma: &Tensor, beta: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        let sums = dy.apply_op2_no_bwd(x, &BackwardSums { mean: self.mean.clone(), inv_std: self.inv_std.clone() })?;
+        let dx = if x.track_op() {
+            let s = sums.to_vec2::<f32>()?;
+            let op = BackwardData {
+                mean: self.mean.clone(),
+                inv_std: self.inv_std.clone(),
+                gamma: gamma.to_dtype(candle_core::DType::F32)?.to_vec1()?,
+                sum_dy: s[0].clone(),
+                sum_dy_xhat: s[1].clone(),
+            };
+            Some(dy.apply_op2_no_bwd(x, &op)?)
+        } else {
+            None
+        };
+        let dgamma = if gamma.track_op() { Some(sums.get(1)?) } else { None };
+        let dbeta = if beta.track_op() { Some(sums.get(0)?) } else { None };
+        Ok((dx, dgamma, dbeta))
+    }
+}
+
+/// Per-channel `Σ dy` and `Σ dy·x̂` on `(dy, x)`, as a `(2, c)` tensor: β's and γ's gradients.
+struct BackwardSums {
+    mean: Vec<f32>,
+    inv_std: Vec<f32>,
+}
+
+impl CustomOp2 for BackwardSums {
+    fn name(&self) -> &'static str {
+        "normlab-bn-backward-sums"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, hw) = dims(l1)?;
+        let (dy, x) = (f32_data(s1, l1, "gradient")?, f32_data(s2, l2, "input")?);
+        let sums: Vec<(f32, f32)> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let m = self.mean[ch];
+                let (mut sd, mut sdx) = (0f64, 0f64);
+                for img in 0..n {
+                    let off = (img * c + ch) * hw;
+                    let (g, v) = (&dy[off..off + hw], &x[off..off + hw]);
+                    sd += lane_sum(g, g, |a, _| a) as f64;
+                    sdx += lane_sum(g, v, |a, b| a * (b - m)) as f64;
+                }
+                (sd as f32, (sdx * self.inv_std[ch] as f64) as f32)
+            })
+            .collect();
+        let (mut out, sdx): (Vec<f32>, Vec<f32>) = sums.into_iter().unzip();
+        out.extend(sdx);
+        Ok((CpuStorage::F32(out), Shape::from((2, c))))
+    }
+}
+
+/// The input gradient through the batch statistics on `(dy, x)`:
+/// `dx = γ·inv_std·(dy − Σdy/M − x̂·Σdy·x̂/M)`.
+struct BackwardData {
+    mean: Vec<f32>,
+    inv_std: Vec<f32>,
+    gamma: Vec<f32>,
+    sum_dy: Vec<f32>,
+    sum_dy_xhat: Vec<f32>,
+}
+
+impl CustomOp2 for BackwardData {
+    fn name(&self) -> &'static str {
+        "normlab-bn-backward-data"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, hw) = dims(l1)?;
+        let (dy, x) = (f32_data(s1, l1, "gradient")?, f32_data(s2, l2, "input")?);
+        let count = (n * hw) as f32;
+        let mut dx = vec![0f32; dy.len()];
+        dx.par_chunks_mut(hw).enumerate().for_each(|(j, dst)| {
+            let ch = j % c;
+            let (m, is) = (self.mean[ch], self.inv_std[ch]);
+            let k = self.gamma[ch] * is;
+            let (mean_dy, mean_dy_xhat) = (self.sum_dy[ch] / count, self.sum_dy_xhat[ch] / count);
+            let (g, v) = (&dy[j * hw..][..hw], &x[j * hw..][..hw]);
+            for ((d, &gy), &xv) in dst.iter_mut().zip(g).zip(v) {
+                *d = k * (gy - mean_dy - (xv - m) * is * mean_dy_xhat);
+            }
+        });
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+/// Eval-mode BatchNorm (a fixed per-channel affine map) on `x`, with γ and β as constants:
+/// its backward is `dx = dy·scale`.
+pub struct ChannelAffine {
+    /// Per-channel factor.
+    pub scale: Vec<f32>,
+    /// Per-channel offset.
+    pub shift: Vec<f32>,
+}
+
+impl CustomOp1 for ChannelAffine {
+    fn name(&self) -> &'static str {
+        "normlab-channel-affine"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (_, c, hw) = dims(l)?;
+        if self.scale.len() != c {
+            bail!("normlab batch_norm: {c} channels but {} scales", self.scale.len())
+        }
+        Ok((CpuStorage::F32(affine(f32_data(s, l, "input")?, c, hw, &self.scale, &self.shift)), l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        let zero = vec![0f32; self.scale.len()];
+        Ok(Some(dy.contiguous()?.apply_op1_no_bwd(&ChannelAffine { scale: self.scale.clone(), shift: zero })?))
+    }
+}

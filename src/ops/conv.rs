@@ -1,0 +1,423 @@
+//! 2-D convolution on the CPU as im2col + GEMM, with its backward as GEMM + col2im (input
+//! gradient) and GEMM (weight gradient), as candle custom ops.
+//!
+//! candle 0.11 computes a conv's input gradient with a direct conv_transpose2d and its weight
+//! gradient with a conv whose kernel is the whole output map (candle #2144, #3119), which is
+//! several times slower than the forward. Here all three are matrix products on im2col
+//! buffers: a chunk of images is unfolded into a `(C/g·kh·kw) × (images·OH·OW)` matrix so each
+//! product is large enough for the GEMM to run near the machine's rate even on 2×2 maps.
+//! The backward skips the input gradient when the input needs none (the images) and the
+//! weight gradient when the weight is detached (eval mode, attacks).
+
+use super::gemm::{gemm, View};
+use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The largest im2col buffer per chunk, in elements (16 MiB of f32).
+const COL_CAP: usize = 4 << 20;
+
+/// Shapes of one convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geom {
+    /// Batch.
+    pub n: usize,
+    /// Input channels.
+    pub c: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Output channels.
+    pub o: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Zero padding.
+    pub pad: usize,
+    /// Channel groups.
+    pub groups: usize,
+}
+
+impl Geom {
+    /// The geometry of `x (n, c, h, w)` convolved with `w (o, c/groups, kh, kw)`, checked.
+    pub fn new(x: &[usize], w: &[usize], stride: usize, pad: usize, groups: usize) -> Result<Self> {
+        let (&[n, c, h, wd], &[o, cg, kh, kw]) = (x, w) else {
+            bail!("conv2d: expected 4-d input and kernel, got {x:?} and {w:?}")
+        };
+        if groups == 0 || stride == 0 || c % groups != 0 || o % groups != 0 || cg != c / groups {
+            bail!("conv2d: input {x:?}, kernel {w:?}, groups {groups}, stride {stride} do not fit")
+        }
+        if h + 2 * pad < kh || wd + 2 * pad < kw {
+            bail!("conv2d: kernel {kh}×{kw} larger than the padded input {h}×{wd} (padding {pad})")
+        }
+        Ok(Self { n, c, h, w: wd, o, kh, kw, stride, pad, groups })
+    }
+
+    /// Output height.
+    pub fn oh(&self) -> usize {
+        (self.h + 2 * self.pad - self.kh) / self.stride + 1
+    }
+
+    /// Output width.
+    pub fn ow(&self) -> usize {
+        (self.w + 2 * self.pad - self.kw) / self.stride + 1
+    }
+
+    fn cg(&self) -> usize {
+        self.c / self.groups
+    }
+
+    fn og(&self) -> usize {
+        self.o / self.groups
+    }
+
+    /// Rows of a group's im2col matrix: C/g·kh·kw.
+    fn kg(&self) -> usize {
+        self.cg() * self.kh * self.kw
+    }
+
+    fn p(&self) -> usize {
+        self.oh() * self.ow()
+    }
+
+    /// Images per chunk: as many as fit in [`COL_CAP`].
+    fn chunk(&self) -> usize {
+        (COL_CAP / (self.kg() * self.p()).max(1)).clamp(1, self.n.max(1))
+    }
+
+    /// The output shape.
+    pub fn out_shape(&self) -> Shape {
+        Shape::from((self.n, self.o, self.oh(), self.ow()))
+    }
+}
+
+/// How the conv kernels share the threads: the brief's two options, measured against each
+/// other by `normlab bench train --threading`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Threading {
+    /// Image chunks one after another, each product multi-threaded inside the GEMM.
+    Gemm,
+    /// Image chunks in parallel (rayon work stealing), each product on one thread.
+    Batch,
+}
+
+static BATCH_THREADING: AtomicBool = AtomicBool::new(true);
+
+/// Selects the threading for the whole process.
+pub fn set_threading(t: Threading) {
+    BATCH_THREADING.store(t == Threading::Batch, Ordering::Relaxed);
+}
+
+/// The threading in use (default [`Threading::Batch`]).
+pub fn threading() -> Threading {
+    if BATCH_THREADING.load(Ordering::Relaxed) {
+        Threading::Batch
+    } else {
+        Threading::Gemm
+    }
+}
+
+/// Calls `f(i, piece)` on the `size`-long pieces of `data`, in parallel when `par`.
+fn each_mut(data: &mut [f32], size: usize, par: bool, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    if par {
+        data.par_chunks_mut(size).enumerate().for_each(|(i, c)| f(i, c));
+    } else {
+        data.chunks_mut(size).enumerate().for_each(|(i, c)| f(i, c));
+    }
+}
+
+/// The output positions `ox` whose input column `ox·stride + kj − pad` lies in `0..w`.
+fn valid_range(g: &Geom, kj: usize) -> (usize, usize) {
+    let ow = g.ow();
+    let lo = (g.pad.saturating_sub(kj)).div_ceil(g.stride).min(ow);
+    let hi = if g.w + g.pad > kj { ((g.w + g.pad - kj - 1) / g.stride + 1).min(ow) } else { 0 };
+    (lo, hi.max(lo))
+}
+
+/// Unfolds the `nb` images of `xc`, channels `c0..c0+cg`, into `col` (row `(ci, ki, kj)`,
+/// column `(image, oy, ox)`).
+fn im2col(xc: &[f32], g: &Geom, nb: usize, c0: usize, col: &mut [f32], par: bool) {
+    let (p, ow, hw) = (g.p(), g.ow(), g.h * g.w);
+    let cols = nb * p;
+    each_mut(&mut col[..g.kg() * cols], cols, par, |r, row| {
+        let (ci, ki, kj) = (r / (g.kh * g.kw), (r / g.kw) % g.kh, r % g.kw);
+        let (lo, hi) = valid_range(g, kj);
+        for img in 0..nb {
+            let plane = &xc[(img * g.c + c0 + ci) * hw..][..hw];
+            for (oy, out) in row[img * p..(img + 1) * p].chunks_mut(ow).enumerate() {
+                let iy = (oy * g.stride + ki) as isize - g.pad as isize;
+                if iy < 0 || iy >= g.h as isize {
+                    out.fill(0.0);
+                    continue;
+                }
+                let src = &plane[iy as usize * g.w..][..g.w];
+                out[..lo].fill(0.0);
+                out[hi..].fill(0.0);
+                if g.stride == 1 {
+                    let start = lo + kj - g.pad;
+                    out[lo..hi].copy_from_slice(&src[start..start + hi - lo]);
+                } else {
+                    for (ox, o) in out[lo..hi].iter_mut().enumerate() {
+                        *o = src[(lo + ox) * g.stride + kj - g.pad];
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Folds `dcol` (as [`im2col`] lays it out) back onto the `nb` images of `dxc`, channels
+/// `c0..c0+cg`, adding where windows overlap.
+fn col2im(dcol: &[f32], g: &Geom, nb: usize, c0: usize, dxc: &mut [f32], par: bool) {
+    let (p, ow, hw, kk) = (g.p(), g.ow(), g.h * g.w, g.kh * g.kw);
+    let cols = nb * p;
+    let cg = g.cg();
+    each_mut(&mut dxc[..nb * g.c * hw], hw, par, |j, plane| {
+        let (img, ch) = (j / g.c, j % g.c);
+        if ch < c0 || ch >= c0 + cg {
+            return;
+        }
+        let ci = ch - c0;
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let (lo, hi) = valid_range(g, kj);
+                let row = &dcol[((ci * kk) + ki * g.kw + kj) * cols + img * p..][..p];
+                for (oy, src) in row.chunks(ow).enumerate() {
+                    let iy = (oy * g.stride + ki) as isize - g.pad as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        continue;
+                    }
+                    let dst = &mut plane[iy as usize * g.w..][..g.w];
+                    if g.stride == 1 {
+                        let start = lo + kj - g.pad;
+                        for (d, &v) in dst[start..start + hi - lo].iter_mut().zip(&src[lo..hi]) {
+                            *d += v;
+                        }
+                    } else {
+                        for (ox, &v) in src[lo..hi].iter().enumerate() {
+                            dst[(lo + ox) * g.stride + kj - g.pad] += v;
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Copies output channels `o0..o0+og` of the `nb` images of `yc (nb, o, p)` into
+/// `chunk (og × nb·p)`, row `o`, columns `(image, position)`.
+fn gather_out(yc: &[f32], g: &Geom, nb: usize, o0: usize, chunk: &mut [f32], par: bool) {
+    let p = g.p();
+    each_mut(&mut chunk[..g.og() * nb * p], p, par, |s, slot| {
+        let (o, img) = (s / nb, s % nb);
+        slot.copy_from_slice(&yc[(img * g.o + o0 + o) * p..][..p]);
+    });
+}
+
+/// The inverse of [`gather_out`]: writes `chunk` into its planes of `yc`.
+fn scatter_out(chunk: &[f32], g: &Geom, nb: usize, o0: usize, yc: &mut [f32], par: bool) {
+    let (p, og) = (g.p(), g.og());
+    each_mut(&mut yc[..nb * g.o * p], p, par, |j, plane| {
+        let (img, oc) = (j / g.o, j % g.o);
+        if (o0..o0 + og).contains(&oc) {
+            plane.copy_from_slice(&chunk[((oc - o0) * nb + img) * p..][..p]);
+        }
+    });
+}
+
+fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else { bail!("normlab conv2d: {what} must be f32") };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => bail!("normlab conv2d: {what} must be contiguous"),
+    }
+}
+
+/// Images per chunk under the current threading: what fits [`COL_CAP`], and with
+/// [`Threading::Batch`] at most a quarter of the batch per thread, so the chunks balance.
+fn chunk_images(g: &Geom, t: Threading) -> (usize, bool) {
+    match t {
+        Threading::Gemm => (g.chunk(), true),
+        Threading::Batch => {
+            let parts = 4 * rayon::current_num_threads();
+            (g.chunk().min(g.n.div_ceil(parts)).max(1), false)
+        }
+    }
+}
+
+/// Runs `f(chunk index, output chunk)` over `nb`-image chunks of `out`, in sequence with
+/// multi-threaded inner work, or in parallel with sequential inner work.
+fn over_chunks(out: &mut [f32], per_image: usize, nb: usize, inner_par: bool, f: impl Fn(usize, &mut [f32], bool) + Sync + Send) {
+    if inner_par {
+        out.chunks_mut(nb * per_image).enumerate().for_each(|(i, c)| f(i, c, true));
+    } else {
+        out.par_chunks_mut(nb * per_image).enumerate().for_each(|(i, c)| f(i, c, false));
+    }
+}
+
+/// The forward: `y = conv(x, w)` (no bias), threaded as `t` says.
+pub fn forward(x: &[f32], w: &[f32], g: &Geom, t: Threading) -> Vec<f32> {
+    let (p, og, kg, in_img) = (g.p(), g.og(), g.kg(), g.c * g.h * g.w);
+    let mut y = vec![0f32; g.n * g.o * p];
+    let (nb_max, inner_par) = chunk_images(g, t);
+    over_chunks(&mut y, g.o * p, nb_max, inner_par, |i, yc, par| {
+        let nb = yc.len() / (g.o * p);
+        let xc = &x[i * nb_max * in_img..][..nb * in_img];
+        let cols = nb * p;
+        let mut col = vec![0f32; kg * cols];
+        let mut out = vec![0f32; og * cols];
+        for gi in 0..g.groups {
+            im2col(xc, g, nb, gi * g.cg(), &mut col, par);
+            let wg = &w[gi * og * kg..(gi + 1) * og * kg];
+            gemm(og, cols, kg, &mut out, cols, false, par, View::rows(wg, kg), View::rows(&col, cols));
+            scatter_out(&out, g, nb, gi * og, yc, par);
+        }
+    });
+    y
+}
+
+/// The input gradient `dx` of `y = conv(x, w)` given `dy`, threaded as `t` says.
+pub fn backward_data(dy: &[f32], w: &[f32], g: &Geom, t: Threading) -> Vec<f32> {
+    let (p, og, kg, in_img) = (g.p(), g.og(), g.kg(), g.c * g.h * g.w);
+    let mut dx = vec![0f32; g.n * in_img];
+    let (nb_max, inner_par) = chunk_images(g, t);
+    over_chunks(&mut dx, in_img, nb_max, inner_par, |i, dxc, par| {
+        let nb = dxc.len() / in_img;
+        let dyc_all = &dy[i * nb_max * g.o * p..][..nb * g.o * p];
+        let cols = nb * p;
+        let mut dcol = vec![0f32; kg * cols];
+        let mut dyc = vec![0f32; og * cols];
+        for gi in 0..g.groups {
+            gather_out(dyc_all, g, nb, gi * og, &mut dyc, par);
+            let wg = &w[gi * og * kg..(gi + 1) * og * kg];
+            gemm(kg, cols, og, &mut dcol, cols, false, par, View::rows_t(wg, kg), View::rows(&dyc, cols));
+            col2im(&dcol, g, nb, gi * g.cg(), dxc, par);
+        }
+    });
+    dx
+}
+
+/// Adds the weight gradient of images `n0..n0+nb` to `dw`.
+fn weight_chunk(dy: &[f32], x: &[f32], g: &Geom, n0: usize, nb: usize, dw: &mut [f32], par: bool) {
+    let (p, og, kg, in_img) = (g.p(), g.og(), g.kg(), g.c * g.h * g.w);
+    let xc = &x[n0 * in_img..][..nb * in_img];
+    let dyc_all = &dy[n0 * g.o * p..][..nb * g.o * p];
+    let cols = nb * p;
+    let mut col = vec![0f32; kg * cols];
+    let mut dyc = vec![0f32; og * cols];
+    for gi in 0..g.groups {
+        im2col(xc, g, nb, gi * g.cg(), &mut col, par);
+        gather_out(dyc_all, g, nb, gi * og, &mut dyc, par);
+        let dwg = &mut dw[gi * og * kg..(gi + 1) * og * kg];
+        gemm(og, kg, cols, dwg, kg, true, par, View::rows(&dyc, cols), View::rows_t(&col, cols));
+    }
+}
+
+/// The weight gradient `dw` of `y = conv(x, w)` given `dy`, threaded as `t` says.
+pub fn backward_weight(dy: &[f32], x: &[f32], g: &Geom, t: Threading) -> Vec<f32> {
+    let len = g.o * g.kg();
+    let (nb_max, inner_par) = chunk_images(g, t);
+    let starts: Vec<usize> = (0..g.n).step_by(nb_max).collect();
+    let nb_at = |n0: usize| nb_max.min(g.n - n0);
+    if inner_par {
+        let mut dw = vec![0f32; len];
+        for &n0 in &starts {
+            weight_chunk(dy, x, g, n0, nb_at(n0), &mut dw, true);
+        }
+        return dw;
+    }
+    starts
+        .into_par_iter()
+        .fold(
+            || vec![0f32; len],
+            |mut acc, n0| {
+                weight_chunk(dy, x, g, n0, nb_at(n0), &mut acc, false);
+                acc
+            },
+        )
+        .reduce(
+            || vec![0f32; len],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                a
+            },
+        )
+}
+
+/// `conv2d(x, w)` as a candle op with a GEMM backward (CPU, f32, contiguous inputs).
+#[derive(Debug, Clone, Copy)]
+pub struct Conv2dOp {
+    /// Stride.
+    pub stride: usize,
+    /// Zero padding.
+    pub padding: usize,
+    /// Channel groups.
+    pub groups: usize,
+}
+
+impl CustomOp2 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        "normlab-conv2d"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = Geom::new(l1.dims(), l2.dims(), self.stride, self.padding, self.groups)?;
+        let y = forward(f32_data(s1, l1, "input")?, f32_data(s2, l2, "kernel")?, &g, threading());
+        Ok((CpuStorage::F32(y), g.out_shape()))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        let dx = if x.track_op() { Some(dy.apply_op2_no_bwd(w, &ConvBackwardData { op: *self, x_dims: x.dims4()? })?) } else { None };
+        let dw = if w.track_op() { Some(dy.apply_op2_no_bwd(x, &ConvBackwardWeight { op: *self, w_dims: w.dims4()? })?) } else { None };
+        Ok((dx, dw))
+    }
+}
+
+/// The input gradient as a (forward-only) op on `(dy, w)`.
+struct ConvBackwardData {
+    op: Conv2dOp,
+    x_dims: (usize, usize, usize, usize),
+}
+
+impl CustomOp2 for ConvBackwardData {
+    fn name(&self) -> &'static str {
+        "normlab-conv2d-backward-data"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = self.x_dims;
+        let g = Geom::new(&[n, c, h, w], l2.dims(), self.op.stride, self.op.padding, self.op.groups)?;
+        if l1.dims() != g.out_shape().dims() {
+            bail!("conv2d backward: gradient {:?} does not match the output {:?}", l1.dims(), g.out_shape())
+        }
+        let dx = backward_data(f32_data(s1, l1, "gradient")?, f32_data(s2, l2, "kernel")?, &g, threading());
+        Ok((CpuStorage::F32(dx), Shape::from(self.x_dims)))
+    }
+}
+
+/// The weight gradient as a (forward-only) op on `(dy, x)`.
+struct ConvBackwardWeight {
+    op: Conv2dOp,
+    w_dims: (usize, usize, usize, usize),
+}
+
+impl CustomOp2 for ConvBackwardWeight {
+    fn name(&self) -> &'static str {
+        "normlab-conv2d-backward-weight"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (o, cg, kh, kw) = self.w_dims;
+        let g = Geom::new(l2.dims(), &[o, cg, kh, kw], self.op.stride, self.op.padding, self.op.groups)?;
+        if l1.dims() != g.out_shape().dims() {
+            bail!("conv2d backward: gradient {:?} does not match the output {:?}", l1.dims(), g.out_shape())
+        }
+        let dw = backward_weight(f32_data(s1, l1, "gradient")?, f32_data(s2, l2, "input")?, &g, threading());
+        Ok((CpuStorage::F32(dw), Shape::from(self.w_dims)))
+    }
+}

@@ -1,0 +1,183 @@
+//! The CPU custom ops against candle's own ops on small random shapes: values, input and
+//! weight gradients. Tolerance: max |ours − candle's| ≤ 1e-4 · max(1, max |candle's|) (f32
+//! sums in a different order).
+
+use super::*;
+use candle_core::{Device, Tensor, Var};
+
+const TOL: f32 = 1e-4;
+
+fn close(ours: &Tensor, theirs: &Tensor, what: &str) {
+    assert_eq!(ours.dims(), theirs.dims(), "{what}: shapes differ");
+    let a = ours.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let b = theirs.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
+    let err = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(err <= TOL * scale, "{what}: max error {err} over scale {scale}");
+}
+
+fn randn(shape: &[usize], seed: u64) -> Tensor {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+#[test]
+fn conv_matches_candle_values_and_gradients() {
+    let mut seed = 0;
+    for (n, c, o, hw, k, stride, pad, groups) in [
+        (1, 4, 8, 5, 3, 1, 1, 1),
+        (2, 4, 8, 6, 3, 2, 1, 1),
+        (3, 8, 8, 7, 1, 1, 0, 1),
+        (4, 8, 4, 6, 1, 2, 0, 1),
+        (2, 8, 8, 6, 3, 1, 0, 4),
+        (3, 8, 8, 7, 3, 2, 1, 4),
+        (4, 4, 8, 4, 1, 1, 0, 4),
+        (1, 8, 12, 5, 3, 2, 0, 4),
+        (2, 3, 6, 8, 3, 1, 1, 1),
+    ] {
+        seed += 1;
+        let what = format!("n{n} c{c} o{o} hw{hw} k{k} s{stride} p{pad} g{groups}");
+        let x = Var::from_tensor(&randn(&[n, c, hw, hw], seed)).unwrap();
+        let w = Var::from_tensor(&randn(&[o, c / groups, k, k], seed + 100)).unwrap();
+        let op = conv::Conv2dOp { stride, padding: pad, groups };
+        let ours = x.as_tensor().apply_op2(w.as_tensor(), op).unwrap();
+        let theirs = x.as_tensor().conv2d(w.as_tensor(), pad, stride, 1, groups).unwrap();
+        close(&ours, &theirs, &format!("{what} forward"));
+        let g = randn(ours.dims(), seed + 200);
+        let go = (&ours * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        let gt = (&theirs * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        close(go.get(x.as_tensor()).unwrap(), gt.get(x.as_tensor()).unwrap(), &format!("{what} dx"));
+        close(go.get(w.as_tensor()).unwrap(), gt.get(w.as_tensor()).unwrap(), &format!("{what} dw"));
+    }
+}
+
+#[test]
+fn conv_skips_gradients_nobody_needs() {
+    let x = randn(&[2, 4, 5, 5], 1);
+    let w = Var::from_tensor(&randn(&[8, 4, 3, 3], 2)).unwrap();
+    let op = conv::Conv2dOp { stride: 1, padding: 1, groups: 1 };
+    // Images (not a variable): only the weight gradient.
+    let grads = x.apply_op2(w.as_tensor(), op).unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(grads.get(&x).is_none());
+    assert!(grads.get(w.as_tensor()).is_some());
+    // Detached weight (eval mode): only the input gradient.
+    let xv = Var::from_tensor(&x).unwrap();
+    let wd = w.as_tensor().detach();
+    let grads = xv.as_tensor().apply_op2(&wd, op).unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(grads.get(xv.as_tensor()).is_some());
+    assert!(grads.get(&wd).is_none());
+}
+
+#[test]
+fn conv_wrapper_adds_bias_and_rejects_bad_shapes() {
+    let x = randn(&[2, 4, 5, 5], 3);
+    let w = randn(&[6, 4, 3, 3], 4);
+    let b = randn(&[6], 5);
+    let ours = conv2d(&x, &w, Some(&b), 2, 1, 1).unwrap();
+    let theirs = x.conv2d(&w, 1, 2, 1, 1).unwrap().broadcast_add(&b.reshape((1, 6, 1, 1)).unwrap()).unwrap();
+    close(&ours, &theirs, "conv2d with bias");
+    assert!(conv2d(&x, &randn(&[6, 3, 3, 3], 6), None, 1, 1, 1).is_err(), "channel mismatch must fail");
+}
+
+fn bn_case(n: usize, c: usize, hw: usize, seed: u64, train: bool) {
+    let what = format!("bn n{n} c{c} hw{hw} train {train}");
+    // Shifted input: batch statistics far from (0, 1).
+    let x = Var::from_tensor(&randn(&[n, c, hw, hw], seed).affine(3.0, 2.0).unwrap()).unwrap();
+    let gamma = Var::from_tensor(&randn(&[c], seed + 1).affine(1.0, 1.5).unwrap()).unwrap();
+    let beta = Var::from_tensor(&randn(&[c], seed + 2)).unwrap();
+    let stats = |m: f64| Var::from_tensor(&randn(&[c], seed + 3).affine(0.5, m).unwrap()).unwrap();
+    let (rm_a, rv_a, rm_b, rv_b) = (stats(0.0), stats(2.0), stats(0.0), stats(2.0));
+    let sa = BatchNormState { running_mean: &rm_a, running_var: &rv_a, eps: 1e-5, momentum: 0.1 };
+    let sb = BatchNormState { running_mean: &rm_b, running_var: &rv_b, eps: 1e-5, momentum: 0.1 };
+    let (g, b) = if train { (gamma.as_tensor().clone(), beta.as_tensor().clone()) } else { (gamma.as_tensor().detach(), beta.as_tensor().detach()) };
+    let ours = batch_norm_fused(x.as_tensor(), &g, &b, &sa, train).unwrap();
+    let theirs = batch_norm_generic(x.as_tensor(), &g, &b, &sb, train).unwrap();
+    close(&ours, &theirs, &format!("{what} forward"));
+    close(rm_a.as_tensor(), rm_b.as_tensor(), &format!("{what} running mean"));
+    close(rv_a.as_tensor(), rv_b.as_tensor(), &format!("{what} running var"));
+    let dy = randn(ours.dims(), seed + 4);
+    let go = (&ours * &dy).unwrap().sum_all().unwrap().backward().unwrap();
+    let gt = (&theirs * &dy).unwrap().sum_all().unwrap().backward().unwrap();
+    close(go.get(x.as_tensor()).unwrap(), gt.get(x.as_tensor()).unwrap(), &format!("{what} dx"));
+    if train {
+        close(go.get(&g).unwrap(), gt.get(&g).unwrap(), &format!("{what} dgamma"));
+        close(go.get(&b).unwrap(), gt.get(&b).unwrap(), &format!("{what} dbeta"));
+    } else {
+        assert!(go.get(&g).is_none() && go.get(&b).is_none(), "{what}: detached γ, β got gradients");
+    }
+}
+
+#[test]
+fn batch_norm_matches_generic_ops() {
+    for (i, (n, c, hw)) in [(1, 3, 4), (2, 5, 3), (4, 2, 5), (3, 4, 1)].into_iter().enumerate() {
+        bn_case(n, c, hw, 10 * i as u64, true);
+        bn_case(n, c, hw, 10 * i as u64 + 5, false);
+    }
+}
+
+#[test]
+fn relu_and_bias_match_candle() {
+    let x = Var::from_tensor(&randn(&[2, 3, 4, 5], 40)).unwrap();
+    let b = Var::from_tensor(&randn(&[3], 41)).unwrap();
+    let ours = relu(&x.as_tensor().apply_op2(b.as_tensor(), pointwise::ChannelBias).unwrap()).unwrap();
+    let theirs = x.as_tensor().broadcast_add(&b.as_tensor().reshape((1, 3, 1, 1)).unwrap()).unwrap().relu().unwrap();
+    close(&ours, &theirs, "bias + relu forward");
+    let dy = randn(ours.dims(), 42);
+    let go = (&ours * &dy).unwrap().sum_all().unwrap().backward().unwrap();
+    let gt = (&theirs * &dy).unwrap().sum_all().unwrap().backward().unwrap();
+    close(go.get(x.as_tensor()).unwrap(), gt.get(x.as_tensor()).unwrap(), "bias + relu dx");
+    close(go.get(b.as_tensor()).unwrap(), gt.get(b.as_tensor()).unwrap(), "bias + relu db");
+}
+
+#[test]
+fn max_pool_routes_each_gradient_to_the_window_maximum() {
+    // One 4×4 plane, windows 2×2: maxima 9 (at 5), 8 (at 7), 5 (at 13), 7 (at 15).
+    let v = vec![1f32, 2., 3., 4., 5., 9., 7., 8., 0., 1., 2., 3., 4., 5., 6., 7.];
+    let x = Var::from_tensor(&Tensor::from_vec(v, (1, 1, 4, 4), &Device::Cpu).unwrap()).unwrap();
+    let y = max_pool2d(x.as_tensor(), 2).unwrap();
+    assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), [9., 8., 5., 7.]);
+    let dy = Tensor::from_vec(vec![1f32, 2., 3., 4.], (1, 1, 2, 2), &Device::Cpu).unwrap();
+    let g = (&y * &dy).unwrap().sum_all().unwrap().backward().unwrap();
+    let mut want = vec![0f32; 16];
+    (want[5], want[7], want[13], want[15]) = (1., 2., 3., 4.);
+    assert_eq!(g.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(), want);
+    // Values against candle's on a random batch with odd sizes (floor).
+    let x = randn(&[2, 3, 7, 6], 50);
+    close(&max_pool2d(&x, 2).unwrap(), &x.max_pool2d(2).unwrap(), "max pool forward");
+    // The generic path (other devices) gives the same values and gradients.
+    let xv = Var::from_tensor(&x).unwrap();
+    let dy = randn(&[2, 3, 3, 3], 51);
+    let ours = max_pool2d(xv.as_tensor(), 2).unwrap();
+    let generic = max_pool2d_generic(xv.as_tensor(), 2).unwrap();
+    close(&ours, &generic, "max pool generic forward");
+    let go = (&ours * &dy).unwrap().sum_all().unwrap().backward().unwrap();
+    let gg = (&generic * &dy).unwrap().sum_all().unwrap().backward().unwrap();
+    close(go.get(xv.as_tensor()).unwrap(), gg.get(xv.as_tensor()).unwrap(), "max pool generic dx");
+}
+
+#[test]
+fn conv_kernels_agree_under_both_threadings_and_uneven_chunks() {
+    use conv::{Geom, Threading};
+    // 9 images: batch threading cuts uneven chunks; gemm threading runs one chunk.
+    for (k, stride, pad, groups) in [(3, 1, 1, 1), (3, 2, 1, 2), (1, 2, 0, 1)] {
+        let (x, w) = (randn(&[9, 4, 6, 6], 60), randn(&[6, 4 / groups, k, k], 61));
+        let theirs = x.conv2d(&w, pad, stride, 1, groups).unwrap();
+        let dy = randn(theirs.dims(), 62);
+        let xv = Var::from_tensor(&x).unwrap();
+        let wv = Var::from_tensor(&w).unwrap();
+        let grads = (xv.as_tensor().conv2d(wv.as_tensor(), pad, stride, 1, groups).unwrap() * &dy).unwrap().sum_all().unwrap().backward().unwrap();
+        let g = Geom::new(x.dims(), w.dims(), stride, pad, groups).unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let (xs, ws, dys) = (flat(&x), flat(&w), flat(&dy));
+        for t in [Threading::Batch, Threading::Gemm] {
+            let what = format!("k{k} s{stride} p{pad} g{groups} {t:?}");
+            let as_t = |v: Vec<f32>, like: &Tensor| Tensor::from_vec(v, like.dims(), &Device::Cpu).unwrap();
+            close(&as_t(conv::forward(&xs, &ws, &g, t), &theirs), &theirs, &format!("{what} forward"));
+            close(&as_t(conv::backward_data(&dys, &ws, &g, t), &x), grads.get(xv.as_tensor()).unwrap(), &format!("{what} dx"));
+            close(&as_t(conv::backward_weight(&dys, &xs, &g, t), &w), grads.get(wv.as_tensor()).unwrap(), &format!("{what} dw"));
+        }
+    }
+}

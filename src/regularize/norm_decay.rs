@@ -1,0 +1,371 @@
+//! Norm decay (Algorithm 1, paper.md §3): per step and per layer, a subgradient p of the
+//! layer's exact ℓ1 or ℓ∞ operator norm, a running buffer h, and g ← g + β·h.
+//!
+//! p is sign(W) on the entries that attain the norm and 0 elsewhere. Those entries come from
+//! the same kernel-position sets as Theorem 1 ([`crate::norms::theorem1::position_sets`]): for
+//! ℓ1 the maximising input channel j* with the maximising (row-set, column-set) pair, over all
+//! output channels of j*'s group; for ℓ∞ the maximising output channel i* with its pair.
+//!
+//! Everything stays on the model's device. Per layer, a 0/1 indicator matrix (kernel
+//! positions × set pairs) is built once from `position_sets`; per step, |W| summed to a
+//! channel × position mass, times the indicator, gives every channel's value on every set
+//! pair; the flat argmax is the only number that travels to the host. The active entries lie
+//! in one slice of the weight (ℓ∞: output channel i*; ℓ1: input channel j* over its group's
+//! outputs), so p = sign(W) × the pair's position indicator is built on that slice only and
+//! written into h in place: per step a layer costs |W| reduced once and h scaled once.
+//!
+//! Variants: [`NdVariant::Reference`] (the published code, the default): h ← γ·h, then the
+//! active entries of h ← p; [`NdVariant::Paper`] (the poster's pseudo-code with N = 1):
+//! h ← γ·h + (1−γ)·p. Both then add β·h to the gradient.
+//!
+//! BatchNorm (with `include_bn`): its eval-mode map is diagonal with entries γ_c/√(v_c+ε), so
+//! ℓ1 = ℓ∞ = max_c |γ_c|/√(v_c+ε); p is that entry's subgradient with respect to γ,
+//! sign(γ_c*)/√(v_c*+ε) at c*, 0 elsewhere (the running variance is held constant).
+
+use crate::models::{layers::BN_EPS, LayerKind, LayerSpec, ParamStore};
+use crate::norms::{position_sets, NormKind};
+use anyhow::{bail, Context, Result};
+use candle_core::{backprop::GradStore, DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// How the running buffer h is updated (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum NdVariant {
+    /// h ← γ·h, then the active entries of h ← p (the reference code; the published β grid).
+    Reference,
+    /// h ← γ·h + (1−γ)·p (the poster's Algorithm 1 with β/N, N = 1).
+    Paper,
+}
+
+/// Finds, on the device, where a conv or linear layer's ℓ1 or ℓ∞ norm is attained, and
+/// updates norm decay's buffer on the entries that attain it.
+pub struct DeviceMaximiser {
+    kind: NormKind,
+    out_c: usize,
+    cin_g: usize,
+    groups: usize,
+    khw: usize,
+    /// (row-set, column-set) pairs, in Theorem 1's order (row-sets outer).
+    pairs: Vec<(Vec<usize>, Vec<usize>)>,
+    /// khw × pairs, 1 where the pair contains the kernel position (f32).
+    indicator: Tensor,
+}
+
+impl DeviceMaximiser {
+    /// Precomputes the indicator of `spec`'s position-set pairs for `kind` on `device`.
+    pub fn new(spec: &LayerSpec, kind: NormKind, device: &Device) -> Result<Self> {
+        if !spec.is_matrix() {
+            bail!("{} is a BatchNorm layer, not a conv or linear one", spec.name);
+        }
+        let (row_sets, col_sets) = position_sets(spec, kind);
+        let mut pairs = Vec::with_capacity(row_sets.len() * col_sets.len());
+        for r in &row_sets {
+            for c in &col_sets {
+                pairs.push((r.clone(), c.clone()));
+            }
+        }
+        let khw = spec.kh * spec.kw;
+        let mut ind = vec![0f32; khw * pairs.len()];
+        for (s, (rows, cols)) in pairs.iter().enumerate() {
+            for &k in rows {
+                for &t in cols {
+                    ind[(k * spec.kw + t) * pairs.len() + s] = 1.0;
+                }
+            }
+        }
+        let indicator = Tensor::from_vec(ind, (khw, pairs.len()), device)?;
+        Ok(Self { kind, out_c: spec.out_c, cin_g: spec.in_c / spec.groups, groups: spec.groups, khw, pairs, indicator })
+    }
+
+    /// The maximising channel (ℓ1: input channel j* over all groups; ℓ∞: output channel i*)
+    /// and set-pair index, from the weight on the device. Ties go to the first channel and
+    /// pair, as in Theorem 1. Only this index is copied to the host.
+    pub fn argmax(&self, weight: &Tensor) -> Result<(usize, usize)> {
+        let abs = weight.detach().abs()?;
+        let mass = match self.kind {
+            NormKind::Linf => abs.reshape((self.out_c, self.cin_g, self.khw))?.sum(1)?,
+            NormKind::L1 => {
+                let cout_g = self.out_c / self.groups;
+                abs.reshape((self.groups, cout_g, self.cin_g, self.khw))?.sum(1)?.reshape((self.groups * self.cin_g, self.khw))?
+            }
+        };
+        let values = mass.to_dtype(DType::F32)?.matmul(&self.indicator)?;
+        let flat = values.flatten_all()?.argmax(0)?.to_scalar::<u32>()? as usize;
+        Ok((flat / self.pairs.len(), flat % self.pairs.len()))
+    }
+
+    /// The kernel rows and columns of set pair `s`.
+    pub fn pair(&self, s: usize) -> (&[usize], &[usize]) {
+        (&self.pairs[s].0, &self.pairs[s].1)
+    }
+
+    /// The weight's shape seen as out_c × in_c/groups × kernel positions.
+    fn shape3(&self) -> (usize, usize, usize) {
+        (self.out_c, self.cin_g, self.khw)
+    }
+
+    /// Where `channel`'s active entries lie in a tensor of [`Self::shape3`]: a view narrowed
+    /// to the active output channels, and the dimension and index within it whose one-wide
+    /// slice holds them (ℓ∞: output channel i*; ℓ1: input j* over the outputs of its group).
+    fn view(&self, t3: &Tensor, channel: usize) -> Result<(Tensor, usize, usize)> {
+        Ok(match self.kind {
+            NormKind::Linf => (t3.clone(), 0, channel),
+            NormKind::L1 => {
+                let cout_g = self.out_c / self.groups;
+                (t3.narrow(0, (channel / self.cin_g) * cout_g, cout_g)?, 1, channel % self.cin_g)
+            }
+        })
+    }
+
+    /// The entries of `weight` in `channel`'s slice (ℓ∞: 1 × cin_g × khw; ℓ1: cout_g × 1 ×
+    /// khw), of which pair `s`'s positions ([`Self::positions`]) attain the norm.
+    pub fn slice(&self, weight: &Tensor, channel: usize) -> Result<Tensor> {
+        let (v, dim, index) = self.view(&weight.reshape(self.shape3())?, channel)?;
+        Ok(v.narrow(dim, index, 1)?)
+    }
+
+    /// The 0/1 indicator (1 × 1 × khw, `dtype`) of pair `s`'s kernel positions.
+    pub fn positions(&self, s: usize, dtype: DType) -> Result<Tensor> {
+        Ok(self.indicator.narrow(1, s, 1)?.reshape((1, 1, self.khw))?.to_dtype(dtype)?)
+    }
+
+    /// One step of the running buffer for the maximiser (`channel`, `s`) of `weight`: returns
+    /// γ·h with the active entries set by `variant` (reference: p; paper: γ·h + (1−γ)·p),
+    /// where p = sign(W) on the active entries. Off the active slice this is one scaling of
+    /// h; the slice (1/in_c or 1/out_c of the layer) is rewritten in place on the device.
+    fn step_buffer(&self, h: &Tensor, weight: &Tensor, channel: usize, s: usize, gamma: f64, variant: NdVariant) -> Result<Tensor> {
+        let decayed = (h * gamma)?;
+        let (view, dim, index) = self.view(&decayed.reshape(self.shape3())?, channel)?;
+        let old = view.narrow(dim, index, 1)?;
+        let pos = self.positions(s, weight.dtype())?;
+        let p = self.slice(weight, channel)?.sign()?.broadcast_mul(&pos)?;
+        let new = match variant {
+            NdVariant::Reference => (old.broadcast_mul(&pos.affine(-1.0, 1.0)?)? + p)?,
+            NdVariant::Paper => (old + (p * (1.0 - gamma))?)?,
+        };
+        view.slice_set(&new.contiguous()?, dim, index)?;
+        Ok(decayed)
+    }
+}
+
+/// What one decayed layer needs to find its active entries.
+enum Target {
+    Matrix(DeviceMaximiser),
+    Bn { running_var: String, channel_ids: Tensor },
+}
+
+struct Layer {
+    name: String,
+    target: Target,
+    /// The running buffer h (the weight's shape), starting at 0.
+    h: Tensor,
+}
+
+/// Norm decay's live state for one model: one running buffer per decayed layer.
+pub struct NormDecay {
+    beta: f64,
+    gamma: f64,
+    variant: NdVariant,
+    layers: Vec<Layer>,
+}
+
+impl NormDecay {
+    /// Prepares norm decay of every conv and linear layer among `specs` (and BatchNorm with
+    /// `include_bn`), whose tensors are in `params`, with h = 0.
+    pub fn new(specs: &[LayerSpec], params: &ParamStore, kind: NormKind, beta: f64, gamma: f64, variant: NdVariant, include_bn: bool) -> Result<Self> {
+        let mut layers = Vec::new();
+        for spec in specs {
+            let weight = params.get(&spec.name)?;
+            let target = match spec.kind {
+                LayerKind::Conv | LayerKind::Linear => Target::Matrix(DeviceMaximiser::new(spec, kind, weight.device())?),
+                LayerKind::Bn if include_bn => Target::Bn {
+                    running_var: spec.tensor_name("running_var"),
+                    channel_ids: Tensor::arange(0u32, spec.out_c as u32, weight.device())?,
+                },
+                LayerKind::Bn => continue,
+            };
+            layers.push(Layer { name: spec.name.clone(), target, h: weight.zeros_like()? });
+        }
+        Ok(Self { beta, gamma, variant, layers })
+    }
+
+    /// Updates every layer's h from the current weights and adds β·h to its gradient.
+    pub fn apply(&mut self, params: &ParamStore, grads: &mut GradStore) -> Result<()> {
+        for layer in &mut self.layers {
+            let var = params.var(&layer.name).with_context(|| format!("norm decay: no parameter {}", layer.name))?;
+            let w = var.as_tensor().detach();
+            layer.h = match &layer.target {
+                Target::Matrix(m) => {
+                    let (c, s) = m.argmax(&w)?;
+                    m.step_buffer(&layer.h, &w, c, s, self.gamma, self.variant)?
+                }
+                Target::Bn { running_var, channel_ids } => {
+                    // Small (one value per channel): a full-length mask is cheap here.
+                    let scale = (params.get(running_var)?.detach() + BN_EPS)?.sqrt()?.recip()?;
+                    let c = (w.abs()? * &scale)?.argmax(0)?.to_scalar::<u32>()?;
+                    let mask = channel_ids.eq(c)?.to_dtype(w.dtype())?;
+                    let p = ((w.sign()? * scale)? * &mask)?;
+                    let decayed = (&layer.h * self.gamma)?;
+                    match self.variant {
+                        NdVariant::Reference => ((&decayed - (&decayed * &mask)?)? + p)?,
+                        NdVariant::Paper => (decayed + (p * (1.0 - self.gamma))?)?,
+                    }
+                }
+            };
+            let Some(g) = grads.get(var.as_tensor()) else { continue };
+            let g = (g + (&layer.h * self.beta)?)?;
+            grads.insert(var.as_tensor(), g);
+        }
+        Ok(())
+    }
+
+    /// The buffers h by layer weight name (for checkpoints).
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        self.layers.iter().map(|l| (l.name.clone(), l.h.clone())).collect()
+    }
+
+    /// Restores buffers saved by [`NormDecay::state`]; every layer must be present with the
+    /// right shape.
+    pub fn load_state(&mut self, tensors: Vec<(String, Tensor)>) -> Result<()> {
+        let mut map: std::collections::HashMap<String, Tensor> = tensors.into_iter().collect();
+        for layer in &mut self.layers {
+            let Some(t) = map.remove(&layer.name) else {
+                bail!("the checkpoint has no norm-decay buffer for layer {} (saved with other regularizer settings?)", layer.name);
+            };
+            if t.dims() != layer.h.dims() {
+                bail!("norm-decay buffer of {}: shape {:?} in the checkpoint, {:?} expected", layer.name, t.dims(), layer.h.dims());
+            }
+            layer.h = t.to_dtype(layer.h.dtype())?.to_device(layer.h.device())?;
+        }
+        if let Some(extra) = map.keys().next() {
+            bail!("the checkpoint has a norm-decay buffer for {extra}, which this run does not decay (--nd-bn differs?)");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::{Arch, Model, Role};
+    use crate::norms::theorem1::conv_norm;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    #[allow(clippy::too_many_arguments)]
+    fn spec(kind: LayerKind, in_c: usize, out_c: usize, hw: usize, k: usize, stride: usize, padding: usize, groups: usize) -> LayerSpec {
+        LayerSpec { name: "t.weight".into(), kind, in_c, in_h: hw, in_w: hw, out_c, kh: k, kw: k, stride, padding, groups, bias: false }
+    }
+
+    fn random_weight(spec: &LayerSpec, seed: u64) -> Vec<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let n: usize = spec.weight_shape().iter().product();
+        (0..n).map(|_| rng.gen_range(-1f32..1f32)).collect()
+    }
+
+    #[test]
+    fn device_argmax_matches_theorem1() {
+        let cases = [
+            spec(LayerKind::Conv, 4, 6, 8, 3, 1, 1, 1),
+            spec(LayerKind::Conv, 4, 6, 8, 3, 2, 1, 1),
+            spec(LayerKind::Conv, 8, 8, 8, 3, 2, 1, 4),
+            spec(LayerKind::Conv, 8, 16, 5, 3, 1, 1, 2),
+            spec(LayerKind::Conv, 3, 5, 2, 3, 1, 1, 1),
+            spec(LayerKind::Conv, 6, 4, 1, 3, 1, 1, 1),
+            spec(LayerKind::Conv, 4, 8, 4, 1, 2, 0, 1),
+            spec(LayerKind::Linear, 7, 5, 1, 1, 1, 0, 1),
+        ];
+        for (i, s) in cases.iter().enumerate() {
+            for kind in [NormKind::L1, NormKind::Linf] {
+                for seed in 0..5u64 {
+                    let w = random_weight(s, seed * 31 + i as u64);
+                    let t = Tensor::from_vec(w.clone(), s.weight_shape(), &Device::Cpu).unwrap();
+                    let dm = DeviceMaximiser::new(s, kind, &Device::Cpu).unwrap();
+                    let (c, p) = dm.argmax(&t).unwrap();
+                    let host = conv_norm(s, &w.iter().map(|&x| x as f64).collect::<Vec<_>>(), kind);
+                    let (rows, cols) = dm.pair(p);
+                    assert_eq!((c, rows, cols), (host.channel, &host.rows[..], &host.cols[..]), "case {i} {kind:?} seed {seed}");
+                    // The active entries' |W| mass is the norm.
+                    let pos = dm.positions(p, DType::F32).unwrap();
+                    let mass = dm.slice(&t, c).unwrap().abs().unwrap().broadcast_mul(&pos).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64;
+                    assert!((mass - host.value).abs() < 1e-4 * host.value.max(1.0), "case {i} {kind:?}: {mass} vs {}", host.value);
+                }
+            }
+        }
+    }
+
+    /// A store holding one 2×1×1×2 conv weight `c.weight`.
+    fn tiny_store(w: &[f32]) -> (ParamStore, candle_core::Var) {
+        let mut store = ParamStore::new();
+        let v = store.insert("c.weight", Tensor::from_vec(w.to_vec(), (2, 1, 1, 2), &Device::Cpu).unwrap(), Role::Trainable).unwrap();
+        (store, v)
+    }
+
+    #[test]
+    fn hand_computed_linf_and_l1_steps() {
+        // Conv 1→2 channels, kernel 1×2, on a 1×2 input with padding 0, stride 1: output 1×1.
+        // The matrix is 2×2: row i = (W[i,0,0,0], W[i,0,0,1]); a single input channel.
+        let s = LayerSpec { name: "c.weight".into(), kind: LayerKind::Conv, in_c: 1, in_h: 1, in_w: 2, out_c: 2, kh: 1, kw: 2, stride: 1, padding: 0, groups: 1, bias: false };
+        let w = [1.0f32, -2.0, -0.5, 0.25];
+        for (kind, want_p) in [
+            // ℓ∞: rows sums 3 and 0.75 → row 0, p = sign = (1, −1, 0, 0).
+            (NormKind::Linf, [1.0f32, -1.0, 0.0, 0.0]),
+            // ℓ1: one input channel; column (input pixel) 0 sees kernel col 0: |1|+|−0.5| = 1.5;
+            // pixel 1 sees col 1: 2+0.25 = 2.25 → p on kernel column 1 of both outputs.
+            (NormKind::L1, [0.0, -1.0, 0.0, 1.0]),
+        ] {
+            for variant in [NdVariant::Reference, NdVariant::Paper] {
+                let (store, v) = tiny_store(&w);
+                let mut nd = NormDecay::new(std::slice::from_ref(&s), &store, kind, 0.1, 0.5, variant, false).unwrap();
+                // Two steps with gradient of L = Σ W (g = 1 everywhere).
+                let mut got = Vec::new();
+                for _ in 0..2 {
+                    let loss = v.as_tensor().sum_all().unwrap();
+                    let mut grads = loss.backward().unwrap();
+                    nd.apply(&store, &mut grads).unwrap();
+                    got.push(grads.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap());
+                }
+                // Reference: h1 = p, h2 = γ·h1 off the mask, p on it = p (same mask): g = 1 + β·p both steps.
+                // Paper: h1 = (1−γ)p = 0.5p; h2 = 0.25p + 0.5p = 0.75p.
+                let (h1, h2) = match variant {
+                    NdVariant::Reference => (1.0, 1.0),
+                    NdVariant::Paper => (0.5, 0.75),
+                };
+                for (step, h) in [(0, h1), (1, h2)] {
+                    for (g, p) in got[step].iter().zip(want_p) {
+                        assert!((g - (1.0 + 0.1 * h * p)).abs() < 1e-6, "{kind:?} {variant:?} step {step}: {:?}", got[step]);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn reference_variant_decays_entries_that_left_the_mask() {
+        let s = LayerSpec { name: "c.weight".into(), kind: LayerKind::Conv, in_c: 1, in_h: 1, in_w: 2, out_c: 2, kh: 1, kw: 2, stride: 1, padding: 0, groups: 1, bias: false };
+        let (store, v) = tiny_store(&[1.0, -2.0, -0.5, 0.25]);
+        let mut nd = NormDecay::new(std::slice::from_ref(&s), &store, NormKind::Linf, 1.0, 0.5, NdVariant::Reference, false).unwrap();
+        let loss = v.as_tensor().sum_all().unwrap();
+        let mut grads = loss.backward().unwrap();
+        nd.apply(&store, &mut grads).unwrap();
+        // Now make row 1 the maximiser: h ← 0.5·h (row 0: 0.5, −0.5), row 1 ← sign = (−1, 1).
+        v.set(&Tensor::from_vec(vec![0.1f32, 0.1, -3.0, 3.0], (2, 1, 1, 2), &Device::Cpu).unwrap()).unwrap();
+        let mut grads = loss.backward().unwrap();
+        nd.apply(&store, &mut grads).unwrap();
+        assert_eq!(nd.layers[0].h.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![0.5, -0.5, -1.0, 1.0]);
+    }
+
+    #[test]
+    fn state_round_trips_and_covers_every_matrix_layer() {
+        let model = Model::new(Arch::Vgg11, 0, &Device::Cpu).unwrap();
+        let nd = NormDecay::new(&model.layers, &model.params, NormKind::L1, 1e-3, 0.5, NdVariant::Reference, false).unwrap();
+        let matrices = model.layers.iter().filter(|l| l.is_matrix()).count();
+        assert_eq!(nd.state().len(), matrices);
+        let with_bn = NormDecay::new(&model.layers, &model.params, NormKind::L1, 1e-3, 0.5, NdVariant::Reference, true).unwrap();
+        assert_eq!(with_bn.state().len(), model.layers.len());
+        let mut again = NormDecay::new(&model.layers, &model.params, NormKind::L1, 1e-3, 0.5, NdVariant::Reference, false).unwrap();
+        again.load_state(nd.state()).unwrap();
+        assert!(again.load_state(with_bn.state()).is_err());
+    }
+}

@@ -1,0 +1,93 @@
+//! Empirical checks of robustness on the ε-balls: deterministic probes that find the
+//! counterexample when balls of different classes overlap, random points of every ball,
+//! and (ℓ∞) a PGD attack. They complement the sound certificate ([`super::certify`]): a
+//! probe can only find failures, the certificate can only prove their absence.
+
+use super::points::PointSet;
+use super::{InputNorm, Mlp};
+use anyhow::Result;
+use candle_core::Device;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Inputs to probe, `per_point + 1` per point: first the point of the segment to its nearest
+/// other-class point that lies `min(ε, D/2)` away (the midpoint when the balls overlap: it is
+/// in both balls, so one of them is misclassified there), then `per_point` random points of
+/// its ε-ball (half on the boundary: ℓ∞ vertices, ℓ2 sphere; half inside).
+pub fn ball_probes(points: &PointSet, eps: f64, norm: InputNorm, per_point: usize, seed: u64) -> Vec<f64> {
+    let d = points.dim;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut rows = Vec::with_capacity(points.len() * (per_point + 1) * d);
+    for i in 0..points.len() {
+        let x = points.point(i);
+        let nearest = (0..points.len())
+            .filter(|&j| points.labels[j] != points.labels[i])
+            .map(|j| (j, norm.distance(x, points.point(j))))
+            .fold(None, |b: Option<(usize, f64)>, c| if b.is_none_or(|b| c.1 < b.1) { Some(c) } else { b });
+        match nearest {
+            Some((j, dist)) if dist > 0.0 => {
+                let t = if 2.0 * eps < dist { eps / dist } else { 0.5 };
+                rows.extend(x.iter().zip(points.point(j)).map(|(a, b)| a + t * (b - a)));
+            }
+            _ => rows.extend_from_slice(x),
+        }
+        for s in 0..per_point {
+            let boundary = s % 2 == 0;
+            match norm {
+                InputNorm::Linf => rows.extend(x.iter().map(|&v| {
+                    let u: f64 = if boundary { if rng.gen() { 1.0 } else { -1.0 } } else { rng.gen_range(-1.0..=1.0) };
+                    v + eps * u
+                })),
+                InputNorm::L2 => {
+                    let g: Vec<f64> = (0..d).map(|_| standard_normal(&mut rng)).collect();
+                    let len = g.iter().map(|v| v * v).sum::<f64>().sqrt().max(f64::MIN_POSITIVE);
+                    let r = if boundary { eps } else { eps * rng.gen::<f64>().powf(1.0 / d as f64) };
+                    rows.extend(x.iter().zip(&g).map(|(v, gv)| v + r * gv / len));
+                }
+            }
+        }
+    }
+    rows
+}
+
+/// What probing found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProbeResult {
+    /// Inputs probed.
+    pub probes: usize,
+    /// (probe, ball) memberships checked: a probe is checked against every ball holding it.
+    pub memberships: usize,
+    /// Memberships where the network's class differs from the ball's centre's label.
+    pub violations: usize,
+    /// The first violation: (probe index, point whose ball holds it, predicted class).
+    pub first_violation: Option<(usize, usize, usize)>,
+}
+
+/// Classifies every probe and checks it against the label of every point whose ε-ball holds
+/// it (distance ≤ ε up to a relative 1e-12 for rounding on the boundary).
+pub fn check_probes(net: &Mlp, points: &PointSet, probes: &[f64], eps: f64, norm: InputNorm, device: &Device) -> Result<ProbeResult> {
+    let d = points.dim;
+    let predicted = net.predict(probes, device)?;
+    let mut res = ProbeResult { probes: predicted.len(), memberships: 0, violations: 0, first_violation: None };
+    for (s, &pred) in predicted.iter().enumerate() {
+        let p = &probes[s * d..][..d];
+        for i in 0..points.len() {
+            if norm.distance(p, points.point(i)) <= eps * (1.0 + 1e-12) {
+                res.memberships += 1;
+                if pred != points.labels[i] {
+                    res.violations += 1;
+                    res.first_violation.get_or_insert((s, i, pred));
+                }
+            }
+        }
+    }
+    Ok(res)
+}
+
+/// A standard normal sample (Box–Muller; rand 0.8 has no normal distribution without
+/// rand_distr).
+pub fn standard_normal(rng: &mut impl Rng) -> f64 {
+    let u: f64 = 1.0 - rng.gen::<f64>();
+    let v: f64 = rng.gen();
+    (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+}

@@ -1,0 +1,172 @@
+//! `normlab train`: the command-line face of [`crate::train::train`].
+
+use super::{schedule, RunStatus, TrainConfig};
+use crate::device::DeviceSpec;
+use crate::models::Arch;
+use crate::regularize::{NdVariant, NormKind, RegConfig, DEFAULT_GAMMA, DEFAULT_SVC_EVERY};
+use anyhow::{bail, Result};
+use std::path::PathBuf;
+
+/// The regularizers by their command-line names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RegName {
+    /// No regularization.
+    Plain,
+    /// Weight decay (needs --beta).
+    Wd,
+    /// Singular value clipping of every conv (needs --clip).
+    Svc,
+    /// ℓ1 norm decay (needs --beta).
+    NdL1,
+    /// ℓ∞ norm decay (needs --beta).
+    NdLinf,
+}
+
+/// Train one model on CIFAR-10 with one regularizer, following the paper's protocol.
+///
+/// Defaults are the paper's: 120 epochs, SGD with momentum 0.9, batch 128, lr 0.01 multiplied
+/// by 0.1 at epochs 75, 90 and 100; with another --epochs the three milestones scale in
+/// proportion (round(75·E/120), round(90·E/120), round(100·E/120)). Writes OUT/metrics.csv
+/// (one row per epoch), OUT/model.safetensors (PyTorch names), OUT/status.json and a
+/// checkpoint after every epoch (OUT/checkpoint/) that --resume continues from.
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct TrainArgs {
+    /// Model: vgg11, resnet18, senet18 or regnet200mf.
+    #[arg(long)]
+    pub model: String,
+    /// Regularizer.
+    #[arg(long, value_enum)]
+    pub reg: RegName,
+    /// Strength β of wd, nd-l1 and nd-linf (the paper's grid: 1e-2, 1e-3, 1e-4, 1e-5).
+    #[arg(long)]
+    pub beta: Option<f64>,
+    /// SVC's bound on the singular values (the paper's grid: 0.5, 1, 1.5, 2).
+    #[arg(long)]
+    pub clip: Option<f64>,
+    /// SVC's period in optimizer steps [default: 100].
+    #[arg(long)]
+    pub svc_every: Option<usize>,
+    /// Norm decay's running-average factor γ [default: 0.5].
+    #[arg(long)]
+    pub gamma: Option<f64>,
+    /// Norm decay's buffer update: the reference code's (default) or the poster's.
+    #[arg(long, value_enum)]
+    pub nd_variant: Option<NdVariant>,
+    /// Norm decay also decays the BatchNorm layers.
+    #[arg(long)]
+    pub nd_bn: bool,
+    /// Epochs (the lr milestones scale in proportion).
+    #[arg(long, default_value_t = schedule::PAPER_EPOCHS)]
+    pub epochs: usize,
+    /// Base learning rate.
+    #[arg(long, default_value_t = 0.01)]
+    pub lr: f64,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    /// Batch size.
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// Seed of the initial weights, epoch orders and augmentation.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// CIFAR-10 in the binary layout (data_batch_1..5.bin, test_batch.bin; `normlab data`).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Train on the first N training images only.
+    #[arg(long)]
+    pub train_subset: Option<usize>,
+    /// Evaluate on the first N test images only.
+    #[arg(long)]
+    pub test_subset: Option<usize>,
+    /// cpu or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Output directory of the run.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue the run in OUT from its last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+impl TrainArgs {
+    /// The regularizer the flags describe; flags that do not apply to --reg are errors.
+    pub fn reg_config(&self) -> Result<RegConfig> {
+        let name = match self.reg {
+            RegName::Plain => "plain",
+            RegName::Wd => "wd",
+            RegName::Svc => "svc",
+            RegName::NdL1 => "nd-l1",
+            RegName::NdLinf => "nd-linf",
+        };
+        let nd = matches!(self.reg, RegName::NdL1 | RegName::NdLinf);
+        let unused = |flag: &str, given: bool| -> Result<()> {
+            if given {
+                bail!("{flag} does not apply to --reg {name}");
+            }
+            Ok(())
+        };
+        unused("--beta", self.beta.is_some() && matches!(self.reg, RegName::Plain | RegName::Svc))?;
+        unused("--clip", self.clip.is_some() && self.reg != RegName::Svc)?;
+        unused("--svc-every", self.svc_every.is_some() && self.reg != RegName::Svc)?;
+        unused("--gamma", self.gamma.is_some() && !nd)?;
+        unused("--nd-variant", self.nd_variant.is_some() && !nd)?;
+        unused("--nd-bn", self.nd_bn && !nd)?;
+        let beta = || match self.beta {
+            Some(b) => Ok(b),
+            None => bail!("--reg {name} needs --beta B (the paper's grid: 1e-2, 1e-3, 1e-4, 1e-5)"),
+        };
+        let nd_config = |kind| -> Result<RegConfig> {
+            Ok(RegConfig::NormDecay {
+                kind,
+                beta: beta()?,
+                gamma: self.gamma.unwrap_or(DEFAULT_GAMMA),
+                variant: self.nd_variant.unwrap_or(NdVariant::Reference),
+                include_bn: self.nd_bn,
+            })
+        };
+        let reg = match self.reg {
+            RegName::Plain => RegConfig::Plain,
+            RegName::Wd => RegConfig::WeightDecay { beta: beta()? },
+            RegName::Svc => match self.clip {
+                Some(clip) => RegConfig::Svc { clip, every: self.svc_every.unwrap_or(DEFAULT_SVC_EVERY) },
+                None => bail!("--reg svc needs --clip C (the paper's grid: 0.5, 1, 1.5, 2)"),
+            },
+            RegName::NdL1 => nd_config(NormKind::L1)?,
+            RegName::NdLinf => nd_config(NormKind::Linf)?,
+        };
+        reg.validate()?;
+        Ok(reg)
+    }
+
+    /// The run the flags describe.
+    pub fn config(&self) -> Result<TrainConfig> {
+        let mut cfg = TrainConfig::paper(Arch::parse(&self.model)?, self.reg_config()?).with_epochs(self.epochs);
+        cfg.lr = self.lr;
+        cfg.momentum = self.momentum;
+        cfg.batch = self.batch;
+        cfg.seed = self.seed;
+        cfg.train_subset = self.train_subset;
+        cfg.test_subset = self.test_subset;
+        cfg.device = DeviceSpec::parse(&self.device)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// Runs `normlab train`.
+pub fn run(args: &TrainArgs) -> Result<()> {
+    let cfg = args.config()?;
+    let data = crate::data::binary::load_dir(&args.data)?;
+    let outcome = super::train(&cfg, &data, &args.out, args.resume)?;
+    let acc = outcome.test_acc.map(|a| format!("{a:.2}%")).unwrap_or_else(|| "n/a".into());
+    match outcome.status {
+        RunStatus::Finished => println!("finished {} epochs: test accuracy {acc}; results in {}", outcome.epochs_done, args.out.display()),
+        RunStatus::Diverged { epoch } => {
+            println!("diverged in epoch {epoch} (non-finite loss); {} epochs kept in {}", outcome.epochs_done, args.out.display())
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,387 @@
+//! The training loop of the paper's protocol (paper.md §5): SGD with momentum on
+//! cross-entropy, augmented batches, a regularizer between `backward()` and the step, a
+//! checkpoint after every epoch, and exact resumption.
+//!
+//! A run writes into its directory OUT:
+//! - `config.json`: the [`TrainConfig`];
+//! - `metrics.csv`: one [`metrics::EpochRow`] per epoch;
+//! - `checkpoint/`: the state after the last completed epoch ([`checkpoint`]);
+//! - `model.safetensors`: the final weights under PyTorch names (when the run finished);
+//! - `status.json`: the [`TrainOutcome`] (finished, or diverged with the epoch).
+//!
+//! Randomness comes only from the seed: initial weights from `seed`, epoch order from
+//! (seed, epoch), each batch's augmentation from (seed, epoch, batch). So on the CPU the same
+//! configuration gives bit-identical weights, whether the run was interrupted or not.
+
+pub mod checkpoint;
+pub mod cli;
+pub mod config;
+pub mod metrics;
+pub mod progress;
+pub mod schedule;
+
+pub use config::TrainConfig;
+
+use crate::data::dataset::{epoch_order, Cifar10, Split};
+use crate::models::Model;
+use crate::optim::Sgd;
+use crate::regularize::Regularizer;
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::path::Path;
+use std::time::Instant;
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum RunStatus {
+    /// All epochs done.
+    Finished,
+    /// The training loss became NaN or infinite during `epoch` (counted from 1); the run
+    /// stopped there, the metrics of the epochs before it are kept.
+    Diverged {
+        /// The epoch (from 1) in which the loss stopped being finite.
+        epoch: usize,
+    },
+}
+
+/// What a run produced (also written as `OUT/status.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainOutcome {
+    /// Finished or diverged.
+    pub status: RunStatus,
+    /// Epochs completed.
+    pub epochs_done: usize,
+    /// Optimizer steps completed.
+    pub steps_done: usize,
+    /// Test accuracy (%) after the last completed epoch; `None` if none completed.
+    pub test_acc: Option<f64>,
+    /// Seconds spent in training epochs (all sessions of a resumed run together).
+    pub train_seconds: f64,
+    /// Training images per second over the completed epochs' steps.
+    pub images_per_s: Option<f64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StatusFile {
+    config: TrainConfig,
+    outcome: TrainOutcome,
+}
+
+/// Images per evaluation batch.
+const EVAL_BATCH: usize = 500;
+
+/// Trains `cfg` on `data`, writing into `out`. With `resume`, continues from `out`'s
+/// checkpoint (or returns the recorded outcome of a run that already ended; starts afresh if
+/// there is no checkpoint); without it, `out` must not hold a run yet.
+pub fn train(cfg: &TrainConfig, data: &Cifar10, out: &Path, resume: bool) -> Result<TrainOutcome> {
+    train_session(cfg, data, out, resume, None)?.context("training stopped before its last epoch without an epoch limit")
+}
+
+/// [`train`], stopping after at most `max_epochs` epochs of this session (then `None`: the
+/// run continues with `resume`). Used to test that an interrupted run ends where an
+/// uninterrupted one does.
+fn train_session(cfg: &TrainConfig, data: &Cifar10, out: &Path, resume: bool, max_epochs: Option<usize>) -> Result<Option<TrainOutcome>> {
+    cfg.validate()?;
+    let status_path = out.join("status.json");
+    if !resume && (checkpoint::exists(out) || status_path.exists()) {
+        bail!("{} already holds a training run: pass --resume to continue it, or choose another --out", out.display());
+    }
+    if resume && status_path.exists() {
+        let text = std::fs::read_to_string(&status_path)?;
+        let done: StatusFile = serde_json::from_str(&text).with_context(|| format!("{} is not a normlab status file", status_path.display()))?;
+        if !done.config.same_run(cfg) {
+            bail!("{} records another run: use the same settings to resume, or another --out", status_path.display());
+        }
+        return Ok(Some(done.outcome));
+    }
+    let train_set = subset(&data.train, cfg.train_subset);
+    let test_set = subset(&data.test, cfg.test_subset);
+    if train_set.is_empty() || test_set.is_empty() {
+        bail!("the dataset has {} training and {} test images: both must be non-empty", train_set.len(), test_set.len());
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    crate::util::atomic_write(&out.join("config.json"), serde_json::to_string_pretty(cfg)?.as_bytes())?;
+
+    let device = cfg.device.open()?;
+    let model = Model::new(cfg.arch, cfg.seed, &device)?;
+    let mut sgd = Sgd::new(cfg.lr, cfg.momentum);
+    let mut reg = Regularizer::new(cfg.reg, &model)?;
+    let mut state = if resume && checkpoint::exists(out) {
+        checkpoint::load(out, cfg, &model, &mut sgd, &mut reg)?
+    } else {
+        checkpoint::Progress { config: cfg.clone(), epochs_done: 0, steps_done: 0, batches_tracked: 0, train_seconds: 0.0, rows: Vec::new() }
+    };
+    let progress = progress::Progress::new(cfg.epochs);
+    if state.epochs_done > 0 {
+        progress.line(&format!("resuming {} after epoch {}/{}", out.display(), state.epochs_done, cfg.epochs));
+    }
+
+    let first_epoch = state.epochs_done;
+    while state.epochs_done < cfg.epochs {
+        let epoch = state.epochs_done;
+        if max_epochs.is_some_and(|m| epoch - first_epoch >= m) {
+            progress.finish();
+            return Ok(None);
+        }
+        match run_epoch(cfg, &model, &mut sgd, &mut reg, &train_set, &test_set, &device, &mut state, &progress)? {
+            EpochEnd::Done(row) => {
+                progress.line(&format!(
+                    "epoch {}/{} lr {:.0e} loss {:.4} train {:.2}% test {:.2}% {:.0} img/s {:.1} s (regularizer {:.2} s) l1 sum {:.1} linf sum {:.1}",
+                    row.epoch, cfg.epochs, row.lr, row.train_loss, row.train_acc, row.test_acc, row.images_per_s, row.seconds, row.reg_seconds, row.l1_sum, row.linf_sum
+                ));
+                state.rows.push(row);
+                state.epochs_done += 1;
+                state.batches_tracked = model.batches_tracked();
+                checkpoint::save(out, &state, &model, &sgd, &reg)?;
+                metrics::write_csv(&out.join("metrics.csv"), &state.rows)?;
+            }
+            EpochEnd::Diverged { step } => {
+                progress.finish();
+                progress.line(&format!("diverged: non-finite loss at step {step} of epoch {}; stopping", epoch + 1));
+                metrics::write_csv(&out.join("metrics.csv"), &state.rows)?;
+                let outcome = outcome_of(&state, RunStatus::Diverged { epoch: epoch + 1 });
+                write_status(&status_path, cfg, &outcome)?;
+                return Ok(Some(outcome));
+            }
+        }
+    }
+    progress.finish();
+    metrics::write_csv(&out.join("metrics.csv"), &state.rows)?;
+    model.save(&out.join("model.safetensors"))?;
+    let outcome = outcome_of(&state, RunStatus::Finished);
+    write_status(&status_path, cfg, &outcome)?;
+    Ok(Some(outcome))
+}
+
+fn subset(split: &Split, n: Option<usize>) -> Cow<'_, Split> {
+    match n {
+        Some(n) if n < split.len() => Cow::Owned(split.prefix(n)),
+        _ => Cow::Borrowed(split),
+    }
+}
+
+enum EpochEnd {
+    Done(metrics::EpochRow),
+    Diverged { step: usize },
+}
+
+/// The seed of batch `batch` of epoch `epoch`'s augmentation.
+fn augment_seed(seed: u64, epoch: usize, batch: usize) -> u64 {
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((epoch as u64) << 32 | batch as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_epoch(
+    cfg: &TrainConfig,
+    model: &Model,
+    sgd: &mut Sgd,
+    reg: &mut Regularizer,
+    train_set: &Split,
+    test_set: &Split,
+    device: &Device,
+    state: &mut checkpoint::Progress,
+    progress: &progress::Progress,
+) -> Result<EpochEnd> {
+    let epoch = state.epochs_done;
+    let t0 = Instant::now();
+    let lr = schedule::lr_at(cfg.lr, &cfg.milestones, epoch);
+    sgd.lr = lr;
+    let order = epoch_order(train_set.len(), cfg.seed, epoch);
+    let steps = order.len().div_ceil(cfg.batch);
+    progress.start_epoch(epoch, steps);
+    let (mut loss_sum, mut correct, mut seen) = (0f64, 0f64, 0usize);
+    let mut reg_seconds = 0f64;
+    for (b, idx) in order.chunks(cfg.batch).enumerate() {
+        let (x, y) = train_set.augmented_batch(idx, augment_seed(cfg.seed, epoch, b), device)?;
+        let logits = model.forward(&x, true)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+        let hits = logits.argmax(1)?.eq(&y)?.to_dtype(DType::F32)?.sum_all()?;
+        let stats = Tensor::stack(&[&loss.detach(), &hits], 0)?.to_vec1::<f32>()?;
+        if !stats[0].is_finite() {
+            return Ok(EpochEnd::Diverged { step: b + 1 });
+        }
+        loss_sum += stats[0] as f64 * idx.len() as f64;
+        correct += stats[1] as f64;
+        seen += idx.len();
+        let mut grads = loss.backward()?;
+        let r0 = Instant::now();
+        reg.apply(model, &mut grads)?;
+        reg_seconds += r0.elapsed().as_secs_f64();
+        sgd.step(&model.params, &grads)?;
+        state.steps_done += 1;
+        let r0 = Instant::now();
+        reg.after_step(model, state.steps_done)?;
+        reg_seconds += r0.elapsed().as_secs_f64();
+        progress.step(loss_sum / seen as f64, 100.0 * correct / seen as f64, seen as f64 / t0.elapsed().as_secs_f64());
+    }
+    if epoch + 1 == cfg.epochs {
+        let r0 = Instant::now();
+        reg.finish(model)?;
+        reg_seconds += r0.elapsed().as_secs_f64();
+    }
+    let train_secs = t0.elapsed().as_secs_f64();
+    state.train_seconds += train_secs;
+    let test_acc = evaluate(model, test_set, device)?;
+    let norms = metrics::norm_totals(model)?;
+    Ok(EpochEnd::Done(metrics::EpochRow {
+        epoch: epoch + 1,
+        lr,
+        train_loss: loss_sum / seen as f64,
+        train_acc: 100.0 * correct / seen as f64,
+        test_acc,
+        seconds: t0.elapsed().as_secs_f64(),
+        images_per_s: seen as f64 / train_secs,
+        reg_seconds,
+        l1_sum: norms.l1_sum,
+        l1_max: norms.l1_max,
+        linf_sum: norms.linf_sum,
+        linf_max: norms.linf_max,
+    }))
+}
+
+/// Accuracy (%) of `model` in eval mode on every image of `split`, in batches.
+pub fn evaluate(model: &Model, split: &Split, device: &Device) -> Result<f64> {
+    let mut correct = 0f64;
+    let idx: Vec<usize> = (0..split.len()).collect();
+    for chunk in idx.chunks(EVAL_BATCH) {
+        let (x, y) = split.batch(chunk, device)?;
+        let logits = model.forward(&x, false)?;
+        correct += logits.argmax(1)?.eq(&y)?.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()? as f64;
+    }
+    Ok(100.0 * correct / split.len() as f64)
+}
+
+fn outcome_of(state: &checkpoint::Progress, status: RunStatus) -> TrainOutcome {
+    // Every epoch trains on the same images, so the run's rate is the harmonic mean.
+    let step_seconds: f64 = state.rows.iter().map(|r| 1.0 / r.images_per_s.max(f64::MIN_POSITIVE)).sum();
+    TrainOutcome {
+        status,
+        epochs_done: state.epochs_done,
+        steps_done: state.steps_done,
+        test_acc: state.rows.last().map(|r| r.test_acc),
+        train_seconds: state.train_seconds,
+        images_per_s: (!state.rows.is_empty()).then(|| state.rows.len() as f64 / step_seconds),
+    }
+}
+
+fn write_status(path: &Path, cfg: &TrainConfig, outcome: &TrainOutcome) -> Result<()> {
+    let text = serde_json::to_string_pretty(&StatusFile { config: cfg.clone(), outcome: outcome.clone() })?;
+    crate::util::atomic_write(path, text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::dataset::IMAGE_BYTES;
+    use crate::models::Arch;
+    use crate::regularize::{NdVariant, NormKind, RegConfig};
+
+    /// A small learnable dataset: each class is a bright square at its own place.
+    fn synthetic(n_train: usize, n_test: usize) -> Cifar10 {
+        let make = |n: usize, offset: usize| {
+            let mut images = vec![0u8; n * IMAGE_BYTES];
+            let mut labels = Vec::with_capacity(n);
+            for i in 0..n {
+                let label = (i + offset) % 10;
+                labels.push(label as u8);
+                let img = &mut images[i * IMAGE_BYTES..][..IMAGE_BYTES];
+                for (p, v) in img.iter_mut().enumerate() {
+                    *v = ((p * 7 + i * 13) % 61) as u8;
+                }
+                let (r0, c0) = (2 + 3 * (label / 5) * 4, 2 + 5 * (label % 5));
+                for c in 0..3 {
+                    for y in r0..r0 + 6 {
+                        for x in c0..c0 + 6 {
+                            img[c * 1024 + y * 32 + x] = 250;
+                        }
+                    }
+                }
+            }
+            Split::new(images, labels).unwrap()
+        };
+        Cifar10 { train: make(n_train, 0), test: make(n_test, 3) }
+    }
+
+    fn tiny(reg: RegConfig, epochs: usize) -> TrainConfig {
+        let mut c = TrainConfig::paper(Arch::Vgg11, reg).with_epochs(epochs);
+        c.batch = 16;
+        c.train_subset = Some(32);
+        c.test_subset = Some(16);
+        c
+    }
+
+    fn weights(out: &Path) -> Vec<(String, Vec<f32>)> {
+        let t = candle_core::safetensors::load(out.join("model.safetensors"), &Device::Cpu).unwrap();
+        let mut v: Vec<_> = t.into_iter().filter(|(k, _)| !k.ends_with("num_batches_tracked")).map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1::<f32>().unwrap())).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    #[test]
+    fn resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
+        let data = synthetic(32, 16);
+        let reg = RegConfig::NormDecay { kind: NormKind::L1, beta: 1e-3, gamma: 0.5, variant: NdVariant::Reference, include_bn: false };
+        let cfg = tiny(reg, 2);
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let full = train(&cfg, &data, &a, false).unwrap();
+        assert_eq!(full.status, RunStatus::Finished);
+        assert!(train_session(&cfg, &data, &b, false, Some(1)).unwrap().is_none());
+        assert!(!b.join("model.safetensors").exists());
+        assert!(train(&cfg, &data, &b, false).is_err(), "a second fresh run into the same OUT must be refused");
+        let resumed = train(&cfg, &data, &b, true).unwrap();
+        assert_eq!(resumed.status, RunStatus::Finished);
+        assert_eq!(resumed.steps_done, full.steps_done);
+        assert_eq!(weights(&a), weights(&b));
+        let rows = |p: &Path| std::fs::read_to_string(p.join("metrics.csv")).unwrap().lines().count();
+        assert_eq!((rows(&a), rows(&b)), (3, 3));
+        // Resuming an ended run returns its outcome without training.
+        assert_eq!(train(&cfg, &data, &a, true).unwrap(), full);
+        // A different run cannot resume this one.
+        let mut other = cfg.clone();
+        other.seed = 7;
+        assert!(train(&other, &data, &b, true).is_err());
+    }
+
+    #[test]
+    fn non_finite_loss_is_recorded_as_diverged() {
+        let data = synthetic(32, 16);
+        // BatchNorm makes a plain VGG scale-invariant, so a huge lr alone does not overflow;
+        // coupled weight decay with lr·β ≫ 2 multiplies the weights by −(lr·β − 1) per step.
+        let mut cfg = tiny(RegConfig::WeightDecay { beta: 1e6 }, 3);
+        cfg.batch = 8;
+        cfg.lr = 1e6;
+        let dir = tempfile::tempdir().unwrap();
+        let out = train(&cfg, &data, dir.path(), false).unwrap();
+        let RunStatus::Diverged { epoch } = out.status else { panic!("lr·β = 1e12 should diverge: {out:?}") };
+        assert_eq!(out.epochs_done, epoch - 1);
+        let status = std::fs::read_to_string(dir.path().join("status.json")).unwrap();
+        assert!(status.contains("diverged"), "{status}");
+        assert_eq!(std::fs::read_to_string(dir.path().join("metrics.csv")).unwrap().lines().count(), epoch);
+    }
+
+    #[test]
+    fn strong_l1_norm_decay_shrinks_the_l1_norms() {
+        let data = synthetic(64, 16);
+        let dir = tempfile::tempdir().unwrap();
+        let l1_sum = |reg, name: &str| {
+            // Norm decay moves one column (ℓ1) per layer and step: it needs many small steps.
+            let mut cfg = tiny(reg, 1);
+            cfg.train_subset = Some(64);
+            cfg.batch = 4;
+            let out = dir.path().join(name);
+            train(&cfg, &data, &out, false).unwrap();
+            let text = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+            let mut r = csv::Reader::from_reader(text.as_bytes());
+            let row: metrics::EpochRow = r.deserialize().next().unwrap().unwrap();
+            row.l1_sum
+        };
+        let plain = l1_sum(RegConfig::Plain, "plain");
+        let nd = l1_sum(RegConfig::NormDecay { kind: NormKind::L1, beta: 0.1, gamma: 0.5, variant: NdVariant::Reference, include_bn: false }, "nd");
+        eprintln!("sum of l1 norms after one epoch: plain {plain}, nd-l1 beta 0.1 {nd}");
+        assert!(nd < 0.95 * plain, "nd-l1 β=0.1: Σℓ1 {nd} vs plain {plain}");
+    }
+}
