@@ -33,6 +33,8 @@ pub enum Command {
     Run(crate::run::cli::RunArgs),
     /// Render a results CSV into the paper's table (Markdown/LaTeX) and SVG plots.
     Report(crate::report::cli::ReportArgs),
+    /// Check a device (e.g. cuda:0) against the CPU: forward, gradients, BatchNorm, regularizers, attacks.
+    Selftest(crate::selftest::SelftestArgs),
     /// The paper's theory as runnable checks: Proposition 1, Theorem 2, Proposition 2, separation.
     Theory(crate::theory::cli::TheoryArgs),
 }
@@ -49,6 +51,7 @@ pub fn main() -> Result<()> {
         Command::Attack(args) => crate::attack::cli::run(&args),
         Command::Run(args) => crate::run::cli::run(&args),
         Command::Report(args) => crate::report::cli::run(&args),
+        Command::Selftest(args) => crate::selftest::run(args),
         Command::Theory(args) => crate::theory::cli::run(args),
     }
 }

@@ -19,6 +19,7 @@ pub mod plan;
 pub mod regularize;
 pub mod report;
 pub mod run;
+pub mod selftest;
 pub mod theory;
 pub mod train;
 pub mod util;

@@ -173,11 +173,10 @@ pub fn clip_grouped_conv_kernel(weight: &[f32], out_c: usize, in_c: usize, kh: u
             if (0..s.nrows()).all(|i| s[i].re <= clip) {
                 return None;
             }
+            // Q = U · diag(min(σ, C)) · Vᴴ, as one matrix product.
             let (u, v) = (svd.U(), svd.V());
-            let r = s.nrows();
-            let q = Mat::from_fn(p.nrows(), p.ncols(), |i, j| {
-                (0..r).fold(c64::new(0.0, 0.0), |acc, t| acc + u[(i, t)] * s[t].re.min(clip) * v[(j, t)].conj())
-            });
+            let scaled = Mat::from_fn(u.nrows(), u.ncols(), |i, t| u[(i, t)] * s[t].re.min(clip));
+            let q = &scaled * v.adjoint();
             Some((f, g, q))
         })
         .collect();

@@ -1,0 +1,254 @@
+//! `normlab selftest --device D`: checks that a device computes what the CPU computes, on
+//! the same weights and batch, for every model — the check a GPU machine (which has no
+//! cargo to run the test suite) can run from the binary alone.
+//!
+//! Compared, per model: eval-mode logits, train-mode logits (batch-statistic BatchNorm) and
+//! the running statistics they update, input gradients, weight gradients; the exact layer
+//! norms computed from weights read back from the device; and, where given, one step of
+//! each regularizer and an attack on a fixed batch (see the checks list).
+//!
+//! Tolerance: relative ℓ2 error ‖a − b‖ / max(‖b‖, tiny) ≤ 1e-3 for forward values and
+//! ≤ 1e-2 for gradients. f32 sums taken in another order (GPU reductions, cuDNN algorithm
+//! choice, im2col vs direct convolution) differ by ~1e-6 relative per op; a 20-layer
+//! network with BatchNorm amplifies that, and gradients through BatchNorm's batch
+//! statistics more so. A wrong kernel (wrong stride, padding, group, or a transposed
+//! weight) gives errors of order 1.
+
+use crate::attack::protocol::{self, AttackConfig, AttackKind};
+use crate::data::Split;
+use crate::models::{Arch, Model};
+use crate::norms::NormKind;
+use crate::optim::Sgd;
+use crate::regularize::{NdVariant, RegConfig, Regularizer};
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Tensor, Var};
+use serde::Serialize;
+
+/// Relative tolerance for forward values.
+pub const FORWARD_TOL: f64 = 1e-3;
+/// Relative tolerance for gradients.
+pub const GRAD_TOL: f64 = 1e-2;
+
+/// The outcome of one comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// What was compared, e.g. `resnet18 input gradient`.
+    pub name: String,
+    /// Relative ℓ2 error between the device and the CPU.
+    pub rel_error: f64,
+    /// The tolerance it was held to.
+    pub tolerance: f64,
+    /// Whether it passed.
+    pub pass: bool,
+}
+
+/// Relative ℓ2 error of `a` against the reference `b` (computed in f64 on the CPU).
+pub fn rel_error(a: &Tensor, b: &Tensor) -> Result<f64> {
+    let a = a.to_device(&Device::Cpu)?.to_dtype(DType::F64)?.flatten_all()?;
+    let b = b.to_device(&Device::Cpu)?.to_dtype(DType::F64)?.flatten_all()?;
+    let diff = (&a - &b)?.sqr()?.sum_all()?.to_scalar::<f64>()?.sqrt();
+    let norm = b.sqr()?.sum_all()?.to_scalar::<f64>()?.sqrt();
+    Ok(diff / norm.max(1e-30))
+}
+
+fn check(name: String, a: &Tensor, b: &Tensor, tolerance: f64) -> Result<Check> {
+    let rel_error = rel_error(a, b).with_context(|| format!("comparing {name}"))?;
+    Ok(Check { name, rel_error, tolerance, pass: rel_error <= tolerance })
+}
+
+/// Forward, backward and BatchNorm of one model on `device` against the CPU, same weights
+/// (seed) and batch. `batch` images are random in [0, 1] from a fixed seed.
+pub fn compare_model(arch: Arch, device: &Device, batch: usize) -> Result<Vec<Check>> {
+    let cpu = Device::Cpu;
+    let reference = Model::new(arch, 7, &cpu)?;
+    let target = Model::new(arch, 7, device)?;
+    let x_cpu = {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let data: Vec<f32> = (0..batch * 3 * 32 * 32).map(|_| rng.gen::<f32>()).collect();
+        Tensor::from_vec(data, (batch, 3, 32, 32), &cpu)?
+    };
+    let labels: Vec<u32> = (0..batch as u32).map(|i| i % 10).collect();
+    let y_cpu = Tensor::new(labels.as_slice(), &cpu)?;
+    let x_dev = x_cpu.to_device(device)?;
+    let y_dev = y_cpu.to_device(device)?;
+    let name = arch.name();
+    let mut out = Vec::new();
+
+    // Eval-mode logits and input gradients (what attacks use).
+    let (logits_ref, gx_ref) = eval_logits_and_input_grad(&reference, &x_cpu, &y_cpu)?;
+    let (logits_dev, gx_dev) = eval_logits_and_input_grad(&target, &x_dev, &y_dev)?;
+    out.push(check(format!("{name} eval logits"), &logits_dev, &logits_ref, FORWARD_TOL)?);
+    out.push(check(format!("{name} input gradient"), &gx_dev, &gx_ref, GRAD_TOL)?);
+
+    // Train-mode logits, weight gradients and the running statistics BatchNorm updated.
+    let (train_ref, grads_ref) = train_logits_and_weight_grads(&reference, &x_cpu, &y_cpu)?;
+    let (train_dev, grads_dev) = train_logits_and_weight_grads(&target, &x_dev, &y_dev)?;
+    out.push(check(format!("{name} train logits"), &train_dev, &train_ref, FORWARD_TOL)?);
+    let flat = |g: &[Tensor]| -> Result<Tensor> {
+        let parts = g.iter().map(|t| t.to_device(&Device::Cpu)?.flatten_all()).collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&parts, 0)?)
+    };
+    out.push(check(format!("{name} weight gradients"), &flat(&grads_dev)?, &flat(&grads_ref)?, GRAD_TOL)?);
+    let stats = |m: &Model| -> Result<Tensor> {
+        let parts = m
+            .params
+            .entries()
+            .iter()
+            .filter(|e| e.name.ends_with("running_mean") || e.name.ends_with("running_var"))
+            .map(|e| e.var.as_tensor().to_device(&Device::Cpu)?.flatten_all())
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&parts, 0)?)
+    };
+    out.push(check(format!("{name} BatchNorm running statistics"), &stats(&target)?, &stats(&reference)?, FORWARD_TOL)?);
+    Ok(out)
+}
+
+fn eval_logits_and_input_grad(model: &Model, x: &Tensor, y: &Tensor) -> Result<(Tensor, Tensor)> {
+    let xv = Var::from_tensor(x)?;
+    let logits = model.forward(xv.as_tensor(), false)?;
+    let loss = candle_nn::loss::cross_entropy(&logits, y)?;
+    let grads = loss.backward()?;
+    let gx = grads.get(xv.as_tensor()).context("no input gradient")?.clone();
+    Ok((logits, gx))
+}
+
+fn train_logits_and_weight_grads(model: &Model, x: &Tensor, y: &Tensor) -> Result<(Tensor, Vec<Tensor>)> {
+    let logits = model.forward(x, true)?;
+    let loss = candle_nn::loss::cross_entropy(&logits, y)?;
+    let grads = loss.backward()?;
+    let mut out = Vec::new();
+    for e in model.params.trainable() {
+        let g = grads.get(e.var.as_tensor()).with_context(|| format!("no gradient for {}", e.name))?;
+        out.push(g.clone());
+    }
+    Ok((logits, out))
+}
+
+/// The regularizers checked: one optimizer step of each, after the same backward pass.
+fn regularizers() -> Vec<RegConfig> {
+    vec![
+        RegConfig::WeightDecay { beta: 1e-2 },
+        RegConfig::NormDecay { kind: NormKind::L1, beta: 1e-2, gamma: 0.5, variant: NdVariant::Reference, include_bn: false },
+        RegConfig::NormDecay { kind: NormKind::Linf, beta: 1e-2, gamma: 0.5, variant: NdVariant::Paper, include_bn: true },
+        RegConfig::Svc { clip: 1.0, every: 1 },
+    ]
+}
+
+/// One training step with each regularizer on `device` against the CPU: the weights after
+/// backward, the regularizer's gradient transform, SGD and (SVC) the post-step clipping.
+pub fn compare_regularizers(arch: Arch, device: &Device, batch: usize) -> Result<Vec<Check>> {
+    let (x, y) = fixed_batch(batch)?;
+    let mut out = Vec::new();
+    for reg in regularizers() {
+        let mut weights = Vec::new();
+        for dev in [&Device::Cpu, device] {
+            let model = Model::new(arch, 7, dev)?;
+            let mut r = Regularizer::new(reg, &model)?;
+            let logits = model.forward(&x.to_device(dev)?, true)?;
+            let mut grads = candle_nn::loss::cross_entropy(&logits, &y.to_device(dev)?)?.backward()?;
+            r.apply(&model, &mut grads)?;
+            Sgd::new(0.1, 0.9).step(&model.params, &grads)?;
+            r.after_step(&model, 1)?;
+            let parts = model.params.trainable().map(|e| e.var.as_tensor().to_device(&Device::Cpu)?.flatten_all()).collect::<candle_core::Result<Vec<_>>>()?;
+            weights.push(Tensor::cat(&parts, 0)?);
+        }
+        out.push(check(format!("{} one step of {}", arch.name(), reg.name()), &weights[1], &weights[0], FORWARD_TOL)?);
+    }
+    Ok(out)
+}
+
+/// An APGD-CE + APGD-T evaluation of a fixed batch on `device` against the CPU: the clean
+/// margins must agree to the forward tolerance and the robust accuracies within one point
+/// (a point whose loss ties within rounding may fall on either side).
+pub fn compare_attack(arch: Arch, device: &Device, n: usize) -> Result<Vec<Check>> {
+    let (x, y) = fixed_batch(n)?;
+    let images: Vec<u8> = x.flatten_all()?.to_vec1::<f32>()?.iter().map(|v| (v * 255.0).round() as u8).collect();
+    let split = Split::new(images, y.to_vec1::<u32>()?.iter().map(|&l| l as u8).collect())?;
+    let cfg = AttackConfig { eps: 2.0 / 255.0, n, seed: 3, attacks: vec![AttackKind::ApgdCe, AttackKind::ApgdT], iters: 10, batch: n };
+    let mut reports = Vec::new();
+    for dev in [&Device::Cpu, device] {
+        let model = Model::new(arch, 7, dev)?;
+        let f = |t: &Tensor| model.forward(t, false);
+        reports.push(protocol::evaluate(&f, &split, &cfg, dev)?);
+    }
+    let margins = |r: &protocol::RobustReport| Tensor::new(r.margins.as_slice(), &Device::Cpu);
+    let name = arch.name();
+    let mut out = vec![check(format!("{name} attack clean margins"), &margins(&reports[1])?, &margins(&reports[0])?, FORWARD_TOL)?];
+    let diff = (reports[1].robust_acc - reports[0].robust_acc).abs();
+    let tolerance = 1.0 / n as f64 + 1e-12;
+    out.push(Check { name: format!("{name} APGD-CE + APGD-T robust accuracy"), rel_error: diff, tolerance, pass: diff <= tolerance });
+    Ok(out)
+}
+
+fn fixed_batch(batch: usize) -> Result<(Tensor, Tensor)> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let data: Vec<f32> = (0..batch * 3 * 32 * 32).map(|_| rng.gen::<u8>() as f32 / 255.0).collect();
+    let labels: Vec<u32> = (0..batch as u32).map(|i| i % 10).collect();
+    Ok((Tensor::from_vec(data, (batch, 3, 32, 32), &Device::Cpu)?, Tensor::new(labels.as_slice(), &Device::Cpu)?))
+}
+
+/// Arguments of `normlab selftest`.
+#[derive(Debug, clap::Args)]
+pub struct SelftestArgs {
+    /// The device to check against the CPU (`cuda:0`; `cpu` checks the CPU against itself,
+    /// which exercises every path without a GPU).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Models to check (default: all four).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub models: Vec<Arch>,
+    /// Images per batch.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `normlab selftest`: every check, a line each; exits non-zero on any mismatch.
+pub fn run(args: SelftestArgs) -> Result<()> {
+    let device = crate::device::open(&args.device)?;
+    let models = if args.models.is_empty() { Arch::ALL.to_vec() } else { args.models.clone() };
+    let mut checks = Vec::new();
+    for arch in models {
+        checks.extend(compare_model(arch, &device, args.batch)?);
+        checks.extend(compare_regularizers(arch, &device, args.batch)?);
+        checks.extend(compare_attack(arch, &device, args.batch)?);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&checks)?);
+    } else {
+        for c in &checks {
+            println!("{:<4} {:<55} rel. error {:>10.3e} (tolerance {:.0e})", if c.pass { "ok" } else { "FAIL" }, c.name, c.rel_error, c.tolerance);
+        }
+    }
+    let failed = checks.iter().filter(|c| !c.pass).count();
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} selftest checks failed on {}", checks.len(), args.device);
+    }
+    eprintln!("selftest: all {} checks passed on {} against the CPU", checks.len(), args.device);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_against_itself_passes() {
+        let checks = compare_model(Arch::Vgg11, &Device::Cpu, 2).unwrap();
+        assert!(checks.iter().all(|c| c.pass && c.rel_error == 0.0), "{checks:?}");
+        let checks = compare_regularizers(Arch::Vgg11, &Device::Cpu, 2).unwrap();
+        assert!(checks.iter().all(|c| c.pass), "{checks:?}");
+    }
+
+    #[test]
+    fn rel_error_catches_a_wrong_result() {
+        let a = Tensor::new(&[1f32, 2.0, 3.0], &Device::Cpu).unwrap();
+        let b = Tensor::new(&[1f32, 2.0, 3.5], &Device::Cpu).unwrap();
+        assert!(rel_error(&a, &b).unwrap() > FORWARD_TOL);
+        assert_eq!(rel_error(&a, &a).unwrap(), 0.0);
+    }
+}
