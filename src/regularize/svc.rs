@@ -32,7 +32,7 @@ impl Svc {
 
     /// Clips every conv when optimizer step `step` (from 1) is a multiple of the period.
     pub fn after_step(&mut self, params: &ParamStore, step: usize) -> Result<()> {
-        if step % self.every == 0 {
+        if step.is_multiple_of(self.every) {
             self.clip_all(params)?;
         }
         Ok(())

@@ -55,7 +55,7 @@ impl Progress {
             }
             None => {
                 let steps = self.steps.get();
-                if done < steps && done % steps.div_ceil(10).max(1) == 0 {
+                if done < steps && done.is_multiple_of(steps.div_ceil(10).max(1)) {
                     eprintln!("epoch {}/{} step {done}/{steps} {message}", self.epoch.get() + 1, self.epochs);
                 }
             }
