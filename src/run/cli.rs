@@ -67,7 +67,13 @@ pub fn run(args: &RunArgs) -> Result<()> {
         let n = store.remove_failed()?;
         eprintln!("removed {n} failed row(s) from {}: those cells run again", store.path().display());
     }
+    let done = store.done_ids()?;
+    let remaining = plan.cells.iter().filter(|c| shard.contains(c) && !done.contains(&c.id)).count();
     if args.executor == ExecutorKind::Real {
+        if remaining == 0 {
+            eprintln!("plan {}: all {} cell(s) of this shard have a row in {}; nothing to run", plan.name, plan.cells.iter().filter(|c| shard.contains(c)).count(), store.path().display());
+            return Ok(());
+        }
         if !plan::data_dir_complete(&plan.data.dir) {
             bail!(
                 "{} does not hold CIFAR-10 in binary layout yet: import it first with \

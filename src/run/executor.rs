@@ -7,7 +7,7 @@ use super::scheduler::CellContext;
 use crate::attack::{certified, protocol};
 use crate::data::Cifar10;
 use crate::models::Model;
-use crate::plan::{Attack, Cell, Regularizer};
+use crate::plan::{AdvSpec, Attack, Cell, Regularizer};
 use crate::regularize::RegConfig;
 use crate::train::{self, RunStatus, TrainConfig};
 use anyhow::{Context, Result};
@@ -67,6 +67,14 @@ fn attack_kind(a: Attack) -> protocol::AttackKind {
 /// clean accuracy on the evaluation's test images, robust accuracy at each ε, certified
 /// accuracy at the first ε, and the final weights' norm summaries.
 pub fn execute(cell: &Cell, ctx: &CellContext, data: &Cifar10) -> Result<CellRecord> {
+    if cell.config.adv != AdvSpec::None {
+        // Never train a standard model under an adversarial cell's id.
+        anyhow::bail!(
+            "adversarial training (adv = {}) is not wired into the training loop yet (TrainConfig has no adv field); \
+             this cell is recorded as failed and reruns with --retry-failed once it is",
+            cell.config.adv.label()
+        );
+    }
     let cfg = train_config(cell, ctx);
     let outcome = train::train(&cfg, data, &ctx.work_dir, true)?;
     if let RunStatus::Diverged { epoch } = outcome.status {
