@@ -112,7 +112,13 @@ pub fn execute(cell: &Cell, ctx: &CellContext, data: &Cifar10) -> Result<CellRec
             }
         }
     }
-    let norms = NormSummary::from_norms_csv(&ctx.work_dir.join("norms.csv"))?;
+    // The final weights' per-layer norms: norms.csv for the report's per-layer plot, and the
+    // row's summaries over conv and linear layers.
+    let layers = crate::norms::table::model_norms(&model, false)?;
+    crate::util::atomic_write(&ctx.work_dir.join("norms.csv"), crate::norms::table::render_csv(&layers)?.as_bytes())?;
+    let weight_layers: Vec<(f64, f64)> =
+        layers.iter().filter(|l| l.spec.kind != crate::models::LayerKind::Bn).map(|l| (l.l1, l.linf)).collect();
+    let norms = NormSummary::from_layers(&weight_layers);
     Ok(CellRecord {
         status: CellStatus::Ok,
         clean_acc: Some(clean_acc),
