@@ -27,7 +27,7 @@ impl<'a> ConvOperator<'a> {
         if !matches!(spec.kind, LayerKind::Conv | LayerKind::Linear) {
             bail!("{}: a {} layer is not a conv or linear operator", spec.name, spec.kind);
         }
-        if spec.groups == 0 || spec.in_c % spec.groups != 0 || spec.out_c % spec.groups != 0 {
+        if spec.groups == 0 || !spec.in_c.is_multiple_of(spec.groups) || !spec.out_c.is_multiple_of(spec.groups) {
             bail!("{}: {} groups do not divide in_c {} and out_c {}", spec.name, spec.groups, spec.in_c, spec.out_c);
         }
         if spec.stride == 0 || spec.in_h + 2 * spec.padding < spec.kh || spec.in_w + 2 * spec.padding < spec.kw {

@@ -40,7 +40,7 @@ struct Kernel<'a> {
 
 impl<'a> Kernel<'a> {
     fn new(w: &'a [f64], out_c: usize, in_c: usize, kh: usize, kw: usize, groups: usize) -> Self {
-        assert!(groups > 0 && in_c % groups == 0 && out_c % groups == 0, "{groups} groups must divide in_c {in_c} and out_c {out_c}");
+        assert!(groups > 0 && in_c.is_multiple_of(groups) && out_c.is_multiple_of(groups), "{groups} groups must divide in_c {in_c} and out_c {out_c}");
         let cin_g = in_c / groups;
         assert_eq!(w.len(), out_c * cin_g * kh * kw, "kernel of {out_c}x{cin_g}x{kh}x{kw} has {} values", w.len());
         Self { w, out_c, cin_g, kh, kw, groups }

@@ -32,7 +32,8 @@ pub enum NormKind {
 /// The distinct sets of kernel positions along one axis that a row (ℓ∞) or a column (ℓ1) of
 /// the conv matrix gathers, for one kernel extent `k` on one input extent `n`.
 fn axis_sets(kind: NormKind, n: usize, k: usize, stride: usize, padding: usize) -> Vec<Vec<usize>> {
-    let out = (n + 2 * padding - k) / stride + 1;
+    // No output at all when the kernel does not fit the padded input (then the norm is 0).
+    let out = (n + 2 * padding).checked_sub(k).map_or(0, |span| span / stride.max(1) + 1);
     let mut sets: Vec<Vec<usize>> = Vec::new();
     let mut push = |set: Vec<usize>| {
         if !set.is_empty() && !sets.contains(&set) {
@@ -56,7 +57,7 @@ fn axis_sets(kind: NormKind, n: usize, k: usize, stride: usize, padding: usize) 
                 let set = (0..k)
                     .filter(|&kk| {
                         let num = (u + padding) as isize - kk as isize;
-                        num >= 0 && num as usize % stride == 0 && (num as usize / stride) < out
+                        num >= 0 && (num as usize).is_multiple_of(stride) && (num as usize / stride) < out
                     })
                     .collect();
                 push(set);
