@@ -54,7 +54,7 @@ fn zero_radius_keeps_every_point_and_reports_every_key() {
     let dir = tempfile::tempdir().unwrap();
     let ckpt = fixture(dir.path(), Arch::Vgg11, 5);
     let v = json(&attack(dir.path(), &ckpt, "vgg11", &["--eps", "0", "--n", "3", "--iters", "2", "--batch", "2", "--format", "json"]));
-    for key in ["clean_acc", "robust_acc", "certified_acc", "lipschitz_bound", "n", "eps", "attacks", "robust_acc_after", "seconds"] {
+    for key in ["clean_acc", "robust_acc", "certified_acc", "lipschitz_bound", "certified_acc_l2", "lipschitz_bound_l2", "n", "eps", "attacks", "robust_acc_after", "seconds"] {
         assert!(v.get(key).is_some(), "missing {key} in {v}");
     }
     assert_eq!(v["clean_acc"], 1.0, "labels are the model's own predictions");
@@ -66,6 +66,8 @@ fn zero_radius_keeps_every_point_and_reports_every_key() {
     assert!(v["lipschitz_bound"].as_f64().unwrap() > 0.0);
     // At ε = 0 the threshold 2·ε·L is 0: every correctly classified point is certified.
     assert_eq!(v["certified_acc"], 1.0);
+    assert_eq!(v["certified_acc_l2"], 1.0);
+    assert!(v["lipschitz_bound_l2"].as_f64().unwrap() > 0.0);
 }
 
 #[test]
@@ -80,21 +82,23 @@ fn attacks_report_in_order_and_text_output_reads() {
     // (A freshly initialised VGG predicts one class almost everywhere, so it may well
     // withstand even ε = 32/255; the acceptance numbers use a trained checkpoint.)
     assert!((v["eps"].as_f64().unwrap() - 32.0 / 255.0).abs() < 1e-12);
-    let out = attack(dir.path(), &ckpt, "vgg11", &["--eps", "1/255", "--n", "2", "--iters", "2", "--attacks", "pgd"]);
+    let out = attack(dir.path(), &ckpt, "vgg11", &["--eps", "1/255", "--n", "2", "--iters", "2", "--attacks", "pgd", "--no-spectral"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
-    for want in ["clean accuracy", "after pgd", "robust accuracy", "certified accuracy"] {
+    for want in ["clean accuracy", "after pgd", "robust accuracy", "certified (linf)"] {
         assert!(text.contains(want), "{want} missing from:\n{text}");
     }
+    assert!(!text.contains("certified (l2)"), "--no-spectral skips the ℓ2 certificate:\n{text}");
 }
 
 #[test]
 fn senet_has_no_certificate_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
     let ckpt = fixture(dir.path(), Arch::Senet18, 4);
-    let v = json(&attack(dir.path(), &ckpt, "senet18", &["--eps", "1/255", "--n", "2", "--attacks", "fgsm", "--format", "json"]));
+    let v = json(&attack(dir.path(), &ckpt, "senet18", &["--eps", "1/255", "--n", "2", "--attacks", "fgsm", "--format", "json", "--no-spectral"]));
     assert!(v["certified_acc"].is_null() && v["lipschitz_bound"].is_null());
     assert!(v["certified_note"].as_str().unwrap().contains("squeeze-and-excitation"));
+    assert!(v["certified_acc_l2"].is_null() && v["certified_note_l2"].as_str().unwrap().contains("--no-spectral"));
 }
 
 #[test]
