@@ -229,7 +229,10 @@ def main():
     model = MODELS[args.model]().train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     phases = {"data": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
+    cpu_start = None
     for step in range(args.steps + 1):
+        if step == 1:
+            cpu_start = time.process_time()
         idx = (torch.arange(args.batch) + step * args.batch) % n_images
         t0 = time.perf_counter()
         x, y = augmented_batch(images, labels, idx, gen)
@@ -246,10 +249,12 @@ def main():
         if step > 0:
             for k, d in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
                 phases[k] += d
+    cpu = time.process_time() - cpu_start
     total = sum(phases.values())
     print(f"pytorch train: model {args.model} torch {torch.__version__} batch {args.batch} steps {args.steps} threads {torch.get_num_threads()}")
     print(f"images/s            {args.batch * args.steps / total:10.1f}")
     print(f"step                {1e3 * total / args.steps:10.1f} ms")
+    print(f"images/CPU-s        {args.batch * args.steps / cpu:10.1f} (process CPU time, all threads)")
     for k, d in phases.items():
         print(f"  {k:<17} {1e3 * d / args.steps:10.1f} ms {100 * d / total:5.1f}%")
     print(f"matmul GFLOP/s      {matmul_gflops():10.1f} (2048² f32 via torch, best of 3)")

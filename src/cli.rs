@@ -19,14 +19,11 @@ pub struct Cli {
 pub enum Command {
     /// List the models with their parameter counts, layer counts and forward FLOPs.
     Models,
-    /// Benchmarks (training speed).
-    #[command(subcommand)]
-    Bench(crate::bench::BenchCommand),
     /// Import CIFAR-10 (official archive, its URL, or an image folder) into the binary layout.
     Data(crate::data::cli::DataArgs),
     /// Per-layer norms (l1, linf, l2 bound, spectral) of a model, or of two checkpoints side by side.
     Norms(crate::norms::cli::NormsArgs),
-    /// Time alternatives on this machine (`bench norms`).
+    /// Time alternatives on this machine (`bench norms`, `bench train`).
     Bench(crate::bench::BenchArgs),
     /// Train a model on CIFAR-10 with one regularizer (the paper's protocol).
     Train(crate::train::cli::TrainArgs),
@@ -45,7 +42,6 @@ pub fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Models => list_models(),
-        Command::Bench(c) => crate::bench::run(c),
         Command::Data(args) => crate::data::cli::run(args),
         Command::Norms(args) => crate::norms::cli::run(args),
         Command::Bench(args) => crate::bench::run(args),

@@ -6,8 +6,8 @@
 //! (`train`, with `regularize` and `optim`), evaluates it (`attack`, `norms`) and appends one
 //! CSV row; `report` renders rows into the paper's table and plots.
 
-pub mod bench;
 pub mod attack;
+pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod device;
@@ -15,10 +15,10 @@ pub mod models;
 pub mod norms;
 pub mod ops;
 pub mod optim;
-pub mod regularize;
-pub mod train;
-pub mod theory;
-pub mod util;
 pub mod plan;
+pub mod regularize;
 pub mod report;
 pub mod run;
+pub mod theory;
+pub mod train;
+pub mod util;

@@ -10,9 +10,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 fn bin() -> Command {
-    // NORMLAB_TEST_BIN: run a copied binary instead (a target dir shared by several
+    // NORMLAB_BIN: run a copied binary instead (a target dir shared by several
     // checkouts may replace the built one while the tests run).
-    let exe = std::env::var("NORMLAB_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_normlab").to_string());
+    let exe = std::env::var("NORMLAB_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_normlab").to_string());
     let mut c = Command::new(exe);
     c.current_dir(env!("CARGO_MANIFEST_DIR"));
     for k in ["NORMLAB_FAKE_EPOCH_MS", "NORMLAB_FAKE_FAIL", "NORMLAB_FAKE_PANIC", "NORMLAB_FAKE_NAN"] {
@@ -202,27 +202,32 @@ fn dry_run_reports_done_cells_and_an_estimate() {
 #[test]
 fn killed_runs_resume_to_exactly_the_uninterrupted_rows() {
     let dir = tempfile::tempdir().unwrap();
-    let p = write_plan(dir.path(), "kill", 5);
-    let env = [("NORMLAB_FAKE_EPOCH_MS", "15")];
+    let p = write_plan(dir.path(), "kill", 8);
+    let env = [("NORMLAB_FAKE_EPOCH_MS", "20")];
 
     let reference = dir.path().join("reference");
     let o = run_fake(&p, &reference, &["--jobs-per-device", "2"], &env);
     assert!(o.status.success(), "{}", text(&o));
 
     let killed = dir.path().join("killed");
-    // Deterministic "random" moments: 12 cells × 5 epochs × 15 ms ≈ 0.45 s per worker.
+    // Deterministic "random" moments; the work (12 cells × 8 epochs × 20 ms on 2 workers,
+    // about 1 s) outlasts the kills' total, so every kill lands in a running grid.
     let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut live_kills = 0;
     for _ in 0..7 {
         state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let wait_ms = 40 + (state >> 33) % 260;
+        let wait_ms = 30 + (state >> 33) % 120;
         let mut child = bin()
             .args(["run", p.to_str().unwrap(), "--results", killed.to_str().unwrap(), "--executor", "fake", "--jobs-per-device", "2"])
-            .env("NORMLAB_FAKE_EPOCH_MS", "15")
+            .env("NORMLAB_FAKE_EPOCH_MS", "20")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(wait_ms));
+        if child.try_wait().unwrap().is_none() {
+            live_kills += 1;
+        }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         let partial = killed.join("kill.csv");
@@ -232,6 +237,9 @@ fn killed_runs_resume_to_exactly_the_uninterrupted_rows() {
             rows_by_id(&partial); // panics on a duplicate
         }
     }
+    let before = killed.join("kill.csv");
+    let rows_before = if before.exists() { rows_by_id(&before).len() } else { 0 };
+    assert!(rows_before < 12 && live_kills >= 5, "the kills came too late ({rows_before} rows, {live_kills} live kills)");
     let o = run_fake(&p, &killed, &["--jobs-per-device", "2"], &env);
     assert!(o.status.success(), "{}", text(&o));
     let a = rows_by_id(&reference.join("kill.csv"));

@@ -6,9 +6,9 @@ use std::path::Path;
 use std::process::Command;
 
 fn bin() -> Command {
-    // NORMLAB_TEST_BIN: run a copied binary instead (a target dir shared by several
+    // NORMLAB_BIN: run a copied binary instead (a target dir shared by several
     // checkouts may replace the built one while the tests run).
-    let exe = std::env::var("NORMLAB_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_normlab").to_string());
+    let exe = std::env::var("NORMLAB_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_normlab").to_string());
     let mut c = Command::new(exe);
     c.current_dir(env!("CARGO_MANIFEST_DIR"));
     c

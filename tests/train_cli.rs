@@ -33,7 +33,7 @@ fn train_writes_metrics_model_checkpoint_and_status() {
     let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
     let r = normlab(&tiny_args(d, o, &["--reg", "nd-linf", "--beta", "1e-3"]));
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    for f in ["metrics.csv", "model.safetensors", "status.json", "config.json", "checkpoint/latest.json", "checkpoint/epoch-1.safetensors"] {
+    for f in ["metrics.csv", "norms.csv", "model.safetensors", "status.json", "config.json", "checkpoint/latest.json", "checkpoint/epoch-1.safetensors"] {
         assert!(out.join(f).exists(), "missing {f}");
     }
     let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
@@ -44,6 +44,11 @@ fn train_writes_metrics_model_checkpoint_and_status() {
     assert_eq!(metrics.lines().count(), 2);
     // The model file loads as a vgg11 state_dict.
     normlab::models::Model::load(normlab::models::Arch::Vgg11, &out.join("model.safetensors"), &candle_core::Device::Cpu).unwrap();
+    // `normlab norms` reads it, and train's norms.csv is what `normlab norms --format csv` prints.
+    let model = out.join("model.safetensors");
+    let norms = normlab(&["norms", "--model", "vgg11", "--checkpoint", model.to_str().unwrap(), "--format", "csv"]);
+    assert!(norms.status.success(), "{}", String::from_utf8_lossy(&norms.stderr));
+    assert_eq!(String::from_utf8_lossy(&norms.stdout), std::fs::read_to_string(out.join("norms.csv")).unwrap());
     // Without --resume the same OUT is refused; with it, the ended run is reported again.
     let again = normlab(&tiny_args(d, o, &["--reg", "nd-linf", "--beta", "1e-3"]));
     assert!(!again.status.success());

@@ -145,12 +145,14 @@ pub fn apgd(f: &Logits, x: &Tensor, y: &[u32], cfg: &ApgdConfig, tick: &dyn Fn()
     for (i, row) in order.iter().enumerate() {
         fooled[i] = row[0] != y[i];
     }
-    let (target_runs, loss) = match cfg.loss {
-        ApgdLoss::TargetedDlr => (cfg.targets, cfg.loss),
-        _ => (1, cfg.loss),
+    // Ranks (0 = top) of the target classes in the clean logits: APGD-T runs once per
+    // target; the untargeted losses run once and ignore it.
+    let ranks: Vec<usize> = match cfg.loss {
+        ApgdLoss::TargetedDlr => (1..=cfg.targets).collect(),
+        _ => vec![1],
     };
     let mut run = 0u64;
-    for target_rank in 1..=target_runs {
+    for &target_rank in &ranks {
         for _ in 0..cfg.restarts {
             let todo: Vec<usize> = (0..n).filter(|&i| !fooled[i]).collect();
             for chunk in todo.chunks(cfg.batch) {
@@ -159,7 +161,7 @@ pub fn apgd(f: &Logits, x: &Tensor, y: &[u32], cfg: &ApgdConfig, tick: &dyn Fn()
                 let yc: Vec<u32> = chunk.iter().map(|&i| y[i]).collect();
                 let tc: Vec<u32> = chunk.iter().map(|&i| order[i][target_rank]).collect();
                 let t = uniform_directions(&xc, chunk, cfg.seed, run)?;
-                let res = single_run(f, &xc, &yc, &tc, &t, loss, cfg, tick)?;
+                let res = single_run(f, &xc, &yc, &tc, &t, cfg.loss, cfg, tick)?;
                 out = set_rows(&out, chunk, &res.x_adv)?;
                 for (&i, &fl) in chunk.iter().zip(&res.fooled) {
                     fooled[i] |= fl;

@@ -143,9 +143,13 @@ pub fn loss_and_input_grad(f: &Logits, x: &Tensor, loss: Loss, y: &[u32]) -> Res
     loss_fn_and_input_grad(f, x, &|logits, host| loss.per_sample_with(logits, host, y))
 }
 
+/// A per-sample loss of the logits: gets the live logits (N × K) and a host copy of them,
+/// returns N values.
+pub type PerSampleLoss<'a> = dyn Fn(&Tensor, &[Vec<f32>]) -> Result<Tensor> + 'a;
+
 /// As [`loss_and_input_grad`] for any per-sample loss of the logits (the closure gets the
 /// live logits and a host copy of them), e.g. TRADES' KL term.
-pub fn loss_fn_and_input_grad(f: &Logits, x: &Tensor, loss: &dyn Fn(&Tensor, &[Vec<f32>]) -> Result<Tensor>) -> Result<Evaluated> {
+pub fn loss_fn_and_input_grad(f: &Logits, x: &Tensor, loss: &PerSampleLoss) -> Result<Evaluated> {
     let var = Var::from_tensor(&x.detach())?;
     let logits = f(var.as_tensor())?;
     let host = logits.to_dtype(DType::F32)?.to_vec2::<f32>()?;

@@ -90,10 +90,10 @@ pub fn check_in_ball(x: &Tensor, x_adv: &Tensor, eps: f64) -> Result<()> {
     let dist = scalar(&(x_adv - x)?.abs()?.max_all()?)?;
     let lo = scalar(&x_adv.min_all()?)?;
     let hi = scalar(&x_adv.max_all()?)?;
-    if !(dist <= eps + BALL_TOLERANCE) {
+    if dist.is_nan() || dist > eps + BALL_TOLERANCE {
         bail!("attack bug: an adversarial input lies {dist:e} from its clean input in ℓ∞, beyond ε = {eps:e}");
     }
-    if !(lo >= -BALL_TOLERANCE && hi <= 1.0 + BALL_TOLERANCE) {
+    if lo.is_nan() || hi.is_nan() || lo < -BALL_TOLERANCE || hi > 1.0 + BALL_TOLERANCE {
         bail!("attack bug: adversarial inputs span [{lo}, {hi}], outside the image range [0, 1]");
     }
     Ok(())

@@ -1,5 +1,5 @@
 //! `normlab bench train`: the speed of one training step (SGD momentum 0.9, lr 0.01,
-//! cross-entropy, augmented batches), split into its phases, with the achieved GFLOP/s beside
+//! cross-entropy, augmented batches, a regularizer), split into its phases, with the achieved GFLOP/s beside
 //! the machine's matrix-multiply rate measured in the same run.
 //!
 //! The batches come from a synthetic in-memory split (random bytes, random labels) through the
@@ -13,6 +13,7 @@ use crate::ops::conv::Threading;
 use crate::ops::gemm::{gemm_on, Engine, View};
 use crate::ops::{self, Kernels};
 use crate::optim::Sgd;
+use crate::regularize::{NdVariant, NormKind, RegConfig, Regularizer, DEFAULT_GAMMA};
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
@@ -50,6 +51,29 @@ pub struct TrainBenchArgs {
     /// per GEMM) or `gemm` (chunks in sequence, multi-threaded GEMMs).
     #[arg(long, default_value = "batch")]
     pub threading: String,
+    /// Regularizer applied between backward and the optimizer, timed: plain, wd, nd-l1 or
+    /// nd-linf (SVC runs every 100 steps, outside a short bench).
+    #[arg(long, default_value = "nd-l1")]
+    pub reg: String,
+    /// Strength β of wd / nd-l1 / nd-linf.
+    #[arg(long, default_value_t = 1e-3)]
+    pub beta: f64,
+}
+
+impl TrainBenchArgs {
+    /// The regularizer `--reg` and `--beta` describe.
+    pub fn reg_config(&self) -> Result<RegConfig> {
+        let nd = |kind| RegConfig::NormDecay { kind, beta: self.beta, gamma: DEFAULT_GAMMA, variant: NdVariant::Reference, include_bn: false };
+        let config = match self.reg.as_str() {
+            "plain" => RegConfig::Plain,
+            "wd" => RegConfig::WeightDecay { beta: self.beta },
+            "nd-l1" => nd(NormKind::L1),
+            "nd-linf" => nd(NormKind::Linf),
+            other => bail!("unknown --reg '{other}' for bench train: expected plain, wd, nd-l1 or nd-linf"),
+        };
+        config.validate()?;
+        Ok(config)
+    }
 }
 
 /// Wall time of each phase of a training step, summed over the timed steps.
@@ -61,10 +85,13 @@ pub struct StepTimes {
     pub forward: Duration,
     /// `loss.backward()`.
     pub backward: Duration,
-    /// Gradient transforms between backward and the optimizer (none in this bench).
+    /// The regularizer's gradient transform between backward and the optimizer.
     pub regularizer: Duration,
     /// The SGD update.
     pub optimizer: Duration,
+    /// CPU time of the whole process (all threads) over the timed steps, where the OS tells
+    /// (Linux): robust to other processes sharing the cores, unlike wall time.
+    pub cpu: Option<Duration>,
 }
 
 impl StepTimes {
@@ -95,10 +122,11 @@ pub fn run(args: &TrainBenchArgs) -> Result<()> {
         other => bail!("unknown --threading '{other}': expected batch or gemm"),
     });
     let model = Model::new(arch, 1, &device)?;
+    let mut reg = Regularizer::new(args.reg_config()?, &model)?;
     let candle_rate = matmul_gflops(&device)?;
     let faer_rate = if device.is_cpu() { Some(faer_gflops()) } else { None };
     let matmul = faer_rate.unwrap_or(0.0).max(candle_rate);
-    let times = time_steps(&model, &device, args.batch, args.steps)?;
+    let times = time_steps(&model, &mut reg, &device, args.batch, args.steps)?;
     let images = (args.batch * args.steps) as f64;
     let secs = times.total().as_secs_f64();
     let images_per_s = images / secs;
@@ -118,12 +146,15 @@ pub fn run(args: &TrainBenchArgs) -> Result<()> {
     );
     println!("images/s            {images_per_s:10.1}");
     println!("step                {:10.1} ms", 1e3 * secs / args.steps as f64);
+    if let Some(cpu) = times.cpu {
+        println!("images/CPU-s        {:10.1} (process CPU time, all threads)", images / cpu.as_secs_f64());
+    }
     let per_step = |d: Duration| 1e3 * d.as_secs_f64() / args.steps as f64;
     let share = |d: Duration| 100.0 * d.as_secs_f64() / secs;
-    for (name, d) in [("data", times.data), ("forward", times.forward), ("backward", times.backward), ("optimizer", times.optimizer)] {
-        println!("  {name:<17} {:10.1} ms {:5.1}%", per_step(d), share(d));
+    for (name, d) in [("data", times.data), ("forward", times.forward), ("backward", times.backward), ("regularizer", times.regularizer), ("optimizer", times.optimizer)] {
+        let note = if name == "regularizer" { format!(" ({})", args.reg) } else { String::new() };
+        println!("  {name:<17} {:10.1} ms {:5.1}%{note}", per_step(d), share(d));
     }
-    println!("  {:<17} {:>10} (no regularizer in this bench: src/regularize is not on this branch)", "regularizer", "-");
     println!("fwd+bwd GFLOP/img   {:10.3}", flops_per_image / 1e9);
     println!("achieved GFLOP/s    {achieved:10.1}");
     println!("matmul GFLOP/s      {candle_rate:10.1} (2048² f32 via candle's matmul, best of 3)");
@@ -146,12 +177,17 @@ pub fn synthetic_split(n: usize, seed: u64) -> Result<Split> {
     Split::new(images, labels)
 }
 
-/// Times `steps` training steps of `model` (after one untimed warm-up step), phase by phase.
-pub fn time_steps(model: &Model, device: &Device, batch: usize, steps: usize) -> Result<StepTimes> {
+/// Times `steps` training steps of `model` with `reg` (after one untimed warm-up step), phase
+/// by phase.
+pub fn time_steps(model: &Model, reg: &mut Regularizer, device: &Device, batch: usize, steps: usize) -> Result<StepTimes> {
     let split = synthetic_split(batch.max(256), 7)?;
     let mut sgd = Sgd::new(0.01, 0.9);
     let mut times = StepTimes::default();
+    let mut cpu_start = None;
     for step in 0..=steps {
+        if step == 1 {
+            cpu_start = process_cpu_time();
+        }
         let mut t = StepTimes::default();
         let idx: Vec<usize> = (0..batch).map(|i| (step * batch + i) % split.len()).collect();
         let clock = Instant::now();
@@ -164,9 +200,13 @@ pub fn time_steps(model: &Model, device: &Device, batch: usize, steps: usize) ->
         device.synchronize()?;
         t.forward = clock.elapsed();
         let clock = Instant::now();
-        let grads = loss.backward()?;
+        let mut grads = loss.backward()?;
         device.synchronize()?;
         t.backward = clock.elapsed();
+        let clock = Instant::now();
+        reg.apply(model, &mut grads)?;
+        device.synchronize()?;
+        t.regularizer = clock.elapsed();
         let clock = Instant::now();
         sgd.step(&model.params, &grads)?;
         device.synchronize()?;
@@ -179,9 +219,11 @@ pub fn time_steps(model: &Model, device: &Device, batch: usize, steps: usize) ->
             times.data += t.data;
             times.forward += t.forward;
             times.backward += t.backward;
+            times.regularizer += t.regularizer;
             times.optimizer += t.optimizer;
         }
     }
+    times.cpu = cpu_start.zip(process_cpu_time()).map(|(a, b)| b.saturating_sub(a));
     Ok(times)
 }
 
@@ -220,4 +262,15 @@ pub fn faer_gflops() -> f64 {
         }
     }
     2.0 * (n as f64).powi(3) / best / 1e9
+}
+
+/// User + system CPU time of this process so far, from `/proc/self/stat` (Linux; `None`
+/// elsewhere). Assumes the usual 100 clock ticks per second.
+pub fn process_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }

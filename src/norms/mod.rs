@@ -13,7 +13,7 @@ pub mod theorem1;
 pub use conv_operator::ConvOperator;
 pub use spectral::{conv_spectral_norm, layer_spectral_norm, SpectralNorm, SpectralOptions};
 pub use table::{lipschitz_bounds, model_norms, LayerNorms, NormSummary};
-pub use theorem1::{conv_norm, layer_norm, position_sets, Maximiser, NormKind};
+pub use theorem1::{conv_norm, conv_norms, layer_norm, position_sets, Maximiser, NormKind};
 
 #[cfg(test)]
 mod exactness_tests;

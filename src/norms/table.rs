@@ -3,7 +3,7 @@
 //! table / CSV / JSON renderings that `normlab norms` prints and the results rows reuse.
 
 use super::spectral::{layer_spectral_norm, SpectralOptions};
-use super::theorem1::{layer_norm, NormKind};
+use super::theorem1::{conv_norms, layer_norm, NormKind};
 use crate::models::{LayerKind, LayerSpec, Model};
 use anyhow::{Context, Result};
 use candle_core::{DType, Device};
@@ -74,8 +74,12 @@ pub fn model_norms(model: &Model, with_spectral: bool) -> Result<Vec<LayerNorms>
         .par_iter()
         .map(|lw| {
             let var = lw.running_var.as_deref();
-            let l1 = layer_norm(&lw.spec, &lw.weight, var, NormKind::L1).value;
-            let linf = layer_norm(&lw.spec, &lw.weight, var, NormKind::Linf).value;
+            let (l1, linf) = if lw.spec.is_matrix() {
+                let (a, b) = conv_norms(&lw.spec, &lw.weight);
+                (a.value, b.value)
+            } else {
+                (layer_norm(&lw.spec, &lw.weight, var, NormKind::L1).value, layer_norm(&lw.spec, &lw.weight, var, NormKind::Linf).value)
+            };
             let spectral = if with_spectral {
                 let s = layer_spectral_norm(&lw.spec, &lw.weight, var, &opts)?;
                 if !s.converged {
@@ -252,4 +256,47 @@ pub fn render_json(model: &Model, source: String, norms: &[LayerNorms]) -> Resul
         lipschitz_l2,
     };
     Ok(serde_json::to_string_pretty(&report)? + "\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::Arch;
+
+    #[test]
+    fn summary_covers_conv_and_linear_rows_only() {
+        let model = Model::new(Arch::Resnet18, 0, &Device::Cpu).unwrap();
+        let norms = model_norms(&model, false).unwrap();
+        assert_eq!(norms.len(), model.layers.len());
+        let s = NormSummary::of(&norms);
+        let matrix: Vec<&LayerNorms> = norms.iter().filter(|n| n.spec.kind != LayerKind::Bn).collect();
+        let sum_l1: f64 = matrix.iter().map(|n| n.l1).sum();
+        let prod: f64 = matrix.iter().map(|n| n.linf).product();
+        assert!((s.sum_l1 - sum_l1).abs() < 1e-9 * sum_l1 && (s.prod_linf - prod).abs() < 1e-9 * prod);
+        assert_eq!(s.max_linf, matrix.iter().map(|n| n.linf).fold(0.0, f64::max));
+        // BatchNorm at init: γ = 1, var = 1, so its norm is 1/√(1 + eps) and stays out of the sums.
+        let bn = norms.iter().find(|n| n.spec.kind == LayerKind::Bn).unwrap();
+        assert!((bn.l1 - 1.0 / (1.0 + 1e-5f64).sqrt()).abs() < 1e-12 && bn.linf == bn.l1);
+    }
+
+    #[test]
+    fn lipschitz_bounds_need_the_norms_they_compose() {
+        let vgg = Model::new(Arch::Vgg11, 0, &Device::Cpu).unwrap();
+        let norms = model_norms(&vgg, false).unwrap();
+        let (linf, l2) = lipschitz_bounds(&vgg, &norms);
+        // A plain chain: the bound is the product of every layer's ℓ∞ norm (BatchNorm included).
+        let prod: f64 = norms.iter().map(|n| n.linf).product();
+        assert!((linf.unwrap() - prod).abs() < 1e-9 * prod, "{linf:?} vs {prod}");
+        assert_eq!(l2, None, "no spectral norms, no ℓ2 bound");
+        let se = Model::new(Arch::Senet18, 0, &Device::Cpu).unwrap();
+        assert_eq!(lipschitz_bounds(&se, &model_norms(&se, false).unwrap()), (None, None));
+    }
+
+    #[test]
+    fn csv_starts_with_the_fixed_header() {
+        let model = Model::new(Arch::Regnet200mf, 0, &Device::Cpu).unwrap();
+        let text = render_csv(&model_norms(&model, false).unwrap()).unwrap();
+        assert_eq!(text.lines().next().unwrap(), "layer,kind,in_c,in_h,in_w,out_c,kh,kw,stride,padding,groups,l1,linf,l2_bound,spectral");
+        assert_eq!(text.lines().count(), model.layers.len() + 1);
+    }
 }

@@ -131,7 +131,35 @@ fn channel_mass(spec: &LayerSpec, weight: &[f64], kind: NormKind) -> Vec<f64> {
 /// weight (row-major, PyTorch layout) in f64. Ties go to the first channel and set pair.
 pub fn conv_norm(spec: &LayerSpec, weight: &[f64], kind: NormKind) -> Maximiser {
     assert!(spec.is_matrix(), "{} is not a conv or linear layer", spec.name);
-    let mass = channel_mass(spec, weight, kind);
+    maximise(spec, &channel_mass(spec, weight, kind), kind)
+}
+
+/// Both norms, (ℓ1, ℓ∞), in one pass over the weights (what tables and the bench use).
+pub fn conv_norms(spec: &LayerSpec, weight: &[f64]) -> (Maximiser, Maximiser) {
+    assert!(spec.is_matrix(), "{} is not a conv or linear layer", spec.name);
+    let (kh, kw, g) = (spec.kh, spec.kw, spec.groups);
+    let (cin_g, cout_g, khw) = (spec.in_c / g, spec.out_c / g, kh * kw);
+    assert_eq!(weight.len(), spec.out_c * cin_g * khw, "weight of {} has the wrong size", spec.name);
+    let mut l1 = vec![0f64; spec.in_c * khw];
+    let mut linf = vec![0f64; spec.out_c * khw];
+    for i in 0..spec.out_c {
+        let group = i / cout_g;
+        let row = &mut linf[i * khw..][..khw];
+        for j in 0..cin_g {
+            let src = &weight[(i * cin_g + j) * khw..][..khw];
+            let col = &mut l1[(group * cin_g + j) * khw..][..khw];
+            for ((r, c), w) in row.iter_mut().zip(col.iter_mut()).zip(src) {
+                let a = w.abs();
+                *r += a;
+                *c += a;
+            }
+        }
+    }
+    (maximise(spec, &l1, NormKind::L1), maximise(spec, &linf, NormKind::Linf))
+}
+
+/// The largest channel mass summed over a row-set × column-set pair, and where.
+fn maximise(spec: &LayerSpec, mass: &[f64], kind: NormKind) -> Maximiser {
     let (row_sets, col_sets) = position_sets(spec, kind);
     let channels = match kind {
         NormKind::Linf => spec.out_c,
@@ -211,6 +239,17 @@ mod tests {
         let s = spec(1, 1, 8, 3, 2, 1, 1);
         let (r, _) = position_sets(&s, NormKind::L1);
         assert!(r.contains(&vec![0, 2]) && r.contains(&vec![1]));
+    }
+
+    #[test]
+    fn one_pass_gives_both_norms_as_the_single_ones() {
+        for s in [spec(4, 6, 5, 3, 2, 1, 2), spec(3, 3, 2, 3, 1, 1, 1), spec(2, 4, 1, 1, 1, 0, 2)] {
+            let n: usize = s.weight_shape().iter().product();
+            let w: Vec<f64> = (0..n).map(|i| ((i * 7919) % 23) as f64 - 11.0).collect();
+            let (l1, linf) = conv_norms(&s, &w);
+            assert_eq!(l1, conv_norm(&s, &w, NormKind::L1));
+            assert_eq!(linf, conv_norm(&s, &w, NormKind::Linf));
+        }
     }
 
     #[test]

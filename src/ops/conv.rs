@@ -121,6 +121,30 @@ pub fn threading() -> Threading {
     }
 }
 
+thread_local! {
+    /// Per-thread im2col and gathered-gradient buffers, kept between calls: fresh multi-MB
+    /// buffers for every chunk cost page faults and zeroing that showed in profiles.
+    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Runs `f` with two scratch buffers of `a` and `b` elements (contents unspecified: `f` must
+/// write before it reads), reused per thread; fresh ones if this thread's are in use.
+fn with_scratch<R>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut bufs) => {
+            let (x, y) = &mut *bufs;
+            if x.len() < a {
+                x.resize(a, 0.0);
+            }
+            if y.len() < b {
+                y.resize(b, 0.0);
+            }
+            f(&mut x[..a], &mut y[..b])
+        }
+        Err(_) => f(&mut vec![0f32; a], &mut vec![0f32; b]),
+    })
+}
+
 /// Calls `f(i, piece)` on the `size`-long pieces of `data`, in parallel when `par`.
 fn each_mut(data: &mut [f32], size: usize, par: bool, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
     if par {
@@ -268,14 +292,14 @@ pub fn forward(x: &[f32], w: &[f32], g: &Geom, t: Threading) -> Vec<f32> {
         let nb = yc.len() / (g.o * p);
         let xc = &x[i * nb_max * in_img..][..nb * in_img];
         let cols = nb * p;
-        let mut col = vec![0f32; kg * cols];
-        let mut out = vec![0f32; og * cols];
-        for gi in 0..g.groups {
-            im2col(xc, g, nb, gi * g.cg(), &mut col, par);
-            let wg = &w[gi * og * kg..(gi + 1) * og * kg];
-            gemm(og, cols, kg, &mut out, cols, false, par, View::rows(wg, kg), View::rows(&col, cols));
-            scatter_out(&out, g, nb, gi * og, yc, par);
-        }
+        with_scratch(kg * cols, og * cols, |col, out| {
+            for gi in 0..g.groups {
+                im2col(xc, g, nb, gi * g.cg(), col, par);
+                let wg = &w[gi * og * kg..(gi + 1) * og * kg];
+                gemm(og, cols, kg, out, cols, false, par, View::rows(wg, kg), View::rows(col, cols));
+                scatter_out(out, g, nb, gi * og, yc, par);
+            }
+        });
     });
     y
 }
@@ -289,14 +313,14 @@ pub fn backward_data(dy: &[f32], w: &[f32], g: &Geom, t: Threading) -> Vec<f32> 
         let nb = dxc.len() / in_img;
         let dyc_all = &dy[i * nb_max * g.o * p..][..nb * g.o * p];
         let cols = nb * p;
-        let mut dcol = vec![0f32; kg * cols];
-        let mut dyc = vec![0f32; og * cols];
-        for gi in 0..g.groups {
-            gather_out(dyc_all, g, nb, gi * og, &mut dyc, par);
-            let wg = &w[gi * og * kg..(gi + 1) * og * kg];
-            gemm(kg, cols, og, &mut dcol, cols, false, par, View::rows_t(wg, kg), View::rows(&dyc, cols));
-            col2im(&dcol, g, nb, gi * g.cg(), dxc, par);
-        }
+        with_scratch(kg * cols, og * cols, |dcol, dyc| {
+            for gi in 0..g.groups {
+                gather_out(dyc_all, g, nb, gi * og, dyc, par);
+                let wg = &w[gi * og * kg..(gi + 1) * og * kg];
+                gemm(kg, cols, og, dcol, cols, false, par, View::rows_t(wg, kg), View::rows(dyc, cols));
+                col2im(dcol, g, nb, gi * g.cg(), dxc, par);
+            }
+        });
     });
     dx
 }
@@ -307,14 +331,14 @@ fn weight_chunk(dy: &[f32], x: &[f32], g: &Geom, n0: usize, nb: usize, dw: &mut 
     let xc = &x[n0 * in_img..][..nb * in_img];
     let dyc_all = &dy[n0 * g.o * p..][..nb * g.o * p];
     let cols = nb * p;
-    let mut col = vec![0f32; kg * cols];
-    let mut dyc = vec![0f32; og * cols];
-    for gi in 0..g.groups {
-        im2col(xc, g, nb, gi * g.cg(), &mut col, par);
-        gather_out(dyc_all, g, nb, gi * og, &mut dyc, par);
-        let dwg = &mut dw[gi * og * kg..(gi + 1) * og * kg];
-        gemm(og, kg, cols, dwg, kg, true, par, View::rows(&dyc, cols), View::rows_t(&col, cols));
-    }
+    with_scratch(kg * cols, og * cols, |col, dyc| {
+        for gi in 0..g.groups {
+            im2col(xc, g, nb, gi * g.cg(), col, par);
+            gather_out(dyc_all, g, nb, gi * og, dyc, par);
+            let dwg = &mut dw[gi * og * kg..(gi + 1) * og * kg];
+            gemm(og, kg, cols, dwg, kg, true, par, View::rows(dyc, cols), View::rows_t(col, cols));
+        }
+    });
 }
 
 /// The weight gradient `dw` of `y = conv(x, w)` given `dy`, threaded as `t` says.

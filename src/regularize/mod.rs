@@ -8,6 +8,7 @@
 //! checkpoints store); [`Regularizer`] is the live state built from it for one model.
 
 pub mod norm_decay;
+pub mod svc;
 pub mod weight_decay;
 
 pub use crate::norms::NormKind;
@@ -118,6 +119,7 @@ pub struct Regularizer {
 enum State {
     Stateless,
     NormDecay(NormDecay),
+    Svc(svc::Svc),
 }
 
 impl Regularizer {
@@ -130,7 +132,7 @@ impl Regularizer {
             RegConfig::NormDecay { kind, beta, gamma, variant, include_bn } => {
                 State::NormDecay(NormDecay::new(&model.layers, &model.params, kind, beta, gamma, variant, include_bn)?)
             }
-            RegConfig::Svc { .. } => bail!("svc: singular value clipping needs crate::norms::fft_svd, which is not merged yet"),
+            RegConfig::Svc { clip, every } => State::Svc(svc::Svc::new(&model.layers, clip, every)?),
         };
         Ok(Self { config, state })
     }
@@ -153,14 +155,18 @@ impl Regularizer {
     /// Runs after optimizer step number `step` (counted from 1 over the whole run): SVC clips
     /// the convs when `step` is a multiple of its period.
     pub fn after_step(&mut self, model: &Model, step: usize) -> Result<()> {
-        let _ = (model, step);
-        Ok(())
+        match &mut self.state {
+            State::Svc(s) => s.after_step(&model.params, step),
+            _ => Ok(()),
+        }
     }
 
     /// Runs once after the last optimizer step of the run: SVC clips the convs a last time.
     pub fn finish(&mut self, model: &Model) -> Result<()> {
-        let _ = model;
-        Ok(())
+        match &mut self.state {
+            State::Svc(s) => s.clip_all(&model.params),
+            _ => Ok(()),
+        }
     }
 
     /// The state a checkpoint must keep to continue exactly (norm decay's buffers h, by layer

@@ -214,7 +214,7 @@ impl NormDecay {
                 }
             };
             let Some(g) = grads.get(var.as_tensor()) else { continue };
-            let g = (g + (&layer.h * self.beta)?)?;
+            let g = (g.detach() + (&layer.h * self.beta)?)?;
             grads.insert(var.as_tensor(), g);
         }
         Ok(())

@@ -11,7 +11,7 @@ pub fn apply(params: &ParamStore, grads: &mut GradStore, beta: f64) -> Result<()
     for e in params.trainable() {
         let theta = e.var.as_tensor();
         let Some(g) = grads.get(theta) else { continue };
-        let decayed = (g + (theta.detach() * beta)?)?;
+        let decayed = (g.detach() + (theta.detach() * beta)?)?;
         grads.insert(theta, decayed);
     }
     Ok(())

@@ -179,6 +179,13 @@ fn span(values: impl Iterator<Item = f64>, pad: f64, lo_bound: f64, hi_bound: f6
     ((lo - pad).max(lo_bound), (hi + pad).min(hi_bound).max((lo - pad).max(lo_bound) + 1.0))
 }
 
+/// One regularizer's curve in a panel: its label, our (strength, value) points and the
+/// paper's.
+type Curve = (String, Vec<(f64, f64)>, Vec<(f64, f64)>);
+
+/// One line of a training-curve panel: regularizer label, legend text, (epoch, accuracy).
+type TrainLine = (String, String, Vec<(f64, f64)>);
+
 /// Draws one panel of value against strength: a line per regularizer in `regs` (ours solid
 /// with filled dots, the paper's dashed with hollow dots), plain as a horizontal line.
 #[allow(clippy::too_many_arguments)]
@@ -189,7 +196,7 @@ fn strength_panel(
     y_desc: &str,
     log_x: bool,
     log_y: bool,
-    series: &[(String, Vec<(f64, f64)>, Vec<(f64, f64)>)],
+    series: &[Curve],
     plain: (Option<f64>, Option<f64>),
 ) -> Result<()> {
     let xs = series.iter().flat_map(|s| s.1.iter().chain(&s.2).map(|p| p.0));
@@ -520,7 +527,7 @@ pub fn layer_norms(a: &LayerCell, b: &LayerCell, path: &Path) -> Result<bool> {
 /// Test accuracy per epoch from each cell's metrics.csv, one panel per model, a line per
 /// cell coloured by regularizer.
 pub fn training_curves(rows: &[ResultRow], cells_root: &Path, path: &Path) -> Result<bool> {
-    let mut per_model: Vec<(String, Vec<(String, String, Vec<(f64, f64)>)>)> = Vec::new();
+    let mut per_model: Vec<(String, Vec<TrainLine>)> = Vec::new();
     // Lines in table order: regularizer, then strongest setting first.
     let order = |r: &ResultRow| {
         let s = r.strength.unwrap_or(0.0);

@@ -373,7 +373,7 @@ fn tex_escape(s: &str) -> String {
 }
 
 fn tex_cell(s: &str) -> String {
-    tex_escape(s).replace('—', "--").replace('–', "--").replace('−', "$-$").replace("↳ Δ", "\\quad $\\Delta$").replace("↳ paper", "\\quad paper")
+    tex_escape(s).replace(['—', '–'], "--").replace('−', "$-$").replace("↳ Δ", "\\quad $\\Delta$").replace("↳ paper", "\\quad paper")
 }
 
 /// The accuracy tables as LaTeX (booktabs), one per radius.

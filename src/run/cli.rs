@@ -67,7 +67,13 @@ pub fn run(args: &RunArgs) -> Result<()> {
         let n = store.remove_failed()?;
         eprintln!("removed {n} failed row(s) from {}: those cells run again", store.path().display());
     }
+    let done = store.done_ids()?;
+    let remaining = plan.cells.iter().filter(|c| shard.contains(c) && !done.contains(&c.id)).count();
     if args.executor == ExecutorKind::Real {
+        if remaining == 0 {
+            eprintln!("plan {}: all {} cell(s) of this shard have a row in {}; nothing to run", plan.name, plan.cells.iter().filter(|c| shard.contains(c)).count(), store.path().display());
+            return Ok(());
+        }
         if !plan::data_dir_complete(&plan.data.dir) {
             bail!(
                 "{} does not hold CIFAR-10 in binary layout yet: import it first with \
@@ -77,13 +83,16 @@ pub fn run(args: &RunArgs) -> Result<()> {
                 plan.data.dir.display()
             );
         }
-        bail!(
-            "running cells needs the training loop (issue 4) and the evaluation (issue 5) wired into \
-             `normlab run` (src/run/scheduler.rs documents the executor's contract); until then use --dry-run"
-        );
     }
+    let data = match args.executor {
+        ExecutorKind::Real => Some(crate::data::load_dir(&plan.data.dir)?),
+        ExecutorKind::Fake => None,
+    };
     let fake = FakeExecutor::from_env()?;
-    let executor = |cell: &Cell, ctx: &CellContext| fake.run(cell, ctx);
+    let executor = |cell: &Cell, ctx: &CellContext| match &data {
+        Some(data) => super::executor::execute(cell, ctx, data),
+        None => fake.run(cell, ctx),
+    };
     let opts = RunOptions {
         devices: args.devices.clone(),
         jobs_per_device: args.jobs_per_device,

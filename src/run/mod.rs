@@ -6,6 +6,7 @@
 //! trains and evaluates; [`fake`] is a deterministic stand-in for tests.
 
 pub mod cli;
+pub mod executor;
 pub mod fake;
 pub mod progress;
 pub mod record;

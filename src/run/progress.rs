@@ -1,7 +1,7 @@
 //! Progress of a run: cells done out of the plan's total with an estimate of the time left,
 //! as a bar on a terminal and as plain log lines otherwise.
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -17,14 +17,16 @@ pub struct Progress {
     finished: AtomicUsize,
     started: Instant,
     bar: Option<ProgressBar>,
+    multi: Option<MultiProgress>,
 }
 
 impl Progress {
     /// `total` cells in the plan, `done_before` already with a row, `to_run` for this process
     /// on `workers` workers; `prior_secs_per_cell` from earlier rows, if any.
     pub fn new(total: usize, done_before: usize, to_run: usize, workers: usize, prior_secs_per_cell: Option<f64>) -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let pb = ProgressBar::new(total as u64);
+        let multi = std::io::stderr().is_terminal().then(MultiProgress::new);
+        let bar = multi.as_ref().map(|m| {
+            let pb = m.add(ProgressBar::new(total as u64));
             pb.set_style(
                 ProgressStyle::with_template("cells {pos}/{len} [{bar:30}] {msg}")
                     .expect("a valid template")
@@ -33,11 +35,17 @@ impl Progress {
             pb.set_position(done_before as u64);
             pb
         });
-        let p = Self { total, done_before, to_run, workers: workers.max(1), prior_secs_per_cell, finished: AtomicUsize::new(0), started: Instant::now(), bar };
+        let p = Self { total, done_before, to_run, workers: workers.max(1), prior_secs_per_cell, finished: AtomicUsize::new(0), started: Instant::now(), bar, multi };
         if let Some(pb) = &p.bar {
             pb.set_message(p.eta_text(0));
         }
         p
+    }
+
+    /// The terminal's bar group, to which an executor adds its inner (training, attack) bars
+    /// so they draw under the overall one; `None` when stderr is not a terminal.
+    pub fn multi(&self) -> Option<MultiProgress> {
+        self.multi.clone()
     }
 
     /// Prints a line above the bar (or to stderr).

@@ -23,25 +23,39 @@ pub struct CellContext {
     pub work_dir: PathBuf,
     /// The device this cell must run on.
     pub device: DeviceSpec,
+    /// The run's bar group on a terminal: add inner progress bars to it (`multi.add(bar)`)
+    /// so they draw below the overall cells bar; `None` when not on a terminal.
+    pub progress: Option<indicatif::MultiProgress>,
 }
 
 /// Runs one cell to completion and returns its measurements.
 ///
 /// The real executor (train, then evaluate) must:
-/// - train with the cell's `config` (model, regularizer, adv, seed, training protocol) into
-///   `ctx.work_dir`, resuming from the last per-epoch checkpoint there if one exists, so a
-///   killed run loses at most one epoch, and write metrics.csv and norms.csv there (the
-///   report reads them);
-/// - on a NaN/infinite loss return `Ok` with status [`CellStatus::Diverged`] and the epoch in
-///   `message`;
-/// - otherwise evaluate per `config.evaluation`: clean accuracy (full test set or
-///   `clean_subset`), robust accuracy at every ε of `evaluation.robust.eps` in order (empty
-///   vec if robust is None), certified accuracy (first ε) if `certified`, and the norm
-///   summaries ([`record::NormSummary::from_norms_csv`] on the norms.csv it wrote);
+/// - train with the cell's `config` into `ctx.work_dir` on `ctx.device`, resuming from the
+///   last per-epoch checkpoint there if one exists (so a killed run loses at most one epoch),
+///   writing metrics.csv (columns `epoch`, `test_acc`, ...) and norms.csv (the
+///   `normlab norms --format csv` columns) there: the report plots them. The mapping onto
+///   the training loop: `TrainConfig { arch: model, reg, epochs, lr, momentum, batch, seed,
+///   train_subset, test_subset, milestones (explicit, already scaled), device }` with
+///   `Regularizer::{Plain, WeightDecay{beta}, Svc{clip, every}, NormDecay{norm, beta, gamma,
+///   variant, include_bn}}` → `RegConfig::{Plain, WeightDecay{beta}, Svc{clip, every},
+///   NormDecay{kind: norm, beta, gamma, variant, include_bn}}`, and `config.adv` → the
+///   adversarial-training option (`none`, `pgd{eps, step, steps}`, `trades{.., beta}`);
+///   call `train(&cfg, &data, &ctx.work_dir, /*resume*/ true)`;
+/// - on a NaN/infinite loss (`RunStatus::Diverged{epoch}`) return `Ok` with status
+///   [`CellStatus::Diverged`], `message` naming the epoch, no accuracies;
+/// - otherwise evaluate per `config.evaluation` on the test split: clean accuracy on the
+///   full test set (or its first `clean_subset` images), robust accuracy at every ε of
+///   `evaluation.robust.eps` in order (`AttackConfig { eps, n, seed, attacks (cli_name()),
+///   iters }`; an empty vec if `robust` is None), certified accuracy at the first ε if
+///   `certified` (None where the model has no bound), and the norm summaries
+///   ([`record::NormSummary::from_norms_csv`] on the norms.csv it wrote); accuracies as
+///   fractions in [0, 1];
 /// - return `Err` for anything else; the scheduler records it as `failed` (panics too) and
-///   goes on with the other cells.
+///   goes on with the other cells. NaN measurements become status `nan`.
 ///
-/// It runs on several threads at once (`Sync`), one cell per call.
+/// It runs on several threads at once (`Sync`), one cell per call; the data set should be
+/// loaded once (`data::load_dir(&plan.data.dir)`) and shared by reference.
 pub type Executor<'a> = dyn Fn(&Cell, &CellContext) -> Result<CellRecord> + Sync + 'a;
 
 /// Which share of a plan's cells this process runs: cell `k` of the grid belongs to shard
@@ -235,7 +249,7 @@ fn run_one(
         return Ok(Outcome::Skipped);
     }
     progress.log(&format!("cell {} ({}) on {device}: started", cell.id, cell.describe()));
-    let ctx = CellContext { work_dir, device };
+    let ctx = CellContext { work_dir, device, progress: progress.multi() };
     let t0 = Instant::now();
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| executor(cell, &ctx)));
     let mut rec = match result {

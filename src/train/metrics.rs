@@ -1,11 +1,8 @@
 //! What a run records per epoch (`metrics.csv`): loss, accuracies, speed, and the sum and
-//! maximum over the conv and linear layers of their exact ℓ1 and ℓ∞ norms (Theorem 1,
-//! computed on the host from the weights).
+//! maximum over the conv and linear layers of their exact ℓ1 and ℓ∞ norms (Theorem 1, the
+//! norms tables' [`crate::norms::NormSummary`], computed on the host from the weights).
 
-use crate::models::Model;
-use crate::norms::{conv_norm, NormKind};
 use anyhow::{Context, Result};
-use candle_core::DType;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -36,34 +33,6 @@ pub struct EpochRow {
     pub linf_sum: f64,
     /// Largest ℓ∞ norm of a conv or linear layer.
     pub linf_max: f64,
-}
-
-/// The sum and maximum of the ℓ1 and ℓ∞ norms over a model's conv and linear layers.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct NormTotals {
-    /// Σ ℓ1.
-    pub l1_sum: f64,
-    /// max ℓ1.
-    pub l1_max: f64,
-    /// Σ ℓ∞.
-    pub linf_sum: f64,
-    /// max ℓ∞.
-    pub linf_max: f64,
-}
-
-/// The exact ℓ1 and ℓ∞ norms of every conv and linear layer (Theorem 1), summed and maximised.
-pub fn norm_totals(model: &Model) -> Result<NormTotals> {
-    let mut t = NormTotals::default();
-    for spec in model.layers.iter().filter(|l| l.is_matrix()) {
-        let w: Vec<f64> = model.weight(spec)?.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?;
-        let l1 = conv_norm(spec, &w, NormKind::L1).value;
-        let linf = conv_norm(spec, &w, NormKind::Linf).value;
-        t.l1_sum += l1;
-        t.l1_max = t.l1_max.max(l1);
-        t.linf_sum += linf;
-        t.linf_max = t.linf_max.max(linf);
-    }
-    Ok(t)
 }
 
 /// Writes all rows so far as `path` (header + one line per epoch), atomically.

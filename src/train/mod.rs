@@ -7,6 +7,8 @@
 //! - `metrics.csv`: one [`metrics::EpochRow`] per epoch;
 //! - `checkpoint/`: the state after the last completed epoch ([`checkpoint`]);
 //! - `model.safetensors`: the final weights under PyTorch names (when the run finished);
+//! - `norms.csv`: the final per-layer norms, as `normlab norms --format csv` prints them
+//!   (ℓ1, ℓ∞, their ℓ2 bound and the exact spectral norm);
 //! - `status.json`: the [`TrainOutcome`] (finished, or diverged with the epoch).
 //!
 //! Randomness comes only from the seed: initial weights from `seed`, epoch order from
@@ -24,6 +26,7 @@ pub use config::TrainConfig;
 
 use crate::data::dataset::{epoch_order, Cifar10, Split};
 use crate::models::Model;
+use crate::norms::{model_norms, table::render_csv, NormSummary};
 use crate::optim::Sgd;
 use crate::regularize::Regularizer;
 use anyhow::{bail, Context, Result};
@@ -151,6 +154,7 @@ fn train_session(cfg: &TrainConfig, data: &Cifar10, out: &Path, resume: bool, ma
     progress.finish();
     metrics::write_csv(&out.join("metrics.csv"), &state.rows)?;
     model.save(&out.join("model.safetensors"))?;
+    crate::util::atomic_write(&out.join("norms.csv"), render_csv(&model_norms(&model, true)?)?.as_bytes())?;
     let outcome = outcome_of(&state, RunStatus::Finished);
     write_status(&status_path, cfg, &outcome)?;
     Ok(Some(outcome))
@@ -225,7 +229,7 @@ fn run_epoch(
     let train_secs = t0.elapsed().as_secs_f64();
     state.train_seconds += train_secs;
     let test_acc = evaluate(model, test_set, device)?;
-    let norms = metrics::norm_totals(model)?;
+    let norms = NormSummary::of(&model_norms(model, false)?);
     Ok(EpochEnd::Done(metrics::EpochRow {
         epoch: epoch + 1,
         lr,
@@ -235,10 +239,10 @@ fn run_epoch(
         seconds: t0.elapsed().as_secs_f64(),
         images_per_s: seen as f64 / train_secs,
         reg_seconds,
-        l1_sum: norms.l1_sum,
-        l1_max: norms.l1_max,
-        linf_sum: norms.linf_sum,
-        linf_max: norms.linf_max,
+        l1_sum: norms.sum_l1,
+        l1_max: norms.max_l1,
+        linf_sum: norms.sum_linf,
+        linf_max: norms.max_linf,
     }))
 }
 
