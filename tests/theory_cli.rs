@@ -48,6 +48,7 @@ fn thm2_relu_and_tanh_are_certified_at_eps() {
     for act in ["relu", "tanh"] {
         let r = assert_all_pass(&["theory", "thm2", "--data", "synthetic", "--eps", "0.1", "--activation", act, "--format", "json"]);
         assert_eq!(r["facts"]["checked"]["certified_robust_accuracy"], 1.0);
+        assert_eq!(r["facts"]["checked"]["pgd"]["attacked"], 60);
     }
     assert_all_pass(&["theory", "thm2", "--eps", "1/20", "--activation", "softplus", "--norm", "l2", "--points", "20", "--format", "json"]);
 }
@@ -64,13 +65,14 @@ fn overlapping_balls_fail_and_exit_nonzero() {
     assert!(!ok, "must exit non-zero");
     assert!(stderr.contains("checks failed"), "{stderr}");
     let failed: Vec<String> = checks(&report).into_iter().filter(|c| !c.1).map(|c| c.0).collect();
-    assert_eq!(failed, ["assumption2_separation", "certified_robust_accuracy", "probed_ball_points"]);
+    // PGD may or may not find the overlap (ReLU's plateaus give it no gradient); the others must.
+    assert_eq!(&failed[..3], ["assumption2_separation", "certified_robust_accuracy", "probed_ball_points"]);
 }
 
 #[test]
 fn bad_arguments_name_the_fix() {
     let (ok, _, stderr) = normlab(&["theory", "thm2", "--eps", "2"]);
-    assert!(!ok && stderr.contains("--eps") && stderr.contains("[0, 1]"), "{stderr}");
+    assert!(!ok && stderr.contains("--eps") && stderr.contains("outside [0, 1]"), "{stderr}");
     let (ok, _, stderr) = normlab(&["theory", "thm2", "--data", "cifar"]);
     assert!(!ok && stderr.contains("--cifar-dir"), "{stderr}");
     let (ok, _, stderr) = normlab(&["theory", "prop1", "--depth", "2"]);

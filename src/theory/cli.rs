@@ -136,6 +136,12 @@ pub struct DataArgs {
     /// Random probe points per ε-ball.
     #[arg(long, default_value_t = 16)]
     pub probes: usize,
+    /// PGD steps per run.
+    #[arg(long, default_value_t = 50)]
+    pub pgd_steps: usize,
+    /// PGD runs per point (each from a new random start).
+    #[arg(long, default_value_t = 2)]
+    pub pgd_restarts: usize,
 }
 
 impl DataArgs {
@@ -166,25 +172,13 @@ impl DataArgs {
     }
 
     fn probe(&self) -> ProbeOptions {
-        ProbeOptions { per_point: self.probes, seed: self.seed }
+        ProbeOptions { per_point: self.probes, seed: self.seed, pgd_steps: self.pgd_steps, pgd_restarts: self.pgd_restarts }
     }
 }
 
-/// Parses a radius written as a fraction `a/b` or a decimal, in [0, 1].
+/// Parses `--eps` with the attack module's parser (`8/255`, `0.0039`, `0`; in [0, 1]).
 fn parse_eps(text: &str) -> Result<f64> {
-    let t = text.trim();
-    let value = match t.split_once('/') {
-        Some((a, b)) => {
-            let a: f64 = a.trim().parse().with_context(|| format!("--eps '{text}': '{a}' is not a number (expected e.g. 1/255 or 0.1)"))?;
-            let b: f64 = b.trim().parse().with_context(|| format!("--eps '{text}': '{b}' is not a number (expected e.g. 1/255 or 0.1)"))?;
-            a / b
-        }
-        None => t.parse().with_context(|| format!("--eps '{text}' is not a number or fraction (expected e.g. 1/255 or 0.1)"))?,
-    };
-    if !value.is_finite() || !(0.0..=1.0).contains(&value) {
-        bail!("--eps '{text}' = {value} must lie in [0, 1]");
-    }
-    Ok(value)
+    crate::attack::parse_eps(text).context("--eps")
 }
 
 /// Runs one statement, prints its report, and fails when a check fails.

@@ -187,13 +187,14 @@ impl Dense {
         Ok(self.bias.to_dtype(DType::F64)?.to_vec1()?)
     }
 
-    /// ℓ1 and ℓ∞ from Theorem 1's code on the layer's spec, the spectral norm by SVD.
+    /// ℓ1 and ℓ∞ from Theorem 1's code on the layer's spec, the spectral norm from the norms
+    /// module's SVD.
     pub fn norms(&self) -> Result<LayerNorms> {
         let w = self.weight_vec()?;
         Ok(LayerNorms {
             l1: conv_norm(&self.spec, &w, NormKind::L1).value,
             linf: conv_norm(&self.spec, &w, NormKind::Linf).value,
-            spectral: spectral_norm(&w, self.outputs(), self.inputs())?,
+            spectral: crate::norms::spectral::largest_singular_value(&w, self.outputs(), self.inputs())?,
         })
     }
 }
@@ -239,19 +240,6 @@ impl LayerWeights {
 /// A network from host layers.
 pub fn build(layers: &[LayerWeights], activation: Activation, device: &Device) -> Result<Mlp> {
     Mlp::new(layers.iter().map(|l| l.to_dense(device)).collect::<Result<_>>()?, activation)
-}
-
-/// The largest singular value of a row-major `rows × cols` matrix (faer's SVD).
-///
-/// Interim: the norms module's `norms::spectral` (spectral norms of conv and linear layers)
-/// is not on main yet; this call should become `norms::spectral::largest_singular_value`.
-pub fn spectral_norm(a: &[f64], rows: usize, cols: usize) -> Result<f64> {
-    if rows == 0 || cols == 0 {
-        return Ok(0.0);
-    }
-    let m = faer::MatRef::from_row_major_slice(a, rows, cols);
-    let s = m.singular_values().map_err(|e| anyhow::anyhow!("SVD did not converge: {e:?}"))?;
-    Ok(s.first().copied().unwrap_or(0.0))
 }
 
 /// A feed-forward network: dense layers with `activation` after every layer but the last,

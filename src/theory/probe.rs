@@ -91,3 +91,42 @@ pub fn standard_normal(rng: &mut impl Rng) -> f64 {
     let v: f64 = rng.gen();
     (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
 }
+
+/// What PGD found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PgdResult {
+    /// Points attacked.
+    pub attacked: usize,
+    /// Points for which PGD reached a misclassified input inside the attacked ball.
+    pub fooled: usize,
+    /// The first fooled point.
+    pub first_fooled: Option<usize>,
+    /// The ℓ∞ radius PGD used: ε for ℓ∞ balls, ε/√d (the largest ℓ∞ ball inside the ℓ2
+    /// ball) for ℓ2 balls, since the attack is ℓ∞ only.
+    pub linf_radius: f64,
+}
+
+/// Attacks every point with normlab's PGD (`crate::attack::pgd`: cross-entropy, random
+/// start, `restarts` runs of `steps` steps) inside its ε-ball ∩ [0, 1]^d. For ℓ2 balls it
+/// attacks the largest ℓ∞ ball they contain, radius ε/√d: weaker, but inside the threat
+/// model, so anything it finds is a real counterexample.
+pub fn pgd_check(net: &Mlp, points: &PointSet, eps: f64, norm: InputNorm, steps: usize, restarts: usize, seed: u64, device: &Device) -> Result<PgdResult> {
+    let linf_radius = match norm {
+        InputNorm::Linf => eps,
+        InputNorm::L2 => eps / (points.dim as f64).sqrt(),
+    };
+    if points.coords.iter().any(|v| !(0.0..=1.0).contains(v)) {
+        anyhow::bail!("PGD attacks inputs in [0, 1]; these points leave it");
+    }
+    let x = candle_core::Tensor::from_slice(&points.coords, (points.len(), points.dim), device)?;
+    let y: Vec<u32> = points.labels.iter().map(|&l| l as u32).collect();
+    let logits = |x: &candle_core::Tensor| net.forward(x);
+    let cfg = crate::attack::PgdConfig { eps: linf_radius, step: 2.5 * linf_radius / steps.max(1) as f64, steps, random_start: true, restarts, seed, batch: 256 };
+    let adv = crate::attack::pgd(&logits, &x, &y, &cfg, &|| {})?;
+    Ok(PgdResult {
+        attacked: points.len(),
+        fooled: adv.fooled.iter().filter(|&&f| f).count(),
+        first_fooled: adv.fooled.iter().position(|&f| f),
+        linf_radius,
+    })
+}
