@@ -9,7 +9,7 @@ use crate::data::Cifar10;
 use crate::models::Model;
 use crate::plan::{AdvSpec, Attack, Cell, Regularizer};
 use crate::regularize::RegConfig;
-use crate::train::{self, RunStatus, TrainConfig};
+use crate::train::{self, AdvConfig, RunStatus, TrainConfig};
 use anyhow::{Context, Result};
 use std::time::Instant;
 
@@ -31,6 +31,15 @@ pub fn train_config(cell: &Cell, ctx: &CellContext) -> TrainConfig {
         test_subset: c.training.test_subset,
         milestones: c.training.milestones.iter().map(|&m| m as usize).collect(),
         device: ctx.device,
+        adv: adv_config(&c.adv),
+    }
+}
+
+fn adv_config(a: &AdvSpec) -> Option<AdvConfig> {
+    match *a {
+        AdvSpec::None => None,
+        AdvSpec::Pgd { eps, step, steps } => Some(AdvConfig::Pgd { eps: eps.0, step: step.0, steps: steps.get() as usize }),
+        AdvSpec::Trades { eps, step, steps, beta } => Some(AdvConfig::Trades { eps: eps.0, step: step.0, steps: steps.get() as usize, beta: beta.0 }),
     }
 }
 
@@ -67,14 +76,6 @@ fn attack_kind(a: Attack) -> protocol::AttackKind {
 /// clean accuracy on the evaluation's test images, robust accuracy at each ε, certified
 /// accuracy at the first ε, and the final weights' norm summaries.
 pub fn execute(cell: &Cell, ctx: &CellContext, data: &Cifar10) -> Result<CellRecord> {
-    if cell.config.adv != AdvSpec::None {
-        // Never train a standard model under an adversarial cell's id.
-        anyhow::bail!(
-            "adversarial training (adv = {}) is not wired into the training loop yet (TrainConfig has no adv field); \
-             this cell is recorded as failed and reruns with --retry-failed once it is",
-            cell.config.adv.label()
-        );
-    }
     let cfg = train_config(cell, ctx);
     let outcome = train::train(&cfg, data, &ctx.work_dir, true)?;
     if let RunStatus::Diverged { epoch } = outcome.status {

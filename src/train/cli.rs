@@ -89,6 +89,21 @@ pub struct TrainArgs {
     /// Continue the run in OUT from its last checkpoint.
     #[arg(long)]
     pub resume: bool,
+    /// Adversarial training (paper §7; use --lr 0.1 as the paper does): PGD-AT or TRADES.
+    #[arg(long, value_enum)]
+    pub adv: Option<AdvName>,
+    /// ℓ∞ radius of the training attack (accepts 8/255).
+    #[arg(long, default_value = "8/255", value_parser = parse_eps_flag)]
+    pub adv_eps: f64,
+    /// Step size of the training attack.
+    #[arg(long, default_value = "2/255", value_parser = parse_eps_flag)]
+    pub adv_step: f64,
+    /// Steps of the training attack.
+    #[arg(long, default_value_t = 10)]
+    pub adv_steps: usize,
+    /// TRADES' trade-off β.
+    #[arg(long, default_value_t = 6.0)]
+    pub trades_beta: f64,
 }
 
 impl TrainArgs {
@@ -151,9 +166,36 @@ impl TrainArgs {
         cfg.train_subset = self.train_subset;
         cfg.test_subset = self.test_subset;
         cfg.device = DeviceSpec::parse(&self.device)?;
+        let (eps, step, steps) = (self.adv_eps, self.adv_step, self.adv_steps);
+        if self.adv.is_some() && (!(eps > 0.0) || !(step > 0.0) || steps == 0) {
+            bail!("--adv needs --adv-eps > 0, --adv-step > 0 and --adv-steps ≥ 1 (got {eps}, {step}, {steps})");
+        }
+        cfg.adv = match self.adv {
+            None => None,
+            Some(AdvName::Pgd) => Some(super::AdvConfig::Pgd { eps, step, steps }),
+            Some(AdvName::Trades) => {
+                if !(self.trades_beta > 0.0) {
+                    bail!("--trades-beta must be > 0 (TRADES uses 6), got {}", self.trades_beta);
+                }
+                Some(super::AdvConfig::Trades { eps, step, steps, beta: self.trades_beta })
+            }
+        };
         cfg.validate()?;
         Ok(cfg)
     }
+}
+
+/// The adversarial training methods `--adv` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AdvName {
+    /// PGD-AT: cross-entropy on PGD examples.
+    Pgd,
+    /// TRADES: CE + β·KL between clean and adversarial logits.
+    Trades,
+}
+
+fn parse_eps_flag(text: &str) -> Result<f64, String> {
+    crate::attack::parse_eps(text).map_err(|e| e.to_string())
 }
 
 /// Runs `normlab train`.

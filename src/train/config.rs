@@ -36,6 +36,37 @@ pub struct TrainConfig {
     pub milestones: Vec<usize>,
     /// Where to compute.
     pub device: DeviceSpec,
+    /// Adversarial training (paper.md §7): the loss is taken on PGD or TRADES examples
+    /// instead of the clean batch. `None`: standard training.
+    #[serde(default)]
+    pub adv: Option<AdvConfig>,
+}
+
+/// Adversarial training: how the examples the loss sees are made (ℓ∞, from the model in eval
+/// mode with its weights as constants).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum AdvConfig {
+    /// PGD-AT (Madry et al.): cross-entropy on PGD examples.
+    Pgd {
+        /// ℓ∞ radius (paper: 8/255).
+        eps: f64,
+        /// Step size (paper: 2/255).
+        step: f64,
+        /// Steps (paper: 10).
+        steps: usize,
+    },
+    /// TRADES (Zhang et al.): CE on clean images + β·KL(clean ‖ adversarial).
+    Trades {
+        /// ℓ∞ radius (paper: 8/255).
+        eps: f64,
+        /// Step size (paper: 2/255).
+        step: f64,
+        /// Steps (paper: 10).
+        steps: usize,
+        /// The trade-off β (TRADES: 6).
+        beta: f64,
+    },
 }
 
 impl TrainConfig {
@@ -54,6 +85,7 @@ impl TrainConfig {
             test_subset: None,
             milestones: schedule::scaled_milestones(schedule::PAPER_EPOCHS),
             device: DeviceSpec::Cpu,
+            adv: None,
         }
     }
 

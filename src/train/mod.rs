@@ -22,7 +22,7 @@ pub mod metrics;
 pub mod progress;
 pub mod schedule;
 
-pub use config::TrainConfig;
+pub use config::{AdvConfig, TrainConfig};
 
 use crate::data::dataset::{epoch_order, Cifar10, Split};
 use crate::models::Model;
@@ -177,6 +177,34 @@ fn augment_seed(seed: u64, epoch: usize, batch: usize) -> u64 {
     seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((epoch as u64) << 32 | batch as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9)
 }
 
+/// The logits whose accuracy the epoch reports, and the loss to differentiate: cross-entropy
+/// on the clean batch, on PGD examples (PGD-AT), or TRADES' CE + β·KL. The attack's random
+/// start is drawn from the batch's seed, so a resumed run replays it.
+fn training_loss(model: &Model, x: &Tensor, y: &Tensor, adv: Option<&AdvConfig>, seed: u64) -> Result<(Tensor, Tensor)> {
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed ^ 0x5eed_ad5e);
+    let eval = |t: &Tensor| model.forward(t, false);
+    Ok(match adv {
+        None => {
+            let logits = model.forward(x, true)?;
+            let loss = candle_nn::loss::cross_entropy(&logits, y)?;
+            (logits, loss)
+        }
+        Some(&AdvConfig::Pgd { eps, step, steps }) => {
+            let x_adv = crate::attack::adversarial::pgd_examples(&eval, x, y, eps, step, steps, &mut rng)?;
+            let logits = model.forward(&x_adv, true)?;
+            let loss = candle_nn::loss::cross_entropy(&logits, y)?;
+            (logits, loss)
+        }
+        Some(&AdvConfig::Trades { eps, step, steps, beta }) => {
+            let x_adv = crate::attack::adversarial::trades_examples(&eval, x, eps, step, steps, &mut rng)?;
+            let logits = model.forward(x, true)?;
+            let logits_adv = model.forward(&x_adv, true)?;
+            let loss = crate::attack::adversarial::trades_loss(&logits, &logits_adv, y, beta)?;
+            (logits, loss)
+        }
+    })
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run_epoch(
     cfg: &TrainConfig,
@@ -199,9 +227,9 @@ fn run_epoch(
     let (mut loss_sum, mut correct, mut seen) = (0f64, 0f64, 0usize);
     let mut reg_seconds = 0f64;
     for (b, idx) in order.chunks(cfg.batch).enumerate() {
-        let (x, y) = train_set.augmented_batch(idx, augment_seed(cfg.seed, epoch, b), device)?;
-        let logits = model.forward(&x, true)?;
-        let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+        let seed = augment_seed(cfg.seed, epoch, b);
+        let (x, y) = train_set.augmented_batch(idx, seed, device)?;
+        let (logits, loss) = training_loss(model, &x, &y, cfg.adv.as_ref(), seed)?;
         let hits = logits.argmax(1)?.eq(&y)?.to_dtype(DType::F32)?.sum_all()?;
         let stats = Tensor::stack(&[&loss.detach(), &hits], 0)?.to_vec1::<f32>()?;
         if !stats[0].is_finite() {
@@ -322,6 +350,25 @@ mod tests {
         let mut v: Vec<_> = t.into_iter().filter(|(k, _)| !k.ends_with("num_batches_tracked")).map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1::<f32>().unwrap())).collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
+    }
+
+    #[test]
+    fn adversarial_training_trains_on_attacked_batches_and_resumes_identically() {
+        let data = synthetic(32, 16);
+        for adv in [AdvConfig::Pgd { eps: 8.0 / 255.0, step: 2.0 / 255.0, steps: 2 }, AdvConfig::Trades { eps: 8.0 / 255.0, step: 2.0 / 255.0, steps: 2, beta: 6.0 }] {
+            let mut cfg = tiny(RegConfig::Plain, 2);
+            cfg.adv = Some(adv);
+            let dir = tempfile::tempdir().unwrap();
+            let (a, b, plain) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("plain"));
+            assert_eq!(train(&cfg, &data, &a, false).unwrap().status, RunStatus::Finished);
+            assert!(train_session(&cfg, &data, &b, false, Some(1)).unwrap().is_none());
+            train(&cfg, &data, &b, true).unwrap();
+            assert_eq!(weights(&a), weights(&b), "{adv:?}: a resumed adversarial run must replay its attacks");
+            let mut std_cfg = cfg.clone();
+            std_cfg.adv = None;
+            train(&std_cfg, &data, &plain, false).unwrap();
+            assert_ne!(weights(&a), weights(&plain), "{adv:?} must change what the model is trained on");
+        }
     }
 
     #[test]
