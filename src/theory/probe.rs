@@ -10,6 +10,19 @@ use candle_core::Device;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+/// How hard the empirical checks look.
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeOptions {
+    /// Random points per ball (besides the segment point).
+    pub per_point: usize,
+    /// Seed of the random points and of PGD's random starts.
+    pub seed: u64,
+    /// PGD steps per run.
+    pub pgd_steps: usize,
+    /// PGD runs per point.
+    pub pgd_restarts: usize,
+}
+
 /// Inputs to probe, `per_point + 1` per point: first the point of the segment to its nearest
 /// other-class point that lies `min(ε, D/2)` away (the midpoint when the balls overlap: it is
 /// in both balls, so one of them is misclassified there), then `per_point` random points of
@@ -107,10 +120,11 @@ pub struct PgdResult {
 }
 
 /// Attacks every point with normlab's PGD (`crate::attack::pgd`: cross-entropy, random
-/// start, `restarts` runs of `steps` steps) inside its ε-ball ∩ [0, 1]^d. For ℓ2 balls it
+/// start, `probe.pgd_restarts` runs of `probe.pgd_steps` steps) inside its ε-ball ∩ [0, 1]^d. For ℓ2 balls it
 /// attacks the largest ℓ∞ ball they contain, radius ε/√d: weaker, but inside the threat
 /// model, so anything it finds is a real counterexample.
-pub fn pgd_check(net: &Mlp, points: &PointSet, eps: f64, norm: InputNorm, steps: usize, restarts: usize, seed: u64, device: &Device) -> Result<PgdResult> {
+pub fn pgd_check(net: &Mlp, points: &PointSet, eps: f64, norm: InputNorm, probe: &ProbeOptions, device: &Device) -> Result<PgdResult> {
+    let (steps, restarts, seed) = (probe.pgd_steps, probe.pgd_restarts, probe.seed);
     let linf_radius = match norm {
         InputNorm::Linf => eps,
         InputNorm::L2 => eps / (points.dim as f64).sqrt(),

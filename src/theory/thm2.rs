@@ -40,6 +40,7 @@
 use super::certify::certify;
 use super::network::{build, LayerWeights};
 use super::points::{ClosestPair, PointSet};
+pub use super::probe::ProbeOptions;
 use super::probe::{ball_probes, check_probes, pgd_check};
 use super::{Activation, Check, InputNorm, Mlp, Report};
 use anyhow::{bail, Result};
@@ -149,19 +150,6 @@ pub fn construct(points: &PointSet, eps: f64, activation: Activation, norm: Inpu
     Ok((build(&layers, activation, device)?, design))
 }
 
-/// How hard the empirical checks look.
-#[derive(Debug, Clone, Copy)]
-pub struct ProbeOptions {
-    /// Random points per ball (besides the segment point).
-    pub per_point: usize,
-    /// Seed of the random points and of PGD's random starts.
-    pub seed: u64,
-    /// PGD steps per run.
-    pub pgd_steps: usize,
-    /// PGD runs per point.
-    pub pgd_restarts: usize,
-}
-
 /// The checks Theorems 2 and Proposition 2 share, on `net` over `points` at radius `eps`:
 /// Assumption 2, clean accuracy, the certificate, the probes. Returns the checks and facts.
 pub fn robustness_checks(
@@ -213,7 +201,7 @@ pub fn robustness_checks(
             found.probes, probe.per_point, found.memberships, found.first_violation
         ),
     ));
-    let pgd = pgd_check(net, points, eps, norm, probe.pgd_steps, probe.pgd_restarts, probe.seed, device)?;
+    let pgd = pgd_check(net, points, eps, norm, &probe, device)?;
     checks.push(Check::new(
         "pgd_attack",
         pgd.fooled == 0,
