@@ -172,20 +172,7 @@ impl Builder {
 
     /// A linear layer `prefix`, PyTorch-initialised (U(±1/√in) for weight and bias).
     pub fn linear(&mut self, prefix: &str, in_f: usize, out_f: usize) -> Result<Linear> {
-        let spec = LayerSpec {
-            name: format!("{prefix}.weight"),
-            kind: LayerKind::Linear,
-            in_c: in_f,
-            in_h: 1,
-            in_w: 1,
-            out_c: out_f,
-            kh: 1,
-            kw: 1,
-            stride: 1,
-            padding: 0,
-            groups: 1,
-            bias: true,
-        };
+        let spec = LayerSpec::linear(prefix, in_f, out_f);
         let bound = 1.0 / (in_f as f64).sqrt();
         let w = self.uniform(&spec.weight_shape(), bound)?;
         let weight = self.store.insert(&spec.name, w, Role::Trainable)?.as_tensor().clone();

@@ -66,6 +66,25 @@ pub struct LayerSpec {
 }
 
 impl LayerSpec {
+    /// A fully connected layer `prefix` (weight `prefix.weight`, with bias) from `in_f` to
+    /// `out_f` features: a 1×1 "conv" on a 1×1 input.
+    pub fn linear(prefix: &str, in_f: usize, out_f: usize) -> Self {
+        Self {
+            name: format!("{prefix}.weight"),
+            kind: LayerKind::Linear,
+            in_c: in_f,
+            in_h: 1,
+            in_w: 1,
+            out_c: out_f,
+            kh: 1,
+            kw: 1,
+            stride: 1,
+            padding: 0,
+            groups: 1,
+            bias: true,
+        }
+    }
+
     /// The module path without the trailing `.weight`, e.g. `layer2.0.shortcut.0`.
     pub fn prefix(&self) -> &str {
         self.name.strip_suffix(".weight").unwrap_or(&self.name)

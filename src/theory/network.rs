@@ -2,7 +2,7 @@
 //! each described by a `LayerSpec` so the norms code measures it) joined by one of four
 //! activations, and the layer norms that Proposition 1 is about.
 
-use crate::models::{LayerKind, LayerSpec};
+use crate::models::LayerSpec;
 use crate::norms::{conv_norm, NormKind};
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
@@ -133,20 +133,7 @@ impl LayerNorms {
 
 /// The `LayerSpec` of a `inputs → outputs` fully connected layer named `name.weight`.
 pub fn linear_spec(name: &str, inputs: usize, outputs: usize) -> LayerSpec {
-    LayerSpec {
-        name: format!("{name}.weight"),
-        kind: LayerKind::Linear,
-        in_c: inputs,
-        in_h: 1,
-        in_w: 1,
-        out_c: outputs,
-        kh: 1,
-        kw: 1,
-        stride: 1,
-        padding: 0,
-        groups: 1,
-        bias: true,
-    }
+    LayerSpec::linear(name, inputs, outputs)
 }
 
 impl Dense {
