@@ -167,14 +167,15 @@ impl TrainArgs {
         cfg.test_subset = self.test_subset;
         cfg.device = DeviceSpec::parse(&self.device)?;
         let (eps, step, steps) = (self.adv_eps, self.adv_step, self.adv_steps);
-        if self.adv.is_some() && (!(eps > 0.0) || !(step > 0.0) || steps == 0) {
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        if self.adv.is_some() && (!positive(eps) || !positive(step) || steps == 0) {
             bail!("--adv needs --adv-eps > 0, --adv-step > 0 and --adv-steps ≥ 1 (got {eps}, {step}, {steps})");
         }
         cfg.adv = match self.adv {
             None => None,
             Some(AdvName::Pgd) => Some(super::AdvConfig::Pgd { eps, step, steps }),
             Some(AdvName::Trades) => {
-                if !(self.trades_beta > 0.0) {
+                if !positive(self.trades_beta) {
                     bail!("--trades-beta must be > 0 (TRADES uses 6), got {}", self.trades_beta);
                 }
                 Some(super::AdvConfig::Trades { eps, step, steps, beta: self.trades_beta })
