@@ -577,6 +577,7 @@ pub fn training_curves(rows: &[ResultRow], cells_root: &Path, path: &Path) -> Re
             .configure_mesh()
             .x_desc("epoch")
             .y_desc("test accuracy (%)")
+            .x_labels((max_ep as usize).clamp(2, 12))
             .x_label_formatter(&|x| format!("{x:.0}"))
             .y_label_formatter(&|y| format!("{y:.0}"))
             .light_line_style(RGBColor(247, 247, 247))
