@@ -107,16 +107,9 @@ fn half() -> Fraction {
     Fraction(0.5)
 }
 
-/// Which norm-decay update (paper.md §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NdVariant {
-    /// h ← γ·h, then the active entries of h ← sign(W); g ← g + β·h.
-    #[default]
-    Reference,
-    /// h ← γ·h + (1−γ)·p; g ← g + β·h.
-    Paper,
-}
+/// Which norm-decay update (paper.md §3): the training loop's own type, so a plan names
+/// exactly what `normlab train --nd-variant` takes.
+pub use crate::regularize::NdVariant;
 
 /// The training protocol (paper.md §5 defaults).
 #[derive(Debug, Clone, Deserialize)]

@@ -29,10 +29,11 @@ use candle_core::{backprop::GradStore, DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// How the running buffer h is updated (see the module doc).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum NdVariant {
     /// h ← γ·h, then the active entries of h ← p (the reference code; the published β grid).
+    #[default]
     Reference,
     /// h ← γ·h + (1−γ)·p (the poster's Algorithm 1 with β/N, N = 1).
     Paper,

@@ -52,10 +52,7 @@ fn reg_config(r: &Regularizer) -> RegConfig {
             kind: norm,
             beta,
             gamma,
-            variant: match variant {
-                crate::plan::NdVariant::Reference => crate::regularize::NdVariant::Reference,
-                crate::plan::NdVariant::Paper => crate::regularize::NdVariant::Paper,
-            },
+            variant,
             include_bn,
         },
     }
