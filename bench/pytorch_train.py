@@ -8,6 +8,10 @@ Not a dependency of the build or the tests. Setup (outside the repository):
     python3 -m venv /work/.venv-bench && /work/.venv-bench/bin/pip install torch
 Run:
     /work/.venv-bench/bin/python bench/pytorch_train.py --model vgg11 [--batch 128] [--steps 5]
+On a GPU (the device machine's own PyTorch):
+    python3 bench/pytorch_train.py --model resnet18 --device cuda --steps 50 [--channels-last] [--tf32 0|1]
+(cudnn.benchmark on; --tf32 sets both torch.backends.cudnn.allow_tf32 and
+torch.backends.cuda.matmul.allow_tf32, whose PyTorch defaults are 1 and 0.)
 """
 
 import argparse
@@ -165,17 +169,18 @@ class RegNetX200MF(nn.Module):
         depths, widths, strides = [1, 1, 4, 7], [24, 56, 152, 368], [1, 1, 2, 2]
         self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
-        blocks, in_planes = [], 64
-        for depth, width, stride in zip(depths, widths, strides):
+        in_planes = 64
+        for n, (depth, width, stride) in enumerate(zip(depths, widths, strides), start=1):
+            blocks = []
             for i in range(depth):
                 blocks.append(XBlock(in_planes, width, stride if i == 0 else 1, 8, 1))
                 in_planes = width
-        self.layers = nn.Sequential(*blocks)
+            setattr(self, f"layer{n}", nn.Sequential(*blocks))
         self.linear = nn.Linear(widths[-1], 10)
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
-        out = self.layers(out)
+        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         out = F.adaptive_avg_pool2d(out, (1, 1))
         return self.linear(out.view(out.size(0), -1))
 
@@ -201,13 +206,17 @@ def augmented_batch(images, labels, idx, gen):
     return out.contiguous(), labels[idx]
 
 
-def matmul_gflops(n=2048):
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_gflops(dev):
+    n = 8192 if dev.type == "cuda" else 2048
+    a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
     a @ b
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    sync()
     best = float("inf")
     for _ in range(3):
         t = time.perf_counter()
         a @ b
+        sync()
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best / 1e9
 
@@ -218,15 +227,27 @@ def main():
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    ap.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster convs on tensor cores)")
+    ap.add_argument("--tf32", type=int, choices=(0, 1), default=None, help="allow TF32 in convs and matmuls (default: PyTorch's)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
+    cuda = dev.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+        if args.tf32 is not None:
+            torch.backends.cudnn.allow_tf32 = bool(args.tf32)
+            torch.backends.cuda.matmul.allow_tf32 = bool(args.tf32)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     torch.manual_seed(1)
     gen = torch.Generator().manual_seed(7)
     n_images = max(args.batch, 256)
     images = torch.randint(0, 256, (n_images, 3, 32, 32), dtype=torch.uint8, generator=gen)
     labels = torch.randint(0, 10, (n_images,), generator=gen)
-    model = MODELS[args.model]().train()
+    model = MODELS[args.model]().train().to(dev, memory_format=fmt)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     phases = {"data": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
     cpu_start = None
@@ -236,13 +257,18 @@ def main():
         idx = (torch.arange(args.batch) + step * args.batch) % n_images
         t0 = time.perf_counter()
         x, y = augmented_batch(images, labels, idx, gen)
+        x, y = x.to(dev, memory_format=fmt), y.to(dev)
+        sync()
         t1 = time.perf_counter()
         loss = F.cross_entropy(model(x), y)
+        sync()
         t2 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        sync()
         t3 = time.perf_counter()
         opt.step()
+        sync()
         t4 = time.perf_counter()
         if not torch.isfinite(loss):
             raise SystemExit(f"loss is {loss.item()} at step {step}")
@@ -251,13 +277,15 @@ def main():
                 phases[k] += d
     cpu = time.process_time() - cpu_start
     total = sum(phases.values())
-    print(f"pytorch train: model {args.model} torch {torch.__version__} batch {args.batch} steps {args.steps} threads {torch.get_num_threads()}")
+    where = torch.cuda.get_device_name(dev) if cuda else f"cpu threads {torch.get_num_threads()}"
+    prec = f"tf32 conv {torch.backends.cudnn.allow_tf32} matmul {torch.backends.cuda.matmul.allow_tf32}" if cuda else "fp32"
+    print(f"pytorch train: model {args.model} torch {torch.__version__} batch {args.batch} steps {args.steps} {where} {prec} channels_last {args.channels_last}")
     print(f"images/s            {args.batch * args.steps / total:10.1f}")
     print(f"step                {1e3 * total / args.steps:10.1f} ms")
     print(f"images/CPU-s        {args.batch * args.steps / cpu:10.1f} (process CPU time, all threads)")
     for k, d in phases.items():
         print(f"  {k:<17} {1e3 * d / args.steps:10.1f} ms {100 * d / total:5.1f}%")
-    print(f"matmul GFLOP/s      {matmul_gflops():10.1f} (2048² f32 via torch, best of 3)")
+    print(f"matmul GFLOP/s      {matmul_gflops(dev):10.1f} (f32 n×n, n = 8192 on a GPU and 2048 on a CPU, best of 3)")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A device as named on the command line or in a plan, before it is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -62,6 +63,7 @@ impl std::str::FromStr for DeviceSpec {
 
 #[cfg(feature = "cuda")]
 fn open_cuda(ordinal: usize) -> Result<Device> {
+    candle_core::cuda::set_gemm_reduced_precision_f32(tf32());
     Device::new_cuda(ordinal).with_context(|| {
         format!("cannot open cuda:{ordinal}: no usable NVIDIA GPU or driver on this machine (use --device cpu)")
     })
@@ -73,6 +75,24 @@ fn open_cuda(ordinal: usize) -> Result<Device> {
         "device cuda:{ordinal} asked for, but this normlab was built without the `cuda` feature; \
          build it with `make cuda` (cargo build --release --features cuda,cudnn) or use --device cpu"
     )
+}
+
+/// Whether CUDA matrix products and convolutions may use TF32 tensor cores (see [`set_tf32`]).
+static TF32: AtomicBool = AtomicBool::new(true);
+
+/// Allows (or forbids) TF32 tensor cores in f32 convolutions (normlab's cuDNN ops) and matrix
+/// products (cuBLAS) on CUDA. Allowed by default, as PyTorch's cuDNN convolutions are
+/// (`torch.backends.cudnn.allow_tf32`); forbidden, every product is exact f32, which
+/// `normlab selftest` uses to hold CUDA to the CPU's results. No effect on the CPU.
+pub fn set_tf32(allow: bool) {
+    TF32.store(allow, Ordering::Relaxed);
+    #[cfg(feature = "cuda")]
+    candle_core::cuda::set_gemm_reduced_precision_f32(allow);
+}
+
+/// Whether TF32 is allowed on CUDA (see [`set_tf32`]).
+pub fn tf32() -> bool {
+    TF32.load(Ordering::Relaxed)
 }
 
 /// Parses and opens a device in one step (what most commands need).

@@ -205,24 +205,42 @@ pub struct SelftestArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Kernels on the device: `fast` (cuDNN forward and backward on CUDA), `portable` or
+    /// `stock` (candle's own ops, on the CPU reference too).
+    #[arg(long, default_value = "fast")]
+    pub kernels: String,
+    /// Allow TF32 tensor cores on CUDA. Off by default: the check compares exact f32 with the
+    /// CPU (TF32 rounds products to 10 mantissa bits, ~1e-3 relative, beyond the tolerances).
+    #[arg(long)]
+    pub tf32: bool,
 }
 
 /// Runs `normlab selftest`: every check, a line each; exits non-zero on any mismatch.
 pub fn run(args: SelftestArgs) -> Result<()> {
+    crate::device::set_tf32(args.tf32);
+    crate::ops::set_kernels(crate::ops::Kernels::parse(&args.kernels)?);
     let device = crate::device::open(&args.device)?;
     let models = if args.models.is_empty() { Arch::ALL.to_vec() } else { args.models.clone() };
     let mut checks = Vec::new();
+    // Each group's lines are printed as soon as it is done, so a run cut short by a time
+    // limit still shows what passed and where it stopped.
+    type Group = fn(Arch, &Device, usize) -> Result<Vec<Check>>;
+    let groups: [(&str, Group); 3] = [("model", compare_model), ("regularizers", compare_regularizers), ("attack", compare_attack)];
     for arch in models {
-        checks.extend(compare_model(arch, &device, args.batch)?);
-        checks.extend(compare_regularizers(arch, &device, args.batch)?);
-        checks.extend(compare_attack(arch, &device, args.batch)?);
+        for (what, group) in groups {
+            let clock = std::time::Instant::now();
+            let done = group(arch, &device, args.batch)?;
+            if !args.json {
+                for c in &done {
+                    println!("{:<4} {:<55} rel. error {:>10.3e} (tolerance {:.0e})", if c.pass { "ok" } else { "FAIL" }, c.name, c.rel_error, c.tolerance);
+                }
+                eprintln!("selftest: {} {what} checks in {:.1} s", arch.name(), clock.elapsed().as_secs_f64());
+            }
+            checks.extend(done);
+        }
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&checks)?);
-    } else {
-        for c in &checks {
-            println!("{:<4} {:<55} rel. error {:>10.3e} (tolerance {:.0e})", if c.pass { "ok" } else { "FAIL" }, c.name, c.rel_error, c.tolerance);
-        }
     }
     let failed = checks.iter().filter(|c| !c.pass).count();
     if failed > 0 {

@@ -35,8 +35,9 @@ pub struct TrainBenchArgs {
     /// Timed steps (after one untimed warm-up step).
     #[arg(long, default_value_t = 5)]
     pub steps: usize,
-    /// Kernels: `fast` (normlab's CPU custom ops) or `stock` (candle's generic ops), to
-    /// measure one against the other.
+    /// Kernels: `fast` (normlab's: CPU custom ops, cuDNN forward and backward on CUDA),
+    /// `portable` (on CUDA: candle's forward, backward from a forward conv and a matmul) or
+    /// `stock` (candle's own ops), to measure one against another.
     #[arg(long, default_value = "fast")]
     pub kernels: String,
     /// Also time each conv and BatchNorm layer's forward and backward in isolation and print
@@ -58,6 +59,10 @@ pub struct TrainBenchArgs {
     /// Strength β of wd / nd-l1 / nd-linf.
     #[arg(long, default_value_t = 1e-3)]
     pub beta: f64,
+    /// CUDA: exact f32 products only (no TF32 tensor cores in convolutions and matmuls), as
+    /// PyTorch with `allow_tf32 = False`; the default allows TF32, as PyTorch's cuDNN does.
+    #[arg(long)]
+    pub fp32: bool,
 }
 
 impl TrainBenchArgs {
@@ -121,6 +126,7 @@ pub fn run(args: &TrainBenchArgs) -> Result<()> {
         "gemm" => Threading::Gemm,
         other => bail!("unknown --threading '{other}': expected batch or gemm"),
     });
+    crate::device::set_tf32(!args.fp32);
     let model = Model::new(arch, 1, &device)?;
     let mut reg = Regularizer::new(args.reg_config()?, &model)?;
     let candle_rate = matmul_gflops(&device)?;
@@ -134,7 +140,7 @@ pub fn run(args: &TrainBenchArgs) -> Result<()> {
     let flops_per_image = 3.0 * 2.0 * model.forward_macs() as f64;
     let achieved = flops_per_image * images_per_s / 1e9;
     println!(
-        "bench train: model {} device {} kernels {} gemm {} threading {} batch {} steps {} threads {}",
+        "bench train: model {} device {} kernels {} gemm {} threading {} batch {} steps {} threads {} tf32 {}",
         arch.name(),
         crate::device::describe(&device),
         kernels.name(),
@@ -142,7 +148,8 @@ pub fn run(args: &TrainBenchArgs) -> Result<()> {
         args.threading,
         args.batch,
         args.steps,
-        rayon::current_num_threads()
+        rayon::current_num_threads(),
+        crate::device::tf32() && !device.is_cpu()
     );
     println!("images/s            {images_per_s:10.1}");
     println!("step                {:10.1} ms", 1e3 * secs / args.steps as f64);
@@ -157,7 +164,7 @@ pub fn run(args: &TrainBenchArgs) -> Result<()> {
     }
     println!("fwd+bwd GFLOP/img   {:10.3}", flops_per_image / 1e9);
     println!("achieved GFLOP/s    {achieved:10.1}");
-    println!("matmul GFLOP/s      {candle_rate:10.1} (2048² f32 via candle's matmul, best of 3)");
+    println!("matmul GFLOP/s      {candle_rate:10.1} ({n}² f32 via candle's matmul, best of 3)", n = matmul_size(&device));
     if let Some(rate) = faer_rate {
         println!("matmul GFLOP/s      {rate:10.1} (2048² f32 via faer, best of 3)");
     }
@@ -227,10 +234,20 @@ pub fn time_steps(model: &Model, reg: &mut Regularizer, device: &Device, batch: 
     Ok(times)
 }
 
-/// The machine's f32 matrix-multiply rate in GFLOP/s: a 2048×2048 product through candle
-/// (its own GEMM and threading), best of three.
+/// The side of the square product [`matmul_gflops`] times: 2048 on a CPU, 8192 on a GPU (a
+/// smaller one leaves an H100 mostly idle).
+pub fn matmul_size(device: &Device) -> usize {
+    if device.is_cpu() {
+        2048
+    } else {
+        8192
+    }
+}
+
+/// The device's f32 matrix-multiply rate in GFLOP/s: a square product through candle (its own
+/// GEMM and threading on the CPU, cuBLAS on CUDA), best of three.
 pub fn matmul_gflops(device: &Device) -> Result<f64> {
-    let n = 2048;
+    let n = matmul_size(device);
     let a = Tensor::randn(0f32, 1.0, (n, n), device)?;
     let b = Tensor::randn(0f32, 1.0, (n, n), device)?;
     a.matmul(&b)?;

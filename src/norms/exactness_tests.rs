@@ -251,7 +251,8 @@ fn clipping_bounds_the_largest_singular_value_by_the_clip_plus_the_crop_error() 
         let w: Vec<f32> = random_weight(&s, 500 + idx as u64).iter().map(|&v| v as f32).collect();
         let top = fft_svd::max_singular_value(&w, out_c, in_c, 3, 3, n, groups);
         let clip = 0.5 * top;
-        let (clipped, crop_error) = fft_svd::clip_grouped_conv_kernel(&w, out_c, in_c, 3, 3, n, groups, clip);
+        let (clipped, crop_error) = fft_svd::clip_grouped_conv_kernel(&w, out_c, in_c, 3, 3, n, groups, clip, true);
+        let crop_error = crop_error.unwrap();
         assert_eq!(clipped.len(), w.len());
         let after = fft_svd::max_singular_value(&clipped, out_c, in_c, 3, 3, n, groups);
         assert!(after <= clip + crop_error + 1e-5 * clip, "case {idx}: σmax {after} > clip {clip} + crop error {crop_error}");
@@ -270,4 +271,31 @@ fn zero_padded_norm_is_below_the_circular_norm_on_a_large_enough_torus() {
     let big = LayerSpec { in_h: 8, in_w: 8, ..s.clone() };
     let circ = fft_svd::layer_max_singular_value(&big, &w);
     assert!(exact <= circ * (1.0 + 1e-12) && exact > 0.5 * circ, "zero-padded {exact} vs circular {circ}");
+}
+
+#[test]
+fn pointwise_clipping_equals_the_general_method_on_a_centre_tap_kernel() {
+    // A 1×1 kernel clipped by the one-SVD path, and the same weights as the centre tap of an
+    // otherwise zero 3×3 kernel clipped by the FFT path: the FFT path's matrices are the 1×1
+    // matrix times a phase, so its result is the clipped matrix at the centre and 0 elsewhere.
+    for (idx, &(out_c, in_c, groups)) in [(6, 4, 1), (8, 8, 2), (5, 7, 1)].iter().enumerate() {
+        let s = spec(in_c, out_c, 6, 6, 1, 1, 0, groups);
+        let w: Vec<f32> = random_weight(&s, 900 + idx as u64).iter().map(|&v| v as f32).collect();
+        let clip = 0.5 * fft_svd::max_singular_value(&w, out_c, in_c, 1, 1, 6, groups);
+        let (pointwise, crop) = fft_svd::clip_grouped_conv_kernel(&w, out_c, in_c, 1, 1, 6, groups, clip, true);
+        assert_eq!(crop, Some(0.0));
+        let mut w3 = vec![0f32; w.len() * 9];
+        for (p, &v) in w.iter().enumerate() {
+            w3[p * 9 + 4] = v;
+        }
+        let (general, _) = fft_svd::clip_grouped_conv_kernel(&w3, out_c, in_c, 3, 3, 6, groups, clip, false);
+        for (p, &v) in pointwise.iter().enumerate() {
+            for t in 0..9 {
+                let want = if t == 4 { v } else { 0.0 };
+                assert!((general[p * 9 + t] - want).abs() < 1e-5, "case {idx} pair {p} tap {t}: {} vs {want}", general[p * 9 + t]);
+            }
+        }
+        let after = fft_svd::max_singular_value(&pointwise, out_c, in_c, 1, 1, 6, groups);
+        assert!((after - clip).abs() < 1e-5 * clip, "case {idx}: σmax {after} after clipping at {clip}");
+    }
 }

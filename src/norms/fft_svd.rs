@@ -148,17 +148,65 @@ pub fn layer_max_singular_value(spec: &LayerSpec, weight: &[f64]) -> f64 {
 /// inequality). A kernel whose singular values are all ≤ `clip` comes back unchanged with
 /// crop error 0.
 pub fn clip_conv_kernel(weight: &[f32], out_c: usize, in_c: usize, kh: usize, kw: usize, n: usize, clip: f64) -> (Vec<f32>, f64) {
-    clip_grouped_conv_kernel(weight, out_c, in_c, kh, kw, n, 1, clip)
+    let (kernel, crop) = clip_grouped_conv_kernel(weight, out_c, in_c, kh, kw, n, 1, clip, true);
+    (kernel, crop.unwrap_or(0.0))
+}
+
+/// Clipping of a 1×1 conv: its transform is the same real matrix at every frequency, so the
+/// n² SVDs of the general method are one real SVD per group, and the result stays 1×1
+/// (nothing is cropped: the crop error is exactly 0). A 368-channel 1×1 conv on an 8×8 map
+/// takes one SVD instead of 64 complex ones.
+fn clip_pointwise(weight: &[f32], k: &Kernel, clip: f64) -> Vec<f32> {
+    let (cout_g, cin_g) = (k.cout_g(), k.cin_g);
+    let blocks: Vec<Option<Mat<f64>>> = (0..k.groups)
+        .into_par_iter()
+        .map(|g| {
+            let m = Mat::from_fn(cout_g, cin_g, |i, j| k.w[(g * cout_g + i) * cin_g + j]);
+            let svd = m.thin_svd().expect("SVD did not converge");
+            let s = svd.S().column_vector();
+            if (0..s.nrows()).all(|i| s[i] <= clip) {
+                return None;
+            }
+            let (u, v) = (svd.U(), svd.V());
+            let scaled = Mat::from_fn(u.nrows(), u.ncols(), |i, t| u[(i, t)] * s[t].min(clip));
+            Some(&scaled * v.transpose())
+        })
+        .collect();
+    let mut out = weight.to_vec();
+    for (g, q) in blocks.iter().enumerate() {
+        if let Some(q) = q {
+            for i in 0..cout_g {
+                for j in 0..cin_g {
+                    out[(g * cout_g + i) * cin_g + j] = q[(i, j)] as f32;
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Singular value clipping of a grouped conv (`in_c` the conv's input channels, weight
 /// out_c × in_c/groups × kh × kw): each group's block is clipped at every frequency. See
-/// [`clip_conv_kernel`].
+/// [`clip_conv_kernel`]. The crop error costs a second SVD at every frequency, so it is
+/// computed only when `measure_crop` (tests and diagnostics; training does not need it).
 #[allow(clippy::too_many_arguments)]
-pub fn clip_grouped_conv_kernel(weight: &[f32], out_c: usize, in_c: usize, kh: usize, kw: usize, n: usize, groups: usize, clip: f64) -> (Vec<f32>, f64) {
+pub fn clip_grouped_conv_kernel(
+    weight: &[f32],
+    out_c: usize,
+    in_c: usize,
+    kh: usize,
+    kw: usize,
+    n: usize,
+    groups: usize,
+    clip: f64,
+    measure_crop: bool,
+) -> (Vec<f32>, Option<f64>) {
     assert!(clip >= 0.0, "clip value {clip} must be non-negative");
     let w: Vec<f64> = weight.iter().map(|&v| v as f64).collect();
     let k = Kernel::new(&w, out_c, in_c, kh, kw, groups);
+    if kh == 1 && kw == 1 {
+        return (clip_pointwise(weight, &k, clip), Some(0.0));
+    }
     let (nh, nw) = (n.max(kh), n.max(kw));
     let plane = nh * nw;
     let pairs = out_c * k.cin_g;
@@ -181,7 +229,7 @@ pub fn clip_grouped_conv_kernel(weight: &[f32], out_c: usize, in_c: usize, kh: u
         })
         .collect();
     if clipped.is_empty() {
-        return (weight.to_vec(), 0.0);
+        return (weight.to_vec(), Some(0.0));
     }
     let cout_g = k.cout_g();
     for (f, g, q) in &clipped {
@@ -215,7 +263,10 @@ pub fn clip_grouped_conv_kernel(weight: &[f32], out_c: usize, in_c: usize, kh: u
             }
         }
     }
+    if !measure_crop {
+        return (cropped, None);
+    }
     let e = Kernel::new(&dropped, out_c, in_c, nh, nw, groups);
     let crop_error = singular_values_of(&e, nh, nw).first().copied().unwrap_or(0.0);
-    (cropped, crop_error)
+    (cropped, Some(crop_error))
 }

@@ -6,31 +6,40 @@
 
 pub mod bn;
 pub mod conv;
+#[cfg(feature = "cudnn")]
+pub mod conv_cudnn;
+pub mod conv_device;
 pub mod gemm;
 pub mod pointwise;
 
 use candle_core::{DType, Result, Tensor, Var, D};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
-/// Which kernels the ops run on the CPU: normlab's fused custom ops (the default) or candle's
-/// generic ones (kept to measure against and to test with). Other devices always use candle's.
+/// Which kernels the ops run: normlab's (the default), a device-generic convolution backward,
+/// or candle's own (kept to measure against and to test with).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernels {
-    /// im2col/col2im + GEMM convolutions and a fused BatchNorm, forward and backward.
+    /// CPU: im2col/col2im + GEMM convolutions and a fused BatchNorm, forward and backward.
+    /// CUDA: convolutions forward and backward as single cuDNN calls ([`conv_cudnn`], with
+    /// the `cudnn` feature; else as [`Kernels::Portable`]).
     Fast,
+    /// CPU: as `Fast`. Other devices: candle's forward, and the backward as a forward
+    /// convolution plus one matrix product ([`conv_device`]).
+    Portable,
     /// candle's own conv2d (backward through conv_transpose2d) and BatchNorm from generic ops.
     Stock,
 }
 
-static STOCK: AtomicBool = AtomicBool::new(false);
+static KERNELS: AtomicU8 = AtomicU8::new(0);
 
 impl Kernels {
-    /// `fast` or `stock`.
+    /// `fast`, `portable` or `stock`.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         match text {
             "fast" => Ok(Self::Fast),
+            "portable" => Ok(Self::Portable),
             "stock" => Ok(Self::Stock),
-            other => anyhow::bail!("unknown kernels '{other}': expected fast or stock"),
+            other => anyhow::bail!("unknown kernels '{other}': expected fast, portable or stock"),
         }
     }
 
@@ -38,6 +47,7 @@ impl Kernels {
     pub fn name(self) -> &'static str {
         match self {
             Self::Fast => "fast",
+            Self::Portable => "portable",
             Self::Stock => "stock",
         }
     }
@@ -45,29 +55,36 @@ impl Kernels {
 
 /// Selects the kernels for the whole process (benchmarks compare the two).
 pub fn set_kernels(kernels: Kernels) {
-    STOCK.store(kernels == Kernels::Stock, Ordering::Relaxed);
+    KERNELS.store(kernels as u8, Ordering::Relaxed);
 }
 
 /// The kernels in use.
 pub fn kernels() -> Kernels {
-    if STOCK.load(Ordering::Relaxed) {
-        Kernels::Stock
-    } else {
-        Kernels::Fast
+    match KERNELS.load(Ordering::Relaxed) {
+        0 => Kernels::Fast,
+        1 => Kernels::Portable,
+        _ => Kernels::Stock,
     }
 }
 
-/// Whether `t` runs on normlab's CPU kernels: f32 on the CPU with [`Kernels::Fast`] selected.
+/// Whether `t` runs on normlab's CPU kernels: f32 on the CPU, not [`Kernels::Stock`].
 fn fast(t: &Tensor) -> bool {
-    kernels() == Kernels::Fast && t.device().is_cpu() && t.dtype() == DType::F32
+    kernels() != Kernels::Stock && t.device().is_cpu() && t.dtype() == DType::F32
 }
 
 /// 2-D convolution with zero padding, as PyTorch's `F.conv2d` (weight: out × in/groups × kh × kw).
 /// On the CPU an im2col + GEMM custom op ([`conv::Conv2dOp`]) whose backward computes only the
-/// gradients needed (none for the images, none for a detached weight); elsewhere candle's.
+/// gradients needed (none for the images, none for a detached weight); on CUDA cuDNN for all
+/// three passes ([`conv_cudnn`]) or candle's forward with [`conv_device`]'s backward; candle's
+/// own with [`Kernels::Stock`].
 pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize, padding: usize, groups: usize) -> Result<Tensor> {
+    let on_device = !x.device().is_cpu() && x.dtype() == DType::F32 && weight.dtype() == DType::F32;
     let y = if fast(x) && weight.dtype() == DType::F32 {
         x.contiguous()?.apply_op2(&weight.contiguous()?, conv::Conv2dOp { stride, padding, groups })?
+    } else if on_device && kernels() == Kernels::Fast && x.device().is_cuda() && cfg!(feature = "cudnn") {
+        cudnn_conv2d(x, weight, stride, padding, groups)?
+    } else if on_device && kernels() != Kernels::Stock && weight.dim(2)? == weight.dim(3)? && padding < weight.dim(2)? {
+        conv_device::conv2d(x, weight, stride, padding, groups)?
     } else {
         x.conv2d(weight, padding, stride, 1, groups)?
     };
@@ -76,6 +93,17 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize,
         Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?),
         None => Ok(y),
     }
+}
+
+/// [`conv_cudnn::CudnnConv2d`] on `x` and `weight` (built with the `cudnn` feature).
+#[cfg(feature = "cudnn")]
+fn cudnn_conv2d(x: &Tensor, weight: &Tensor, stride: usize, padding: usize, groups: usize) -> Result<Tensor> {
+    x.contiguous()?.apply_op2(&weight.contiguous()?, conv_cudnn::CudnnConv2d { stride, padding, groups })
+}
+
+#[cfg(not(feature = "cudnn"))]
+fn cudnn_conv2d(_: &Tensor, _: &Tensor, _: usize, _: usize, _: usize) -> Result<Tensor> {
+    candle_core::bail!("cuDNN convolution asked for in a build without the `cudnn` feature")
 }
 
 /// `max(x, 0)`; on the CPU a one-pass op with a one-pass backward ([`pointwise::Relu`]).

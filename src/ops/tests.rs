@@ -37,6 +37,12 @@ fn conv_matches_candle_values_and_gradients() {
         (4, 4, 8, 4, 1, 1, 0, 4),
         (1, 8, 12, 5, 3, 2, 0, 4),
         (2, 3, 6, 8, 3, 1, 1, 1),
+        // The models' large shapes: deep 3×3 layers, stride 2, SE's 1×1 convs on 1×1 maps.
+        (6, 512, 512, 4, 3, 1, 1, 1),
+        (6, 256, 512, 8, 3, 2, 1, 1),
+        (6, 512, 32, 1, 1, 1, 0, 1),
+        (6, 32, 512, 1, 1, 1, 0, 1),
+        (6, 152, 152, 8, 3, 1, 1, 19),
     ] {
         seed += 1;
         let what = format!("n{n} c{c} o{o} hw{hw} k{k} s{stride} p{pad} g{groups}");
@@ -112,7 +118,7 @@ fn bn_case(n: usize, c: usize, hw: usize, seed: u64, train: bool) {
 
 #[test]
 fn batch_norm_matches_generic_ops() {
-    for (i, (n, c, hw)) in [(1, 3, 4), (2, 5, 3), (4, 2, 5), (3, 4, 1)].into_iter().enumerate() {
+    for (i, (n, c, hw)) in [(1, 3, 4), (2, 5, 3), (4, 2, 5), (3, 4, 1), (6, 512, 4), (6, 64, 32), (16, 24, 8), (6, 512, 1)].into_iter().enumerate() {
         bn_case(n, c, hw, 10 * i as u64, true);
         bn_case(n, c, hw, 10 * i as u64 + 5, false);
     }

@@ -15,8 +15,12 @@ pub struct Svc {
     clip: f64,
     every: usize,
     convs: Vec<LayerSpec>,
+    /// Whether clipping also measures the crop error (a second SVD per frequency; off in
+    /// training, on in tests and diagnostics).
+    pub measure_crop_error: bool,
     /// The largest crop error of the last clipping (a bound on how far above C a clipped
-    /// conv's largest singular value can be, from the taps the crop dropped).
+    /// conv's largest singular value can be, from the taps the crop dropped); 0 unless
+    /// `measure_crop_error`.
     pub last_crop_error: f64,
 }
 
@@ -27,7 +31,7 @@ impl Svc {
         if let Some(l) = convs.iter().find(|l| l.in_h != l.in_w) {
             bail!("svc clips convs on square inputs; {} has a {}×{} input", l.name, l.in_h, l.in_w);
         }
-        Ok(Self { clip, every, convs, last_crop_error: 0.0 })
+        Ok(Self { clip, every, convs, measure_crop_error: false, last_crop_error: 0.0 })
     }
 
     /// Clips every conv when optimizer step `step` (from 1) is a multiple of the period.
@@ -44,8 +48,9 @@ impl Svc {
         for spec in &self.convs {
             let var = params.var(&spec.name).with_context(|| format!("svc: no parameter {}", spec.name))?;
             let w: Vec<f32> = var.as_tensor().detach().flatten_all()?.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.to_vec1()?;
-            let (clipped, crop_error) = clip_grouped_conv_kernel(&w, spec.out_c, spec.in_c, spec.kh, spec.kw, spec.in_h, spec.groups, self.clip);
-            worst = worst.max(crop_error);
+            let (clipped, crop_error) =
+                clip_grouped_conv_kernel(&w, spec.out_c, spec.in_c, spec.kh, spec.kw, spec.in_h, spec.groups, self.clip, self.measure_crop_error);
+            worst = worst.max(crop_error.unwrap_or(0.0));
             let t = Tensor::from_vec(clipped, var.shape(), &Device::Cpu)?.to_dtype(var.dtype())?.to_device(var.device())?;
             var.set(&t)?;
         }
@@ -73,6 +78,7 @@ mod tests {
         let before = sigma(var.as_tensor());
         let clip = before / 2.0;
         let mut svc = Svc::new(std::slice::from_ref(&spec), clip, 100).unwrap();
+        svc.measure_crop_error = true;
         svc.after_step(&store, 99).unwrap();
         assert_eq!(var.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap(), w, "step 99 must not clip");
         svc.after_step(&store, 100).unwrap();
