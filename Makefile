@@ -59,7 +59,8 @@ gpu-bundle:
 	mkdir -p .gpu-bin
 	strip -o .gpu-bin/normlab $(BIN)
 	xz -9f .gpu-bin/normlab
-	@ls -l .gpu-bin/normlab.xz
+	$(if $(wildcard $(CIFAR_SOURCE)),cp $(CIFAR_SOURCE) .gpu-bin/cifar10.tar.gz)
+	@ls -l .gpu-bin/
 
 bench: build
 	$(BIN) bench norms --model resnet18

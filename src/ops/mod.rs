@@ -11,6 +11,7 @@ pub mod conv_cudnn;
 pub mod conv_device;
 pub mod gemm;
 pub mod pointwise;
+pub mod reduce;
 
 use candle_core::{DType, Result, Tensor, Var, D};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -145,6 +146,25 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
         Some(b) => y.broadcast_add(b),
         None => Ok(y),
     }
+}
+
+/// `Σ_m |x[o, m, i]|` of `x` seen as `(outer, mid, inner)`: an `(outer, inner)` tensor, no
+/// gradient. On the CPU one multi-threaded pass ([`reduce::AbsSumMid`]).
+pub fn abs_sum_mid(x: &Tensor, dims: (usize, usize, usize)) -> Result<Tensor> {
+    let x = x.detach();
+    if fast(&x) {
+        return x.contiguous()?.apply_op1_no_bwd(&reduce::AbsSumMid { dims });
+    }
+    x.abs()?.reshape(dims)?.sum(1)
+}
+
+/// `y + a·x` (same shapes), no gradient. On the CPU one multi-threaded pass ([`reduce::Axpy`]).
+pub fn axpy(y: &Tensor, a: f64, x: &Tensor) -> Result<Tensor> {
+    let (y, x) = (y.detach(), x.detach());
+    if fast(&y) && x.dtype() == DType::F32 {
+        return y.contiguous()?.apply_op2_no_bwd(&x.contiguous()?, &reduce::Axpy { a: a as f32 });
+    }
+    y + (x * a)?
 }
 
 /// The running statistics of one BatchNorm layer and its hyper-parameters.

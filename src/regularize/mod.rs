@@ -170,11 +170,13 @@ impl Regularizer {
     }
 
     /// The state a checkpoint must keep to continue exactly (norm decay's buffers h, by layer
-    /// weight name); empty for the stateless regularizers.
-    pub fn state(&self) -> Vec<(String, Tensor)> {
-        match &self.state {
+    /// weight name); empty for the stateless regularizers. Mutable: norm decay first folds
+    /// its lazy scaling into the buffers, so a run continues the same way whether or not it
+    /// was resumed from this state.
+    pub fn state(&mut self) -> Result<Vec<(String, Tensor)>> {
+        match &mut self.state {
             State::NormDecay(nd) => nd.state(),
-            _ => Vec::new(),
+            _ => Ok(Vec::new()),
         }
     }
 

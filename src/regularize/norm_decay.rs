@@ -24,6 +24,7 @@
 
 use crate::models::{layers::BN_EPS, LayerKind, LayerSpec, ParamStore};
 use crate::norms::{position_sets, NormKind};
+use crate::ops;
 use anyhow::{bail, Context, Result};
 use candle_core::{backprop::GradStore, DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -83,12 +84,11 @@ impl DeviceMaximiser {
     /// and set-pair index, from the weight on the device. Ties go to the first channel and
     /// pair, as in Theorem 1. Only this index is copied to the host.
     pub fn argmax(&self, weight: &Tensor) -> Result<(usize, usize)> {
-        let abs = weight.detach().abs()?;
         let mass = match self.kind {
-            NormKind::Linf => abs.reshape((self.out_c, self.cin_g, self.khw))?.sum(1)?,
+            NormKind::Linf => ops::abs_sum_mid(weight, (self.out_c, self.cin_g, self.khw))?,
             NormKind::L1 => {
                 let cout_g = self.out_c / self.groups;
-                abs.reshape((self.groups, cout_g, self.cin_g, self.khw))?.sum(1)?.reshape((self.groups * self.cin_g, self.khw))?
+                ops::abs_sum_mid(weight, (self.groups, cout_g, self.cin_g * self.khw))?.reshape((self.groups * self.cin_g, self.khw))?
             }
         };
         let values = mass.to_dtype(DType::F32)?.matmul(&self.indicator)?;
@@ -131,22 +131,23 @@ impl DeviceMaximiser {
         Ok(self.indicator.narrow(1, s, 1)?.reshape((1, 1, self.khw))?.to_dtype(dtype)?)
     }
 
-    /// One step of the running buffer for the maximiser (`channel`, `s`) of `weight`: returns
-    /// γ·h with the active entries set by `variant` (reference: p; paper: γ·h + (1−γ)·p),
-    /// where p = sign(W) on the active entries. Off the active slice this is one scaling of
-    /// h; the slice (1/in_c or 1/out_c of the layer) is rewritten in place on the device.
-    fn step_buffer(&self, h: &Tensor, weight: &Tensor, channel: usize, s: usize, gamma: f64, variant: NdVariant) -> Result<Tensor> {
-        let decayed = (h * gamma)?;
-        let (view, dim, index) = self.view(&decayed.reshape(self.shape3())?, channel)?;
+    /// One step of the running buffer for the maximiser (`channel`, `s`) of `weight`, with
+    /// the buffer stored as `scale · h_hat` and `scale` already multiplied by γ (so the decay
+    /// of every entry cost nothing): sets the active entries of h by `variant` (reference:
+    /// p; paper: γ·h + (1−γ)·p), where p = sign(W) on the active entries, by rewriting that
+    /// slice of `h_hat` (1/in_c or 1/out_c of the layer) in place on the device.
+    #[allow(clippy::too_many_arguments)]
+    fn step_buffer(&self, h_hat: &Tensor, scale: f64, weight: &Tensor, channel: usize, s: usize, gamma: f64, variant: NdVariant) -> Result<()> {
+        let (view, dim, index) = self.view(&h_hat.reshape(self.shape3())?, channel)?;
         let old = view.narrow(dim, index, 1)?;
         let pos = self.positions(s, weight.dtype())?;
         let p = self.slice(weight, channel)?.sign()?.broadcast_mul(&pos)?;
         let new = match variant {
-            NdVariant::Reference => (old.broadcast_mul(&pos.affine(-1.0, 1.0)?)? + p)?,
-            NdVariant::Paper => (old + (p * (1.0 - gamma))?)?,
+            NdVariant::Reference => (old.broadcast_mul(&pos.affine(-1.0, 1.0)?)? + (p / scale)?)?,
+            NdVariant::Paper => (old + (p * ((1.0 - gamma) / scale))?)?,
         };
         view.slice_set(&new.contiguous()?, dim, index)?;
-        Ok(decayed)
+        Ok(())
     }
 }
 
@@ -159,8 +160,21 @@ enum Target {
 struct Layer {
     name: String,
     target: Target,
-    /// The running buffer h (the weight's shape), starting at 0.
-    h: Tensor,
+    /// The running buffer is h = `scale` · `h_hat` (the weight's shape), starting at 0: the
+    /// per-step decay h ← γ·h only multiplies `scale`, instead of a pass over the layer.
+    h_hat: Tensor,
+    scale: f64,
+}
+
+/// Below this, a layer's `scale` is folded into `h_hat` (one pass) before it underflows
+/// f32's range (γ = 0.5 reaches it after about 66 steps).
+const MIN_SCALE: f64 = 1e-20;
+
+impl Layer {
+    /// The buffer h itself.
+    fn h(&self) -> Result<Tensor> {
+        Ok((&self.h_hat * self.scale)?)
+    }
 }
 
 /// Norm decay's live state for one model: one running buffer per decayed layer.
@@ -186,7 +200,7 @@ impl NormDecay {
                 },
                 LayerKind::Bn => continue,
             };
-            layers.push(Layer { name: spec.name.clone(), target, h: weight.zeros_like()? });
+            layers.push(Layer { name: spec.name.clone(), target, h_hat: weight.zeros_like()?, scale: 1.0 });
         }
         Ok(Self { beta, gamma, variant, layers })
     }
@@ -196,34 +210,52 @@ impl NormDecay {
         for layer in &mut self.layers {
             let var = params.var(&layer.name).with_context(|| format!("norm decay: no parameter {}", layer.name))?;
             let w = var.as_tensor().detach();
-            layer.h = match &layer.target {
+            match &layer.target {
                 Target::Matrix(m) => {
                     let (c, s) = m.argmax(&w)?;
-                    m.step_buffer(&layer.h, &w, c, s, self.gamma, self.variant)?
+                    layer.scale *= self.gamma;
+                    if layer.scale < MIN_SCALE {
+                        layer.h_hat = layer.h()?;
+                        layer.scale = 1.0;
+                    }
+                    m.step_buffer(&layer.h_hat, layer.scale, &w, c, s, self.gamma, self.variant)?;
                 }
                 Target::Bn { running_var, channel_ids } => {
-                    // Small (one value per channel): a full-length mask is cheap here.
+                    // Small (one value per channel): the buffer is kept unscaled.
                     let scale = (params.get(running_var)?.detach() + BN_EPS)?.sqrt()?.recip()?;
                     let c = (w.abs()? * &scale)?.argmax(0)?.to_scalar::<u32>()?;
                     let mask = channel_ids.eq(c)?.to_dtype(w.dtype())?;
                     let p = ((w.sign()? * scale)? * &mask)?;
-                    let decayed = (&layer.h * self.gamma)?;
-                    match self.variant {
+                    let decayed = (layer.h()? * self.gamma)?;
+                    layer.h_hat = match self.variant {
                         NdVariant::Reference => ((&decayed - (&decayed * &mask)?)? + p)?,
                         NdVariant::Paper => (decayed + (p * (1.0 - self.gamma))?)?,
-                    }
+                    };
+                    layer.scale = 1.0;
                 }
-            };
+            }
             let Some(g) = grads.get(var.as_tensor()) else { continue };
-            let g = (g.detach() + (&layer.h * self.beta)?)?;
+            let g = ops::axpy(g, self.beta * layer.scale, &layer.h_hat)?;
             grads.insert(var.as_tensor(), g);
         }
         Ok(())
     }
 
     /// The buffers h by layer weight name (for checkpoints).
-    pub fn state(&self) -> Vec<(String, Tensor)> {
-        self.layers.iter().map(|l| (l.name.clone(), l.h.clone())).collect()
+    /// Folds each layer's scale into its buffer first (scale 1 afterwards, as after
+    /// [`NormDecay::load_state`]), so an uninterrupted run and one resumed from this state
+    /// compute the same numbers from here on.
+    pub fn state(&mut self) -> Result<Vec<(String, Tensor)>> {
+        let mut out = Vec::with_capacity(self.layers.len());
+        for l in &mut self.layers {
+            if l.scale != 1.0 {
+                l.h_hat = l.h()?;
+                l.scale = 1.0;
+            }
+            // A copy: the buffer is rewritten in place by later steps.
+            out.push((l.name.clone(), l.h_hat.copy()?));
+        }
+        Ok(out)
     }
 
     /// Restores buffers saved by [`NormDecay::state`]; every layer must be present with the
@@ -234,10 +266,11 @@ impl NormDecay {
             let Some(t) = map.remove(&layer.name) else {
                 bail!("the checkpoint has no norm-decay buffer for layer {} (saved with other regularizer settings?)", layer.name);
             };
-            if t.dims() != layer.h.dims() {
-                bail!("norm-decay buffer of {}: shape {:?} in the checkpoint, {:?} expected", layer.name, t.dims(), layer.h.dims());
+            if t.dims() != layer.h_hat.dims() {
+                bail!("norm-decay buffer of {}: shape {:?} in the checkpoint, {:?} expected", layer.name, t.dims(), layer.h_hat.dims());
             }
-            layer.h = t.to_dtype(layer.h.dtype())?.to_device(layer.h.device())?;
+            layer.h_hat = t.to_dtype(layer.h_hat.dtype())?.to_device(layer.h_hat.device())?;
+            layer.scale = 1.0;
         }
         if let Some(extra) = map.keys().next() {
             bail!("the checkpoint has a norm-decay buffer for {extra}, which this run does not decay (--nd-bn differs?)");
@@ -354,19 +387,19 @@ mod tests {
         v.set(&Tensor::from_vec(vec![0.1f32, 0.1, -3.0, 3.0], (2, 1, 1, 2), &Device::Cpu).unwrap()).unwrap();
         let mut grads = loss.backward().unwrap();
         nd.apply(&store, &mut grads).unwrap();
-        assert_eq!(nd.layers[0].h.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![0.5, -0.5, -1.0, 1.0]);
+        assert_eq!(nd.layers[0].h().unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![0.5, -0.5, -1.0, 1.0]);
     }
 
     #[test]
     fn state_round_trips_and_covers_every_matrix_layer() {
         let model = Model::new(Arch::Vgg11, 0, &Device::Cpu).unwrap();
-        let nd = NormDecay::new(&model.layers, &model.params, NormKind::L1, 1e-3, 0.5, NdVariant::Reference, false).unwrap();
+        let mut nd = NormDecay::new(&model.layers, &model.params, NormKind::L1, 1e-3, 0.5, NdVariant::Reference, false).unwrap();
         let matrices = model.layers.iter().filter(|l| l.is_matrix()).count();
-        assert_eq!(nd.state().len(), matrices);
-        let with_bn = NormDecay::new(&model.layers, &model.params, NormKind::L1, 1e-3, 0.5, NdVariant::Reference, true).unwrap();
-        assert_eq!(with_bn.state().len(), model.layers.len());
+        assert_eq!(nd.state().unwrap().len(), matrices);
+        let mut with_bn = NormDecay::new(&model.layers, &model.params, NormKind::L1, 1e-3, 0.5, NdVariant::Reference, true).unwrap();
+        assert_eq!(with_bn.state().unwrap().len(), model.layers.len());
         let mut again = NormDecay::new(&model.layers, &model.params, NormKind::L1, 1e-3, 0.5, NdVariant::Reference, false).unwrap();
-        again.load_state(nd.state()).unwrap();
-        assert!(again.load_state(with_bn.state()).is_err());
+        again.load_state(nd.state().unwrap()).unwrap();
+        assert!(again.load_state(with_bn.state().unwrap()).is_err());
     }
 }

@@ -59,7 +59,7 @@ pub fn exists(out: &Path) -> bool {
 }
 
 /// Writes the checkpoint of the state after `progress.epochs_done` epochs.
-pub fn save(out: &Path, progress: &Progress, model: &Model, sgd: &Sgd, reg: &Regularizer) -> Result<()> {
+pub fn save(out: &Path, progress: &Progress, model: &Model, sgd: &Sgd, reg: &mut Regularizer) -> Result<()> {
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     for e in model.params.entries() {
         tensors.insert(format!("model/{}", e.name), e.var.as_tensor().to_device(&Device::Cpu)?);
@@ -67,7 +67,7 @@ pub fn save(out: &Path, progress: &Progress, model: &Model, sgd: &Sgd, reg: &Reg
     for (name, t) in sgd.state() {
         tensors.insert(format!("sgd/{name}"), t.to_device(&Device::Cpu)?);
     }
-    for (name, t) in reg.state() {
+    for (name, t) in reg.state()? {
         tensors.insert(format!("reg/{name}"), t.to_device(&Device::Cpu)?);
     }
     let file = format!("epoch-{}.safetensors", progress.epochs_done);
