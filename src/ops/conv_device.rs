@@ -8,7 +8,8 @@
 //! gradient) and a convolution whose kernel is the whole output map (weight gradient): on a
 //! GPU both are far slower than the forward. The forward stays candle's (`Tensor::conv2d`,
 //! cuDNN when built with the `cudnn` feature); [`ConvGrad`] only attaches this backward.
-//! Everything here is device-generic, so it is tested on the CPU against candle's backward.
+//! Everything here is device-generic, so it is tested on the CPU against candle's backward
+//! (src/ops/tests.rs).
 
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, D};
@@ -145,79 +146,4 @@ pub fn weight_grad(dy: &Tensor, x: &Tensor, w_dims: &[usize], stride: usize, pad
     // (g, o/g, k·k·cg) → (o, k, k, cg) → (o, cg, k, k).
     let dw = dy_m.matmul(&cols.transpose(D::Minus1, D::Minus2)?)?;
     dw.reshape((o, k, k, cg))?.permute((0, 3, 1, 2))?.contiguous()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use candle_core::{Device, Var};
-
-    fn randn(shape: &[usize], seed: u64) -> Tensor {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_err(a: &Tensor, b: &Tensor) -> (f32, f32) {
-        assert_eq!(a.dims(), b.dims());
-        let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
-        (a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs())), scale)
-    }
-
-    /// Values and both gradients against candle's conv2d and its backward, on the shapes the
-    /// four models use (3×3 and 1×1, stride 1 and 2, grouped) and odd sizes the stride does
-    /// not divide. Tolerance 1e-4 relative: f32 sums in another order.
-    #[test]
-    fn matches_candle_backward() {
-        let mut seed = 0;
-        for (n, c, o, hw, k, stride, pad, groups) in [
-            (2, 4, 8, 6, 3, 1, 1, 1),
-            (2, 4, 8, 6, 3, 2, 1, 1),
-            (2, 4, 8, 7, 3, 2, 1, 1),
-            (3, 8, 8, 7, 1, 1, 0, 1),
-            (4, 8, 4, 6, 1, 2, 0, 1),
-            (2, 8, 8, 7, 1, 2, 0, 1),
-            (2, 8, 8, 6, 3, 1, 0, 4),
-            (3, 8, 8, 7, 3, 2, 1, 4),
-            (4, 4, 8, 4, 1, 1, 0, 4),
-            (1, 8, 12, 5, 3, 2, 0, 4),
-            (2, 16, 16, 4, 3, 1, 1, 2),
-        ] {
-            seed += 1;
-            let what = format!("n{n} c{c} o{o} hw{hw} k{k} s{stride} p{pad} g{groups}");
-            let x = Var::from_tensor(&randn(&[n, c, hw, hw], seed)).unwrap();
-            let w = Var::from_tensor(&randn(&[o, c / groups, k, k], seed + 100)).unwrap();
-            let ours = conv2d(x.as_tensor(), w.as_tensor(), stride, pad, groups).unwrap();
-            let theirs = x.as_tensor().conv2d(w.as_tensor(), pad, stride, 1, groups).unwrap();
-            let g = randn(ours.dims(), seed + 200);
-            let go = (&ours * &g).unwrap().sum_all().unwrap().backward().unwrap();
-            let gt = (&theirs * &g).unwrap().sum_all().unwrap().backward().unwrap();
-            for (name, a, b) in [
-                ("forward", &ours, &theirs),
-                ("dx", go.get(x.as_tensor()).unwrap(), gt.get(x.as_tensor()).unwrap()),
-                ("dw", go.get(w.as_tensor()).unwrap(), gt.get(w.as_tensor()).unwrap()),
-            ] {
-                let (err, scale) = max_err(a, b);
-                assert!(err <= 1e-4 * scale, "{what} {name}: max error {err} over scale {scale}");
-            }
-        }
-    }
-
-    /// A constant input gets no gradient and a detached kernel none either: nothing is computed
-    /// that nobody asked for.
-    #[test]
-    fn skips_unneeded_gradients() {
-        let x = randn(&[2, 4, 5, 5], 1);
-        let w = Var::from_tensor(&randn(&[8, 4, 3, 3], 2)).unwrap();
-        let y = conv2d(&x, w.as_tensor(), 1, 1, 1).unwrap();
-        let grads = y.sum_all().unwrap().backward().unwrap();
-        assert!(grads.get(&x).is_none());
-        assert!(grads.get(w.as_tensor()).is_some());
-        let y = conv2d(&x, &w.as_tensor().detach(), 1, 1, 1).unwrap();
-        assert!(!y.track_op());
-    }
 }

@@ -24,8 +24,10 @@ fn randn(shape: &[usize], seed: u64) -> Tensor {
     Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
 }
 
-#[test]
-fn conv_matches_candle_values_and_gradients() {
+/// `conv(x, w, stride, padding, groups)` against candle's conv2d: values, input and weight
+/// gradients, on small shapes, odd sizes the stride does not divide, grouped convs and the
+/// models' large shapes.
+fn check_conv_against_candle(conv: impl Fn(&Tensor, &Tensor, usize, usize, usize) -> Tensor) {
     let mut seed = 0;
     for (n, c, o, hw, k, stride, pad, groups) in [
         (1, 4, 8, 5, 3, 1, 1, 1),
@@ -37,6 +39,9 @@ fn conv_matches_candle_values_and_gradients() {
         (4, 4, 8, 4, 1, 1, 0, 4),
         (1, 8, 12, 5, 3, 2, 0, 4),
         (2, 3, 6, 8, 3, 1, 1, 1),
+        (2, 4, 8, 7, 3, 2, 1, 1),
+        (2, 8, 8, 7, 1, 2, 0, 1),
+        (2, 16, 16, 4, 3, 1, 1, 2),
         // The models' large shapes: deep 3×3 layers, stride 2, SE's 1×1 convs on 1×1 maps.
         (6, 512, 512, 4, 3, 1, 1, 1),
         (6, 256, 512, 8, 3, 2, 1, 1),
@@ -48,8 +53,7 @@ fn conv_matches_candle_values_and_gradients() {
         let what = format!("n{n} c{c} o{o} hw{hw} k{k} s{stride} p{pad} g{groups}");
         let x = Var::from_tensor(&randn(&[n, c, hw, hw], seed)).unwrap();
         let w = Var::from_tensor(&randn(&[o, c / groups, k, k], seed + 100)).unwrap();
-        let op = conv::Conv2dOp { stride, padding: pad, groups };
-        let ours = x.as_tensor().apply_op2(w.as_tensor(), op).unwrap();
+        let ours = conv(x.as_tensor(), w.as_tensor(), stride, pad, groups);
         let theirs = x.as_tensor().conv2d(w.as_tensor(), pad, stride, 1, groups).unwrap();
         close(&ours, &theirs, &format!("{what} forward"));
         let g = randn(ours.dims(), seed + 200);
@@ -58,6 +62,31 @@ fn conv_matches_candle_values_and_gradients() {
         close(go.get(x.as_tensor()).unwrap(), gt.get(x.as_tensor()).unwrap(), &format!("{what} dx"));
         close(go.get(w.as_tensor()).unwrap(), gt.get(w.as_tensor()).unwrap(), &format!("{what} dw"));
     }
+}
+
+#[test]
+fn conv_matches_candle_values_and_gradients() {
+    check_conv_against_candle(|x, w, stride, padding, groups| x.apply_op2(w, conv::Conv2dOp { stride, padding, groups }).unwrap());
+}
+
+/// The device-generic backward ([`conv_device`]), which CUDA runs with `--kernels portable`,
+/// checked here on the CPU.
+#[test]
+fn device_conv_backward_matches_candle() {
+    check_conv_against_candle(|x, w, stride, padding, groups| conv_device::conv2d(x, w, stride, padding, groups).unwrap());
+}
+
+/// A constant input gets no gradient from the device-generic conv and a detached kernel none
+/// either: nothing is computed that nobody asked for.
+#[test]
+fn device_conv_skips_unneeded_gradients() {
+    let x = randn(&[2, 4, 5, 5], 1);
+    let w = Var::from_tensor(&randn(&[8, 4, 3, 3], 2)).unwrap();
+    let y = conv_device::conv2d(&x, w.as_tensor(), 1, 1, 1).unwrap();
+    let grads = y.sum_all().unwrap().backward().unwrap();
+    assert!(grads.get(&x).is_none());
+    assert!(grads.get(w.as_tensor()).is_some());
+    assert!(!conv_device::conv2d(&x, &w.as_tensor().detach(), 1, 1, 1).unwrap().track_op());
 }
 
 #[test]
