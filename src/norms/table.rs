@@ -122,17 +122,52 @@ pub struct NormSummary {
 impl NormSummary {
     /// The summary of a norms table (conv and linear rows).
     pub fn of(norms: &[LayerNorms]) -> Self {
+        let layers: Vec<(f64, f64)> = norms.iter().filter(|n| n.spec.is_matrix()).map(|n| (n.l1, n.linf)).collect();
+        Self::from_layers(&layers)
+    }
+
+    /// The summary of per-layer (ℓ1, ℓ∞) pairs of conv and linear layers.
+    pub fn from_layers(layers: &[(f64, f64)]) -> Self {
         let mut s = Self { sum_l1: 0.0, max_l1: 0.0, sum_linf: 0.0, max_linf: 0.0, sum_l2_bound: 0.0, max_l2_bound: 0.0, prod_linf: 1.0 };
-        for n in norms.iter().filter(|n| n.spec.is_matrix()) {
-            s.sum_l1 += n.l1;
-            s.max_l1 = s.max_l1.max(n.l1);
-            s.sum_linf += n.linf;
-            s.max_linf = s.max_linf.max(n.linf);
-            s.sum_l2_bound += n.l2_bound;
-            s.max_l2_bound = s.max_l2_bound.max(n.l2_bound);
-            s.prod_linf *= n.linf;
+        for &(l1, linf) in layers {
+            let l2 = (l1 * linf).sqrt();
+            s.sum_l1 += l1;
+            s.max_l1 = s.max_l1.max(l1);
+            s.sum_linf += linf;
+            s.max_linf = s.max_linf.max(linf);
+            s.sum_l2_bound += l2;
+            s.max_l2_bound = s.max_l2_bound.max(l2);
+            s.prod_linf *= linf;
         }
         s
+    }
+
+    /// Reads a per-layer norms file (`normlab norms --format csv` columns: layer, kind, ...,
+    /// l1, linf, ...) and summarises its conv and linear rows (BatchNorm rows are left out, as
+    /// the regularizers leave them by default).
+    pub fn from_norms_csv(path: &std::path::Path) -> Result<Self> {
+        let mut r = csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let headers = r.headers()?.clone();
+        let col = |name: &str| headers.iter().position(|h| h == name).with_context(|| format!("{}: no column '{name}'", path.display()));
+        let (kind, l1, linf) = (col("kind")?, col("l1")?, col("linf")?);
+        let mut layers = Vec::new();
+        for (i, rec) in r.records().enumerate() {
+            let rec = rec.with_context(|| format!("{}: row {}", path.display(), i + 2))?;
+            if matches!(&rec[kind], "conv" | "linear") {
+                let num = |c: usize| -> Result<f64> { rec[c].parse().with_context(|| format!("{}: row {}: '{}' is not a number", path.display(), i + 2, &rec[c])) };
+                layers.push((num(l1)?, num(linf)?));
+            }
+        }
+        if layers.is_empty() {
+            anyhow::bail!("{}: no conv or linear layer rows", path.display());
+        }
+        Ok(Self::from_layers(&layers))
+    }
+
+    /// The seven values in the results CSV's column order: l1_sum, l1_max, linf_sum,
+    /// linf_max, l2_bound_sum, l2_bound_max, linf_product.
+    pub fn values(&self) -> [f64; 7] {
+        [self.sum_l1, self.max_l1, self.sum_linf, self.max_linf, self.sum_l2_bound, self.max_l2_bound, self.prod_linf]
     }
 }
 

@@ -2,8 +2,7 @@
 //! results row built from them with the cell's identity and provenance ([`ResultRow`]).
 
 use crate::plan::{Cell, Eps};
-use anyhow::{bail, Context, Result};
-use std::path::Path;
+use anyhow::{bail, Result};
 
 /// How a cell ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,72 +29,9 @@ impl CellStatus {
     }
 }
 
-/// Summaries of the final model's layer norms over its conv and linear layers (paper.md §2).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct NormSummary {
-    /// Σ of ℓ1 norms.
-    pub l1_sum: f64,
-    /// max of ℓ1 norms.
-    pub l1_max: f64,
-    /// Σ of ℓ∞ norms.
-    pub linf_sum: f64,
-    /// max of ℓ∞ norms.
-    pub linf_max: f64,
-    /// Σ of the ℓ2 bounds sqrt(ℓ1·ℓ∞).
-    pub l2_bound_sum: f64,
-    /// max of the ℓ2 bounds.
-    pub l2_bound_max: f64,
-    /// Π of ℓ∞ norms (a crude Lipschitz bound for a chain of layers).
-    pub linf_product: f64,
-}
-
-impl NormSummary {
-    /// Summarises per-layer (ℓ1, ℓ∞) pairs of conv and linear layers.
-    pub fn from_layers(layers: &[(f64, f64)]) -> Self {
-        let mut s = Self { l1_sum: 0.0, l1_max: 0.0, linf_sum: 0.0, linf_max: 0.0, l2_bound_sum: 0.0, l2_bound_max: 0.0, linf_product: 1.0 };
-        for &(l1, linf) in layers {
-            let l2 = (l1 * linf).sqrt();
-            s.l1_sum += l1;
-            s.l1_max = s.l1_max.max(l1);
-            s.linf_sum += linf;
-            s.linf_max = s.linf_max.max(linf);
-            s.l2_bound_sum += l2;
-            s.l2_bound_max = s.l2_bound_max.max(l2);
-            s.linf_product *= linf;
-        }
-        s
-    }
-
-    /// Reads a per-layer norms file (`normlab norms --format csv` columns: layer, kind, ...,
-    /// l1, linf, ...) and summarises its conv and linear rows (BatchNorm rows are left out, as
-    /// the regularizers leave them by default).
-    pub fn from_norms_csv(path: &Path) -> Result<Self> {
-        let mut r = csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let headers = r.headers()?.clone();
-        let col = |name: &str| {
-            headers.iter().position(|h| h == name).with_context(|| format!("{}: no column '{name}'", path.display()))
-        };
-        let (kind, l1, linf) = (col("kind")?, col("l1")?, col("linf")?);
-        let mut layers = Vec::new();
-        for (i, rec) in r.records().enumerate() {
-            let rec = rec.with_context(|| format!("{}: row {}", path.display(), i + 2))?;
-            if matches!(&rec[kind], "conv" | "linear") {
-                let num = |c: usize| -> Result<f64> {
-                    rec[c].parse().with_context(|| format!("{}: row {}: '{}' is not a number", path.display(), i + 2, &rec[c]))
-                };
-                layers.push((num(l1)?, num(linf)?));
-            }
-        }
-        if layers.is_empty() {
-            bail!("{}: no conv or linear layer rows", path.display());
-        }
-        Ok(Self::from_layers(&layers))
-    }
-
-    fn values(&self) -> [f64; 7] {
-        [self.l1_sum, self.l1_max, self.linf_sum, self.linf_max, self.l2_bound_sum, self.l2_bound_max, self.linf_product]
-    }
-}
+/// Summaries of the final model's layer norms over its conv and linear layers (paper.md §2):
+/// the same summary the norms table and the training metrics use.
+pub use crate::norms::NormSummary;
 
 /// What an executor returns for one cell: every measured result column. Accuracies are
 /// fractions in [0, 1]; `None` leaves the column empty (not measured).
@@ -287,8 +223,7 @@ mod tests {
     #[test]
     fn norm_summary_sums_and_maxes() {
         let s = NormSummary::from_layers(&[(1.0, 4.0), (9.0, 1.0)]);
-        assert_eq!((s.l1_sum, s.l1_max, s.linf_sum, s.linf_max), (10.0, 9.0, 5.0, 4.0));
-        assert_eq!((s.l2_bound_sum, s.l2_bound_max, s.linf_product), (5.0, 3.0, 4.0));
+        assert_eq!(s.values(), [10.0, 9.0, 5.0, 4.0, 5.0, 3.0, 4.0]);
     }
 
     #[test]

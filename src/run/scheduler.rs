@@ -49,7 +49,7 @@ pub struct CellContext {
 ///   `evaluation.robust.eps` in order (`AttackConfig { eps, n, seed, attacks (cli_name()),
 ///   iters }`; an empty vec if `robust` is None), certified accuracy at the first ε if
 ///   `certified` (None where the model has no bound), and the norm summaries
-///   ([`record::NormSummary::from_norms_csv`] on the norms.csv it wrote); accuracies as
+///   ([`crate::norms::NormSummary::from_norms_csv`] on the norms.csv it wrote); accuracies as
 ///   fractions in [0, 1];
 /// - return `Err` for anything else; the scheduler records it as `failed` (panics too) and
 ///   goes on with the other cells. NaN measurements become status `nan`.
