@@ -42,7 +42,7 @@ reproduce: data
 	$(BIN) run plans/paper.ron --data $(DATA_DIR) --results $(RESULTS) --devices $(DEVICES) --jobs-per-device $(JOBS)
 	$(BIN) report $(RESULTS)/paper.csv --plan plans/paper.ron --out $(RESULTS)/paper --format both
 
-# The paper's grid with a shortened schedule (about one GPU-hour).
+# The paper's grid with a shortened schedule (about four GPU-hours on an H200 at the measured speed).
 short: data
 	$(BIN) run plans/short.ron --data $(DATA_DIR) --results $(RESULTS) --devices $(DEVICES) --jobs-per-device $(JOBS)
 	$(BIN) report $(RESULTS)/short.csv --plan plans/short.ron --out $(RESULTS)/short --format both
