@@ -186,20 +186,7 @@ impl Builder {
     /// A BatchNorm2d layer `prefix` over `c` channels of an `in_hw` map (γ = 1, β = 0, running
     /// mean 0, running variance 1).
     pub fn batch_norm(&mut self, prefix: &str, c: usize, in_hw: (usize, usize)) -> Result<BatchNorm2d> {
-        let spec = LayerSpec {
-            name: format!("{prefix}.weight"),
-            kind: LayerKind::Bn,
-            in_c: c,
-            in_h: in_hw.0,
-            in_w: in_hw.1,
-            out_c: c,
-            kh: 1,
-            kw: 1,
-            stride: 1,
-            padding: 0,
-            groups: 1,
-            bias: true,
-        };
+        let spec = LayerSpec::batch_norm(prefix, c, in_hw);
         let weight = self.store.insert(&spec.name, self.constant(c, 1.0)?, Role::Trainable)?.as_tensor().clone();
         let bias = self.store.insert(&format!("{prefix}.bias"), self.constant(c, 0.0)?, Role::Trainable)?.as_tensor().clone();
         let running_mean = self.store.insert(&format!("{prefix}.running_mean"), self.constant(c, 0.0)?, Role::Buffer)?;

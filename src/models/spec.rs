@@ -85,6 +85,12 @@ impl LayerSpec {
         }
     }
 
+    /// A BatchNorm2d layer `prefix` over `c` channels of an `in_hw` map: a diagonal map, seen
+    /// as a 1×1 depth-preserving "conv" with bias (β).
+    pub fn batch_norm(prefix: &str, c: usize, in_hw: (usize, usize)) -> Self {
+        Self { kind: LayerKind::Bn, in_c: c, in_h: in_hw.0, in_w: in_hw.1, ..Self::linear(prefix, c, c) }
+    }
+
     /// The module path without the trailing `.weight`, e.g. `layer2.0.shortcut.0`.
     pub fn prefix(&self) -> &str {
         self.name.strip_suffix(".weight").unwrap_or(&self.name)

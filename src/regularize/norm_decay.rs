@@ -175,6 +175,16 @@ impl Layer {
     fn h(&self) -> Result<Tensor> {
         Ok((&self.h_hat * self.scale)?)
     }
+
+}
+
+/// Folds a buffer's `scale` into `h_hat` (one pass; scale 1 afterwards).
+fn fold(h_hat: &mut Tensor, scale: &mut f64) -> Result<()> {
+    if *scale != 1.0 {
+        *h_hat = (&*h_hat * *scale)?;
+        *scale = 1.0;
+    }
+    Ok(())
 }
 
 /// Norm decay's live state for one model: one running buffer per decayed layer.
@@ -215,8 +225,7 @@ impl NormDecay {
                     let (c, s) = m.argmax(&w)?;
                     layer.scale *= self.gamma;
                     if layer.scale < MIN_SCALE {
-                        layer.h_hat = layer.h()?;
-                        layer.scale = 1.0;
+                        fold(&mut layer.h_hat, &mut layer.scale)?;
                     }
                     m.step_buffer(&layer.h_hat, layer.scale, &w, c, s, self.gamma, self.variant)?;
                 }
@@ -248,10 +257,7 @@ impl NormDecay {
     pub fn state(&mut self) -> Result<Vec<(String, Tensor)>> {
         let mut out = Vec::with_capacity(self.layers.len());
         for l in &mut self.layers {
-            if l.scale != 1.0 {
-                l.h_hat = l.h()?;
-                l.scale = 1.0;
-            }
+            fold(&mut l.h_hat, &mut l.scale)?;
             // A copy: the buffer is rewritten in place by later steps.
             out.push((l.name.clone(), l.h_hat.copy()?));
         }
