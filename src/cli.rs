@@ -41,6 +41,7 @@ pub enum Command {
 
 /// Parses the command line and runs the subcommand.
 pub fn main() -> Result<()> {
+    crate::memory::retain_freed_memory();
     let cli = Cli::parse();
     match cli.command {
         Command::Models => list_models(),

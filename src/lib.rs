@@ -11,6 +11,7 @@ pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod device;
+pub mod memory;
 pub mod models;
 pub mod norms;
 pub mod ops;

@@ -13,12 +13,15 @@ use std::time::{Duration, Instant};
 /// Time of one op type over all layers of a model, per step.
 #[derive(Debug, Clone)]
 pub struct OpTime {
-    /// `conv fwd`, `conv bwd` (input and weight gradients), `bn fwd`, `bn bwd`.
+    /// `conv fwd`, `conv bwd data` (input gradient), `conv bwd weight` (weight gradient),
+    /// `bn fwd`, `bn bwd`.
     pub op: &'static str,
     /// Layers timed.
     pub layers: usize,
     /// Sum over the layers of one call each.
     pub time: Duration,
+    /// Multiply-adds of those calls (convs; 0 for BatchNorm), for the achieved rate.
+    pub macs: usize,
 }
 
 fn timed<T>(device: &Device, f: impl FnOnce() -> Result<T>) -> Result<Duration> {
@@ -32,24 +35,32 @@ fn timed<T>(device: &Device, f: impl FnOnce() -> Result<T>) -> Result<Duration> 
 
 /// Times every conv and BatchNorm layer of `model` at batch `batch`.
 pub fn profile_layers(model: &Model, device: &Device, batch: usize) -> Result<Vec<OpTime>> {
-    let names = ["conv fwd", "conv bwd", "bn fwd", "bn bwd"];
-    let mut rows: Vec<OpTime> = names.iter().map(|&op| OpTime { op, layers: 0, time: Duration::ZERO }).collect();
+    let names = ["conv fwd", "conv bwd data", "conv bwd weight", "bn fwd", "bn bwd"];
+    let mut rows: Vec<OpTime> = names.iter().map(|&op| OpTime { op, layers: 0, time: Duration::ZERO, macs: 0 }).collect();
     for (i, spec) in model.layers.iter().enumerate() {
         let x = Tensor::randn(0f32, 1.0, (batch, spec.in_c, spec.in_h, spec.in_w), device)?;
         match spec.kind {
             LayerKind::Conv => {
                 let w = Tensor::randn(0f32, 0.1, spec.weight_shape().as_slice(), device)?;
                 let (s, p, g) = (spec.stride, spec.padding, spec.groups);
+                let macs = batch * spec.forward_macs();
                 rows[0].time += timed(device, || Ok(ops::conv2d(&x, &w, None, s, p, g)?))?;
-                // Weight and input gradients, as in training; the stem's input (the images)
-                // needs none.
-                let wv = Var::from_tensor(&w)?;
-                let xv = Var::from_tensor(&x)?;
-                let x_in = if i > 0 { xv.as_tensor().clone() } else { x.clone() };
-                let y = ops::conv2d(&x_in, wv.as_tensor(), None, s, p, g)?;
-                rows[1].time += timed(device, || Ok(y.backward()?))?;
+                rows[0].macs += macs;
                 rows[0].layers += 1;
-                rows[1].layers += 1;
+                // The two gradients apart, as in training: the input gradient for every layer
+                // but the stem (its input is the images), the weight gradient for all.
+                if i > 0 {
+                    let xv = Var::from_tensor(&x)?;
+                    let y = ops::conv2d(xv.as_tensor(), &w, None, s, p, g)?;
+                    rows[1].time += timed(device, || Ok(y.backward()?))?;
+                    rows[1].macs += macs;
+                    rows[1].layers += 1;
+                }
+                let wv = Var::from_tensor(&w)?;
+                let y = ops::conv2d(&x, wv.as_tensor(), None, s, p, g)?;
+                rows[2].time += timed(device, || Ok(y.backward()?))?;
+                rows[2].macs += macs;
+                rows[2].layers += 1;
             }
             LayerKind::Bn => {
                 let c = spec.in_c;
@@ -58,12 +69,12 @@ pub fn profile_layers(model: &Model, device: &Device, batch: usize) -> Result<Ve
                 let rm = Var::zeros(c, candle_core::DType::F32, device)?;
                 let rv = Var::ones(c, candle_core::DType::F32, device)?;
                 let state = BatchNormState { running_mean: &rm, running_var: &rv, eps: 1e-5, momentum: 0.1 };
-                rows[2].time += timed(device, || Ok(ops::batch_norm(&x, gamma.as_tensor(), beta.as_tensor(), &state, true)?))?;
+                rows[3].time += timed(device, || Ok(ops::batch_norm(&x, gamma.as_tensor(), beta.as_tensor(), &state, true)?))?;
                 let xv = Var::from_tensor(&x)?;
                 let y = ops::batch_norm(xv.as_tensor(), gamma.as_tensor(), beta.as_tensor(), &state, true)?;
-                rows[3].time += timed(device, || Ok(y.backward()?))?;
-                rows[2].layers += 1;
+                rows[4].time += timed(device, || Ok(y.backward()?))?;
                 rows[3].layers += 1;
+                rows[4].layers += 1;
             }
             LayerKind::Linear => {}
         }
@@ -79,7 +90,8 @@ pub fn print(rows: &[OpTime], fwd_bwd: Duration, steps: usize) {
     for r in rows {
         let t = r.time.as_secs_f64();
         covered += t;
-        println!("  {:<17} {:3} layers {:10.1} ms {:5.1}%", r.op, r.layers, 1e3 * t, 100.0 * t / step);
+        let rate = if r.macs > 0 { format!("  {:6.1} GFLOP/s", 2.0 * r.macs as f64 / t / 1e9) } else { String::new() };
+        println!("  {:<17} {:3} layers {:10.1} ms {:5.1}%{rate}", r.op, r.layers, 1e3 * t, 100.0 * t / step);
     }
     let rest = step - covered;
     println!("  {:<17} {:>10} {:10.1} ms {:5.1}%  (relu, pooling, adds, loss, grad bookkeeping)", "rest", "", 1e3 * rest, 100.0 * rest / step);

@@ -88,6 +88,7 @@ pub fn train(cfg: &TrainConfig, data: &Cifar10, out: &Path, resume: bool) -> Res
 /// uninterrupted one does.
 fn train_session(cfg: &TrainConfig, data: &Cifar10, out: &Path, resume: bool, max_epochs: Option<usize>) -> Result<Option<TrainOutcome>> {
     cfg.validate()?;
+    crate::memory::retain_freed_memory();
     let status_path = out.join("status.json");
     if !resume && (checkpoint::exists(out) || status_path.exists()) {
         bail!("{} already holds a training run: pass --resume to continue it, or choose another --out", out.display());
