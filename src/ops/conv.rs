@@ -17,6 +17,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// The largest im2col buffer per chunk, in elements (16 MiB of f32).
 const COL_CAP: usize = 4 << 20;
 
+/// Output positions per image from which each image gets its own matrix products that read
+/// and write the NCHW tensors in place (no gather or scatter copies, an im2col buffer the
+/// size of one image's): below it a product over one image is too small to run near the
+/// GEMM's rate, and chunks of images are unfolded together.
+const DIRECT_MIN_POSITIONS: usize = 256;
+
 /// Shapes of one convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Geom {
@@ -82,6 +88,34 @@ impl Geom {
 
     fn p(&self) -> usize {
         self.oh() * self.ow()
+    }
+
+    /// Whether each image is its own product (see [`DIRECT_MIN_POSITIONS`]).
+    fn direct(&self) -> bool {
+        self.p() >= DIRECT_MIN_POSITIONS
+    }
+
+    /// A 1×1 convolution with stride 1 and no padding: the input planes are already its
+    /// im2col matrix.
+    fn pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
+    }
+
+    /// The geometry of the input gradient as a forward convolution of `dy` (see
+    /// [`flipped_transpose`]); `None` unless stride 1, a square kernel and padding < kernel.
+    fn transposed(&self) -> Option<Geom> {
+        (self.stride == 1 && self.kh == self.kw && self.pad < self.kh).then(|| Geom {
+            n: self.n,
+            c: self.o,
+            h: self.oh(),
+            w: self.ow(),
+            o: self.c,
+            kh: self.kh,
+            kw: self.kw,
+            stride: 1,
+            pad: self.kh - 1 - self.pad,
+            groups: self.groups,
+        })
     }
 
     /// Images per chunk: as many as fit in [`COL_CAP`].
@@ -291,6 +325,9 @@ pub fn forward(x: &[f32], w: &[f32], g: &Geom, t: Threading) -> Vec<f32> {
     over_chunks(&mut y, g.o * p, nb_max, inner_par, |i, yc, par| {
         let nb = yc.len() / (g.o * p);
         let xc = &x[i * nb_max * in_img..][..nb * in_img];
+        if g.direct() {
+            return forward_direct(xc, w, g, yc, par);
+        }
         let cols = nb * p;
         with_scratch(kg * cols, og * cols, |col, out| {
             for gi in 0..g.groups {
@@ -304,14 +341,69 @@ pub fn forward(x: &[f32], w: &[f32], g: &Geom, t: Threading) -> Vec<f32> {
     y
 }
 
-/// The input gradient `dx` of `y = conv(x, w)` given `dy`, threaded as `t` says.
+/// [`forward`] one image at a time ([`Geom::direct`]): each group's product writes the
+/// image's output planes in place.
+fn forward_direct(xc: &[f32], w: &[f32], g: &Geom, yc: &mut [f32], par: bool) {
+    let (p, og, kg, in_img) = (g.p(), g.og(), g.kg(), g.c * g.h * g.w);
+    let col_len = if g.pointwise() { 0 } else { kg * p };
+    with_scratch(col_len, 0, |col, _| {
+        for (xi, yi) in xc.chunks(in_img).zip(yc.chunks_mut(g.o * p)) {
+            for gi in 0..g.groups {
+                let b = if g.pointwise() {
+                    View::rows(&xi[gi * kg * p..][..kg * p], p)
+                } else {
+                    im2col(xi, g, 1, gi * g.cg(), col, par);
+                    View::rows(col, p)
+                };
+                let wg = View::rows(&w[gi * og * kg..(gi + 1) * og * kg], kg);
+                gemm(og, p, kg, &mut yi[gi * og * p..][..og * p], p, false, par, wg, b);
+            }
+        }
+    });
+}
+
+/// The kernel of the input gradient as a forward convolution (stride 1): per group, `w`'s
+/// `(og, cg, kh, kw)` block becomes `(cg, og, kh, kw)`, each kernel turned by 180°.
+fn flipped_transpose(w: &[f32], g: &Geom) -> Vec<f32> {
+    let (og, cg, kk) = (g.og(), g.cg(), g.kh * g.kw);
+    let mut out = vec![0f32; w.len()];
+    for gi in 0..g.groups {
+        for o in 0..og {
+            for c in 0..cg {
+                let src = &w[((gi * og + o) * cg + c) * kk..][..kk];
+                let dst = &mut out[((gi * cg + c) * og + o) * kk..][..kk];
+                dst.iter_mut().zip(src.iter().rev()).for_each(|(d, &v)| *d = v);
+            }
+        }
+    }
+    out
+}
+
+/// The input gradient `dx` of `y = conv(x, w)` given `dy`, threaded as `t` says. With stride
+/// 1 it is the forward convolution of `dy` with the flipped, transposed kernel (im2col, not
+/// the slower col2im); otherwise GEMM + col2im.
 pub fn backward_data(dy: &[f32], w: &[f32], g: &Geom, t: Threading) -> Vec<f32> {
+    if let Some(gt) = g.transposed() {
+        return forward(dy, &flipped_transpose(w, g), &gt, t);
+    }
     let (p, og, kg, in_img) = (g.p(), g.og(), g.kg(), g.c * g.h * g.w);
     let mut dx = vec![0f32; g.n * in_img];
     let (nb_max, inner_par) = chunk_images(g, t);
     over_chunks(&mut dx, in_img, nb_max, inner_par, |i, dxc, par| {
         let nb = dxc.len() / in_img;
         let dyc_all = &dy[i * nb_max * g.o * p..][..nb * g.o * p];
+        if g.direct() {
+            // One image at a time, reading its gradient planes in place.
+            return with_scratch(kg * p, 0, |dcol, _| {
+                for (dyi, dxi) in dyc_all.chunks(g.o * p).zip(dxc.chunks_mut(in_img)) {
+                    for gi in 0..g.groups {
+                        let wg = View::rows_t(&w[gi * og * kg..(gi + 1) * og * kg], kg);
+                        gemm(kg, p, og, dcol, p, false, par, wg, View::rows(&dyi[gi * og * p..][..og * p], p));
+                        col2im(dcol, g, 1, gi * g.cg(), dxi, par);
+                    }
+                }
+            });
+        }
         let cols = nb * p;
         with_scratch(kg * cols, og * cols, |dcol, dyc| {
             for gi in 0..g.groups {
@@ -330,6 +422,24 @@ fn weight_chunk(dy: &[f32], x: &[f32], g: &Geom, n0: usize, nb: usize, dw: &mut 
     let (p, og, kg, in_img) = (g.p(), g.og(), g.kg(), g.c * g.h * g.w);
     let xc = &x[n0 * in_img..][..nb * in_img];
     let dyc_all = &dy[n0 * g.o * p..][..nb * g.o * p];
+    if g.direct() {
+        // One image at a time, reading its input and gradient planes in place.
+        let col_len = if g.pointwise() { 0 } else { kg * p };
+        return with_scratch(col_len, 0, |col, _| {
+            for (xi, dyi) in xc.chunks(in_img).zip(dyc_all.chunks(g.o * p)) {
+                for gi in 0..g.groups {
+                    let b = if g.pointwise() {
+                        View::rows_t(&xi[gi * kg * p..][..kg * p], p)
+                    } else {
+                        im2col(xi, g, 1, gi * g.cg(), col, par);
+                        View::rows_t(col, p)
+                    };
+                    let dyg = View::rows(&dyi[gi * og * p..][..og * p], p);
+                    gemm(og, kg, p, &mut dw[gi * og * kg..(gi + 1) * og * kg], kg, true, par, dyg, b);
+                }
+            }
+        });
+    }
     let cols = nb * p;
     with_scratch(kg * cols, og * cols, |col, dyc| {
         for gi in 0..g.groups {

@@ -42,6 +42,13 @@ fn check_conv_against_candle(conv: impl Fn(&Tensor, &Tensor, usize, usize, usize
         (2, 4, 8, 7, 3, 2, 1, 1),
         (2, 8, 8, 7, 1, 2, 0, 1),
         (2, 16, 16, 4, 3, 1, 1, 2),
+        // Maps of ≥ 256 output positions, which take the one-image-at-a-time products:
+        // stride 1 (input gradient as a flipped forward conv), stride 2 (col2im), 1×1.
+        (2, 8, 16, 16, 3, 1, 1, 1),
+        (2, 6, 8, 33, 3, 2, 1, 2),
+        (2, 8, 4, 16, 1, 1, 0, 2),
+        (1, 4, 4, 18, 3, 1, 0, 2),
+        (1, 3, 4, 9, 5, 1, 1, 1),
         // The models' large shapes: deep 3×3 layers, stride 2, SE's 1×1 convs on 1×1 maps.
         (6, 512, 512, 4, 3, 1, 1, 1),
         (6, 256, 512, 8, 3, 2, 1, 1),
@@ -197,8 +204,8 @@ fn max_pool_routes_each_gradient_to_the_window_maximum() {
 fn conv_kernels_agree_under_both_threadings_and_uneven_chunks() {
     use conv::{Geom, Threading};
     // 9 images: batch threading cuts uneven chunks; gemm threading runs one chunk.
-    for (k, stride, pad, groups) in [(3, 1, 1, 1), (3, 2, 1, 2), (1, 2, 0, 1)] {
-        let (x, w) = (randn(&[9, 4, 6, 6], 60), randn(&[6, 4 / groups, k, k], 61));
+    for (k, stride, pad, groups, hw) in [(3, 1, 1, 1, 6), (3, 2, 1, 2, 6), (1, 2, 0, 1, 6), (3, 1, 1, 1, 16), (3, 2, 1, 2, 33), (1, 1, 0, 2, 16)] {
+        let (x, w) = (randn(&[9, 4, hw, hw], 60), randn(&[6, 4 / groups, k, k], 61));
         let theirs = x.conv2d(&w, pad, stride, 1, groups).unwrap();
         let dy = randn(theirs.dims(), 62);
         let xv = Var::from_tensor(&x).unwrap();
@@ -208,7 +215,7 @@ fn conv_kernels_agree_under_both_threadings_and_uneven_chunks() {
         let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let (xs, ws, dys) = (flat(&x), flat(&w), flat(&dy));
         for t in [Threading::Batch, Threading::Gemm] {
-            let what = format!("k{k} s{stride} p{pad} g{groups} {t:?}");
+            let what = format!("k{k} s{stride} p{pad} g{groups} hw{hw} {t:?}");
             let as_t = |v: Vec<f32>, like: &Tensor| Tensor::from_vec(v, like.dims(), &Device::Cpu).unwrap();
             close(&as_t(conv::forward(&xs, &ws, &g, t), &theirs), &theirs, &format!("{what} forward"));
             close(&as_t(conv::backward_data(&dys, &ws, &g, t), &x), grads.get(xv.as_tensor()).unwrap(), &format!("{what} dx"));
