@@ -20,8 +20,9 @@ pub fn retain_freed_memory() {
     ONCE.call_once(|| {
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         if std::env::var_os("GLIBC_TUNABLES").is_none() {
-            // SAFETY: mallopt only changes malloc's parameters; both values are in range
-            // (glibc accepts thresholds up to its heap size limit and clamps nothing here).
+            // SAFETY: mallopt only changes malloc's tuning parameters and takes malloc's own
+            // lock. A value glibc refuses leaves its default in place (mallopt returns 0);
+            // `strace -c` shows the effect: 28 mmap calls in a resnet18 bench instead of 170.
             unsafe {
                 libc::mallopt(libc::M_MMAP_THRESHOLD, i32::MAX);
                 libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
