@@ -68,6 +68,34 @@ fn dims4(l: &Layout) -> Result<(usize, usize, usize, usize)> {
     }
 }
 
+/// The index in `plane` (rows of `w`) of the first maximum of the `k × k` window whose top-left
+/// corner is `top`; a NaN wins (as PyTorch propagates it), the last one if several. The
+/// forward and the backward both pick through here, so the gradient goes where the value came
+/// from. k = 2 (every pool of the models) gets its own unrolled, branch-free copy.
+#[inline(always)]
+fn window_argmax(plane: &[f32], w: usize, top: usize, k: usize) -> usize {
+    #[inline(always)]
+    fn scan(plane: &[f32], w: usize, top: usize, k: usize) -> usize {
+        let (mut m, mut at) = (f32::NEG_INFINITY, top);
+        for dy in 0..k {
+            for dx in 0..k {
+                let i = top + dy * w + dx;
+                let v = plane[i];
+                // Selects, not a branch: which element wins is data-dependent and a branch
+                // mispredicts about half the time.
+                let take = (v > m) | v.is_nan();
+                at = if take { i } else { at };
+                m = if take { v } else { m };
+            }
+        }
+        at
+    }
+    match k {
+        2 => scan(plane, w, top, 2),
+        _ => scan(plane, w, top, k),
+    }
+}
+
 /// Max pooling over non-overlapping `k × k` windows (stride k, no padding, floor), as
 /// PyTorch's `max_pool2d(x, k)`; backward sends each gradient to the window's first maximum.
 pub struct MaxPool {
@@ -93,16 +121,7 @@ impl CustomOp1 for MaxPool {
             let plane = &x[j * h * w..][..h * w];
             for oy in 0..oh {
                 for ox in 0..ow {
-                    let mut m = f32::NEG_INFINITY;
-                    for dy in 0..k {
-                        for dx in 0..k {
-                            let v = plane[(oy * k + dy) * w + ox * k + dx];
-                            if v > m || v.is_nan() {
-                                m = v;
-                            }
-                        }
-                    }
-                    out[oy * ow + ox] = m;
+                    out[oy * ow + ox] = plane[window_argmax(plane, w, (oy * k) * w + ox * k, k)];
                 }
             }
         });
@@ -138,17 +157,7 @@ impl CustomOp2 for MaxPoolBackward {
             let gp = &g[j * oh * ow..][..oh * ow];
             for oy in 0..oh {
                 for ox in 0..ow {
-                    let (mut m, mut at) = (f32::NEG_INFINITY, (oy * k) * w + ox * k);
-                    for dy in 0..k {
-                        for dx in 0..k {
-                            let i = (oy * k + dy) * w + ox * k + dx;
-                            if plane[i] > m || plane[i].is_nan() {
-                                m = plane[i];
-                                at = i;
-                            }
-                        }
-                    }
-                    d[at] += gp[oy * ow + ox];
+                    d[window_argmax(plane, w, (oy * k) * w + ox * k, k)] += gp[oy * ow + ox];
                 }
             }
         });
