@@ -101,6 +101,15 @@ impl Geom {
         self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
     }
 
+    /// The im2col buffer one image needs ([`unfolded`]): none for a pointwise conv.
+    fn image_col_len(&self) -> usize {
+        if self.pointwise() {
+            0
+        } else {
+            self.kg() * self.p()
+        }
+    }
+
     /// The geometry of the input gradient as a forward convolution of `dy` (see
     /// [`flipped_transpose`]); `None` unless stride 1, a square kernel and padding < kernel.
     fn transposed(&self) -> Option<Geom> {
@@ -344,20 +353,25 @@ pub fn forward(x: &[f32], w: &[f32], g: &Geom, t: Threading) -> Vec<f32> {
     y
 }
 
+/// The `(C/g·kh·kw) × positions` unfolded input of group `gi` of one image `xi`: the image's
+/// own planes for a pointwise conv, else unfolded into `col` (of [`Geom::image_col_len`]).
+fn unfolded<'a>(xi: &'a [f32], g: &Geom, gi: usize, col: &'a mut [f32], par: bool) -> &'a [f32] {
+    let len = g.kg() * g.p();
+    if g.pointwise() {
+        return &xi[gi * len..][..len];
+    }
+    im2col(xi, g, 1, gi * g.cg(), col, par);
+    &col[..len]
+}
+
 /// [`forward`] one image at a time ([`Geom::direct`]): each group's product writes the
 /// image's output planes in place.
 fn forward_direct(xc: &[f32], w: &[f32], g: &Geom, yc: &mut [f32], par: bool) {
     let (p, og, kg, in_img) = (g.p(), g.og(), g.kg(), g.c * g.h * g.w);
-    let col_len = if g.pointwise() { 0 } else { kg * p };
-    with_scratch(col_len, 0, |col, _| {
+    with_scratch(g.image_col_len(), 0, |col, _| {
         for (xi, yi) in xc.chunks(in_img).zip(yc.chunks_mut(g.o * p)) {
             for gi in 0..g.groups {
-                let b = if g.pointwise() {
-                    View::rows(&xi[gi * kg * p..][..kg * p], p)
-                } else {
-                    im2col(xi, g, 1, gi * g.cg(), col, par);
-                    View::rows(col, p)
-                };
+                let b = View::rows(unfolded(xi, g, gi, col, par), p);
                 let wg = View::rows(&w[gi * og * kg..(gi + 1) * og * kg], kg);
                 gemm(og, p, kg, &mut yi[gi * og * p..][..og * p], p, false, par, wg, b);
             }
@@ -427,16 +441,10 @@ fn weight_chunk(dy: &[f32], x: &[f32], g: &Geom, n0: usize, nb: usize, dw: &mut 
     let dyc_all = &dy[n0 * g.o * p..][..nb * g.o * p];
     if g.direct() {
         // One image at a time, reading its input and gradient planes in place.
-        let col_len = if g.pointwise() { 0 } else { kg * p };
-        return with_scratch(col_len, 0, |col, _| {
+        return with_scratch(g.image_col_len(), 0, |col, _| {
             for (xi, dyi) in xc.chunks(in_img).zip(dyc_all.chunks(g.o * p)) {
                 for gi in 0..g.groups {
-                    let b = if g.pointwise() {
-                        View::rows_t(&xi[gi * kg * p..][..kg * p], p)
-                    } else {
-                        im2col(xi, g, 1, gi * g.cg(), col, par);
-                        View::rows_t(col, p)
-                    };
+                    let b = View::rows_t(unfolded(xi, g, gi, col, par), p);
                     let dyg = View::rows(&dyi[gi * og * p..][..og * p], p);
                     gemm(og, kg, p, &mut dw[gi * og * kg..(gi + 1) * og * kg], kg, true, par, dyg, b);
                 }
