@@ -3,16 +3,9 @@
 //! passes, as candle custom ops. candle builds BatchNorm from a dozen generic ops, each a pass
 //! over the activations forward and more backward.
 
+use super::cpu_f32;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
-
-fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else { bail!("normlab batch_norm: {what} must be f32") };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => bail!("normlab batch_norm: {what} must be contiguous"),
-    }
-}
 
 fn dims(l: &Layout) -> Result<(usize, usize, usize)> {
     match l.dims() {
@@ -80,7 +73,7 @@ impl CustomOp1 for ChannelStats {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, c, hw) = dims(l)?;
-        let (mut mean, var) = channel_stats(f32_data(s, l, "input")?, n, c, hw);
+        let (mut mean, var) = channel_stats(cpu_f32("batch_norm", s, l, "input")?, n, c, hw);
         mean.extend(var);
         Ok((CpuStorage::F32(mean), Shape::from((2, c))))
     }
@@ -107,13 +100,13 @@ impl CustomOp3 for BatchNormTrain {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
         let (_, c, hw) = dims(l1)?;
-        let (gamma, beta) = (f32_data(s2, l2, "weight")?, f32_data(s3, l3, "bias")?);
+        let (gamma, beta) = (cpu_f32("batch_norm", s2, l2, "weight")?, cpu_f32("batch_norm", s3, l3, "bias")?);
         if gamma.len() != c || beta.len() != c || self.mean.len() != c {
             bail!("normlab batch_norm: {c} channels but weight {} and bias {}", gamma.len(), beta.len())
         }
         let scale: Vec<f32> = (0..c).map(|i| gamma[i] * self.inv_std[i]).collect();
         let shift: Vec<f32> = (0..c).map(|i| beta[i] - self.mean[i] * scale[i]).collect();
-        Ok((CpuStorage::F32(affine(f32_data(s1, l1, "input")?, c, hw, &scale, &shift)), l1.shape().clone()))
+        Ok((CpuStorage::F32(affine(cpu_f32("batch_norm", s1, l1, "input")?, c, hw, &scale, &shift)), l1.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, gamma: &Tensor, beta: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
@@ -151,7 +144,7 @@ impl CustomOp2 for BackwardSums {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, c, hw) = dims(l1)?;
-        let (dy, x) = (f32_data(s1, l1, "gradient")?, f32_data(s2, l2, "input")?);
+        let (dy, x) = (cpu_f32("batch_norm", s1, l1, "gradient")?, cpu_f32("batch_norm", s2, l2, "input")?);
         let sums: Vec<(f32, f32)> = (0..c)
             .into_par_iter()
             .map(|ch| {
@@ -189,7 +182,7 @@ impl CustomOp2 for BackwardData {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, c, hw) = dims(l1)?;
-        let (dy, x) = (f32_data(s1, l1, "gradient")?, f32_data(s2, l2, "input")?);
+        let (dy, x) = (cpu_f32("batch_norm", s1, l1, "gradient")?, cpu_f32("batch_norm", s2, l2, "input")?);
         let count = (n * hw) as f32;
         let mut dx = vec![0f32; dy.len()];
         dx.par_chunks_mut(hw).enumerate().for_each(|(j, dst)| {
@@ -225,7 +218,7 @@ impl CustomOp1 for ChannelAffine {
         if self.scale.len() != c {
             bail!("normlab batch_norm: {c} channels but {} scales", self.scale.len())
         }
-        Ok((CpuStorage::F32(affine(f32_data(s, l, "input")?, c, hw, &self.scale, &self.shift)), l.shape().clone()))
+        Ok((CpuStorage::F32(affine(cpu_f32("batch_norm", s, l, "input")?, c, hw, &self.scale, &self.shift)), l.shape().clone()))
     }
 
     fn bwd(&self, _x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {

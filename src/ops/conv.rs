@@ -10,6 +10,7 @@
 //! weight gradient when the weight is detached (eval mode, attacks).
 
 use super::gemm::{gemm, View};
+use super::cpu_f32;
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -296,14 +297,6 @@ fn scatter_out(chunk: &[f32], g: &Geom, nb: usize, o0: usize, yc: &mut [f32], pa
     });
 }
 
-fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else { bail!("normlab conv2d: {what} must be f32") };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => bail!("normlab conv2d: {what} must be contiguous"),
-    }
-}
-
 /// Images per chunk under the current threading: what fits [`COL_CAP`]; with
 /// [`Threading::Batch`] also at least `parts_per_thread` chunks per thread, and a number of
 /// chunks that the threads divide evenly (5 chunks on 2 threads left one idle a fifth of
@@ -514,7 +507,7 @@ impl CustomOp2 for Conv2dOp {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = Geom::new(l1.dims(), l2.dims(), self.stride, self.padding, self.groups)?;
-        let y = forward(f32_data(s1, l1, "input")?, f32_data(s2, l2, "kernel")?, &g, threading());
+        let y = forward(cpu_f32("conv2d", s1, l1, "input")?, cpu_f32("conv2d", s2, l2, "kernel")?, &g, threading());
         Ok((CpuStorage::F32(y), g.out_shape()))
     }
 
@@ -543,7 +536,7 @@ impl CustomOp2 for ConvBackwardData {
         if l1.dims() != g.out_shape().dims() {
             bail!("conv2d backward: gradient {:?} does not match the output {:?}", l1.dims(), g.out_shape())
         }
-        let dx = backward_data(f32_data(s1, l1, "gradient")?, f32_data(s2, l2, "kernel")?, &g, threading());
+        let dx = backward_data(cpu_f32("conv2d", s1, l1, "gradient")?, cpu_f32("conv2d", s2, l2, "kernel")?, &g, threading());
         Ok((CpuStorage::F32(dx), Shape::from(self.x_dims)))
     }
 }
@@ -565,7 +558,7 @@ impl CustomOp2 for ConvBackwardWeight {
         if l1.dims() != g.out_shape().dims() {
             bail!("conv2d backward: gradient {:?} does not match the output {:?}", l1.dims(), g.out_shape())
         }
-        let dw = backward_weight(f32_data(s1, l1, "gradient")?, f32_data(s2, l2, "input")?, &g, threading());
+        let dw = backward_weight(cpu_f32("conv2d", s1, l1, "gradient")?, cpu_f32("conv2d", s2, l2, "input")?, &g, threading());
         Ok((CpuStorage::F32(dw), Shape::from(self.w_dims)))
     }
 }

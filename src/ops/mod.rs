@@ -13,7 +13,7 @@ pub mod gemm;
 pub mod pointwise;
 pub mod reduce;
 
-use candle_core::{DType, Result, Tensor, Var, D};
+use candle_core::{bail, CpuStorage, DType, Layout, Result, Tensor, Var, D};
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Which kernels the ops run: normlab's (the default), a device-generic convolution backward,
@@ -65,6 +65,16 @@ pub fn kernels() -> Kernels {
         0 => Kernels::Fast,
         1 => Kernels::Portable,
         _ => Kernels::Stock,
+    }
+}
+
+/// The values of a custom op's f32, contiguous CPU input; `op` and `what` name it in the
+/// error (the wrappers below only hand the ops such tensors).
+fn cpu_f32<'a>(op: &str, s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else { bail!("normlab {op}: {what} must be f32") };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => bail!("normlab {op}: {what} must be contiguous"),
     }
 }
 

@@ -3,16 +3,9 @@
 //! passes backward (ReLU: compare, cast, multiply; max pooling: upsample, compare, cast,
 //! average, multiply, upsample, multiply; bias: a reduction over three axes).
 
+use super::cpu_f32;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
-
-fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else { bail!("normlab op: {what} must be f32") };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => bail!("normlab op: {what} must be contiguous"),
-    }
-}
 
 /// Elements per parallel task of the elementwise ops.
 const GRAIN: usize = 1 << 14;
@@ -26,7 +19,7 @@ impl CustomOp1 for Relu {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = f32_data(s, l, "input")?;
+        let x = cpu_f32("op", s, l, "input")?;
         let mut y = vec![0f32; x.len()];
         y.par_chunks_mut(GRAIN).zip(x.par_chunks(GRAIN)).for_each(|(d, s)| {
             for (d, &v) in d.iter_mut().zip(s) {
@@ -50,7 +43,7 @@ impl CustomOp2 for ReluBackward {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (dy, y) = (f32_data(s1, l1, "gradient")?, f32_data(s2, l2, "output")?);
+        let (dy, y) = (cpu_f32("op", s1, l1, "gradient")?, cpu_f32("op", s2, l2, "output")?);
         let mut dx = vec![0f32; dy.len()];
         dx.par_chunks_mut(GRAIN).zip(dy.par_chunks(GRAIN).zip(y.par_chunks(GRAIN))).for_each(|(d, (g, y))| {
             for ((d, &g), &y) in d.iter_mut().zip(g).zip(y) {
@@ -115,7 +108,7 @@ impl CustomOp1 for MaxPool {
             bail!("max_pool2d: window {k} does not fit a {h}×{w} map")
         }
         let (oh, ow) = (h / k, w / k);
-        let x = f32_data(s, l, "input")?;
+        let x = cpu_f32("op", s, l, "input")?;
         let mut y = vec![0f32; n * c * oh * ow];
         y.par_chunks_mut(oh * ow).enumerate().for_each(|(j, out)| {
             let plane = &x[j * h * w..][..h * w];
@@ -150,7 +143,7 @@ impl CustomOp2 for MaxPoolBackward {
         if l1.dims() != [n, c, oh, ow] {
             bail!("max_pool2d backward: gradient {:?} does not match the output {:?}", l1.dims(), [n, c, oh, ow])
         }
-        let (g, x) = (f32_data(s1, l1, "gradient")?, f32_data(s2, l2, "input")?);
+        let (g, x) = (cpu_f32("op", s1, l1, "gradient")?, cpu_f32("op", s2, l2, "input")?);
         let mut dx = vec![0f32; x.len()];
         dx.par_chunks_mut(h * w).enumerate().for_each(|(j, d)| {
             let plane = &x[j * h * w..][..h * w];
@@ -176,7 +169,7 @@ impl CustomOp2 for ChannelBias {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let (_, c, h, w) = dims4(l1)?;
-        let (y, b) = (f32_data(s1, l1, "input")?, f32_data(s2, l2, "bias")?);
+        let (y, b) = (cpu_f32("op", s1, l1, "input")?, cpu_f32("op", s2, l2, "bias")?);
         if b.len() != c {
             bail!("channel bias: {} values for {c} channels", b.len())
         }
@@ -208,7 +201,7 @@ impl CustomOp1 for ChannelSum {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = dims4(l)?;
-        let x = f32_data(s, l, "input")?;
+        let x = cpu_f32("op", s, l, "input")?;
         let hw = h * w;
         let sums: Vec<f32> =
             (0..c).into_par_iter().map(|ch| (0..n).map(|i| x[(i * c + ch) * hw..][..hw].iter().map(|&v| v as f64).sum::<f64>()).sum::<f64>() as f32).collect();

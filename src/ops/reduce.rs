@@ -4,16 +4,9 @@
 //! gradient). candle's CPU versions are single-threaded and take two passes each (abs, then
 //! a strided sum; a scaling, then an add).
 
+use super::cpu_f32;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape};
 use rayon::prelude::*;
-
-fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else { bail!("normlab op: {what} must be f32") };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => bail!("normlab op: {what} must be contiguous"),
-    }
-}
 
 /// `Σ_m |x[o, m, i]|` of `x` seen as `(outer, mid, inner)`, an `(outer, inner)` tensor.
 pub struct AbsSumMid {
@@ -28,7 +21,7 @@ impl CustomOp1 for AbsSumMid {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (outer, mid, inner) = self.dims;
-        let x = f32_data(s, l, "input")?;
+        let x = cpu_f32("op", s, l, "input")?;
         if x.len() != outer * mid * inner {
             bail!("abs_sum_mid: {} values are not {outer}×{mid}×{inner}", x.len())
         }
@@ -56,7 +49,7 @@ impl CustomOp2 for Axpy {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (y, x) = (f32_data(s1, l1, "y")?, f32_data(s2, l2, "x")?);
+        let (y, x) = (cpu_f32("op", s1, l1, "y")?, cpu_f32("op", s2, l2, "x")?);
         if y.len() != x.len() {
             bail!("axpy: {} and {} values", y.len(), x.len())
         }

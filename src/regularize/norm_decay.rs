@@ -175,7 +175,6 @@ impl Layer {
     fn h(&self) -> Result<Tensor> {
         Ok((&self.h_hat * self.scale)?)
     }
-
 }
 
 /// Folds a buffer's `scale` into `h_hat` (one pass; scale 1 afterwards).
