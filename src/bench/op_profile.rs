@@ -33,8 +33,21 @@ fn timed<T>(device: &Device, f: impl FnOnce() -> Result<T>) -> Result<Duration> 
     Ok(elapsed)
 }
 
-/// Times every conv and BatchNorm layer of `model` at batch `batch`.
-pub fn profile_layers(model: &Model, device: &Device, batch: usize) -> Result<Vec<OpTime>> {
+/// One conv layer's three timings, for the per-layer lines.
+#[derive(Debug, Clone)]
+pub struct ConvTime {
+    /// `c×h×w → o kK×K sS gG`.
+    pub shape: String,
+    /// Forward, input gradient (zero for the stem) and weight gradient.
+    pub times: [Duration; 3],
+    /// Multiply-adds of the forward (each gradient has as many).
+    pub macs: usize,
+}
+
+/// Times every conv and BatchNorm layer of `model` at batch `batch`: the totals by op type,
+/// and each conv layer apart.
+pub fn profile_layers(model: &Model, device: &Device, batch: usize) -> Result<(Vec<OpTime>, Vec<ConvTime>)> {
+    let mut convs = Vec::new();
     let names = ["conv fwd", "conv bwd data", "conv bwd weight", "bn fwd", "bn bwd"];
     let mut rows: Vec<OpTime> = names.iter().map(|&op| OpTime { op, layers: 0, time: Duration::ZERO, macs: 0 }).collect();
     for (i, spec) in model.layers.iter().enumerate() {
@@ -44,7 +57,9 @@ pub fn profile_layers(model: &Model, device: &Device, batch: usize) -> Result<Ve
                 let w = Tensor::randn(0f32, 0.1, spec.weight_shape().as_slice(), device)?;
                 let (s, p, g) = (spec.stride, spec.padding, spec.groups);
                 let macs = batch * spec.forward_macs();
-                rows[0].time += timed(device, || Ok(ops::conv2d(&x, &w, None, s, p, g)?))?;
+                let mut times = [Duration::ZERO; 3];
+                times[0] = timed(device, || Ok(ops::conv2d(&x, &w, None, s, p, g)?))?;
+                rows[0].time += times[0];
                 rows[0].macs += macs;
                 rows[0].layers += 1;
                 // The two gradients apart, as in training: the input gradient for every layer
@@ -52,15 +67,19 @@ pub fn profile_layers(model: &Model, device: &Device, batch: usize) -> Result<Ve
                 if i > 0 {
                     let xv = Var::from_tensor(&x)?;
                     let y = ops::conv2d(xv.as_tensor(), &w, None, s, p, g)?;
-                    rows[1].time += timed(device, || Ok(y.backward()?))?;
+                    times[1] = timed(device, || Ok(y.backward()?))?;
+                    rows[1].time += times[1];
                     rows[1].macs += macs;
                     rows[1].layers += 1;
                 }
                 let wv = Var::from_tensor(&w)?;
                 let y = ops::conv2d(&x, wv.as_tensor(), None, s, p, g)?;
-                rows[2].time += timed(device, || Ok(y.backward()?))?;
+                times[2] = timed(device, || Ok(y.backward()?))?;
+                rows[2].time += times[2];
                 rows[2].macs += macs;
                 rows[2].layers += 1;
+                let shape = format!("{}×{}×{} → {} k{}×{} s{s} g{g}", spec.in_c, spec.in_h, spec.in_w, spec.out_c, spec.kh, spec.kw);
+                convs.push(ConvTime { shape, times, macs });
             }
             LayerKind::Bn => {
                 let c = spec.in_c;
@@ -79,7 +98,16 @@ pub fn profile_layers(model: &Model, device: &Device, batch: usize) -> Result<Ve
             LayerKind::Linear => {}
         }
     }
-    Ok(rows)
+    Ok((rows, convs))
+}
+
+/// Prints each conv layer's times and GFLOP/s: where a model's convolutions are slow.
+pub fn print_convs(convs: &[ConvTime]) {
+    println!("conv layers (ms and GFLOP/s of one call: forward | input gradient | weight gradient):");
+    for c in convs {
+        let cell = |t: Duration| if t.is_zero() { format!("{:>16}", "-") } else { format!("{:6.1} ms {:5.0}", 1e3 * t.as_secs_f64(), 2.0 * c.macs as f64 / t.as_secs_f64() / 1e9) };
+        println!("  {:<28} {} | {} | {}", c.shape, cell(c.times[0]), cell(c.times[1]), cell(c.times[2]));
+    }
 }
 
 /// Prints the op table beside the measured forward + backward time of `steps` steps.

@@ -52,6 +52,11 @@ pub struct TrainBenchArgs {
     /// per GEMM) or `gemm` (chunks in sequence, multi-threaded GEMMs).
     #[arg(long, default_value = "batch")]
     pub threading: String,
+    /// CPU 3×3 stride-1 convolutions with ≥ 128 channels: `winograd` (F(2×2, 3×3), 4/9 of
+    /// the multiply-adds) or `im2col` (every conv as im2col + GEMM), to measure one against
+    /// the other. GFLOP/s below always count a direct convolution's FLOPs.
+    #[arg(long, default_value = "winograd")]
+    pub conv_algo: String,
     /// Regularizer applied between backward and the optimizer, timed: plain, wd, nd-l1 or
     /// nd-linf (SVC runs every 100 steps, outside a short bench).
     #[arg(long, default_value = "nd-l1")]
@@ -126,6 +131,11 @@ pub fn run(args: &TrainBenchArgs) -> Result<()> {
         "gemm" => Threading::Gemm,
         other => bail!("unknown --threading '{other}': expected batch or gemm"),
     });
+    ops::winograd::set_enabled(match args.conv_algo.as_str() {
+        "winograd" => true,
+        "im2col" => false,
+        other => bail!("unknown --conv-algo '{other}': expected winograd or im2col"),
+    });
     crate::device::set_tf32(!args.fp32);
     let model = Model::new(arch, 1, &device)?;
     let mut reg = Regularizer::new(args.reg_config()?, &model)?;
@@ -140,12 +150,13 @@ pub fn run(args: &TrainBenchArgs) -> Result<()> {
     let flops_per_image = 3.0 * 2.0 * model.forward_macs() as f64;
     let achieved = flops_per_image * images_per_s / 1e9;
     println!(
-        "bench train: model {} device {} kernels {} gemm {} threading {} batch {} steps {} threads {} tf32 {}",
+        "bench train: model {} device {} kernels {} gemm {} threading {} conv-algo {} batch {} steps {} threads {} tf32 {}",
         arch.name(),
         crate::device::describe(&device),
         kernels.name(),
         args.gemm,
         args.threading,
+        args.conv_algo,
         args.batch,
         args.steps,
         rayon::current_num_threads(),
@@ -170,8 +181,9 @@ pub fn run(args: &TrainBenchArgs) -> Result<()> {
     }
     println!("ratio               {:10.1}% of the faster matmul", 100.0 * achieved / matmul);
     if args.profile {
-        let rows = op_profile::profile_layers(&model, &device, args.batch)?;
+        let (rows, convs) = op_profile::profile_layers(&model, &device, args.batch)?;
         op_profile::print(&rows, times.forward + times.backward, args.steps);
+        op_profile::print_convs(&convs);
     }
     Ok(())
 }

@@ -10,7 +10,7 @@
 //! weight gradient when the weight is detached (eval mode, attacks).
 
 use super::gemm::{gemm, View};
-use super::cpu_f32;
+use super::{cpu_f32, winograd};
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -173,7 +173,7 @@ thread_local! {
 
 /// Runs `f` with two scratch buffers of `a` and `b` elements (contents unspecified: `f` must
 /// write before it reads), reused per thread; fresh ones if this thread's are in use.
-fn with_scratch<R>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+pub(super) fn with_scratch<R>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut bufs) => {
             let (x, y) = &mut *bufs;
@@ -314,7 +314,7 @@ fn chunk_images(g: &Geom, t: Threading, parts_per_thread: usize) -> (usize, bool
 
 /// Runs `f(chunk index, output chunk)` over `nb`-image chunks of `out`, in sequence with
 /// multi-threaded inner work, or in parallel with sequential inner work.
-fn over_chunks(out: &mut [f32], per_image: usize, nb: usize, inner_par: bool, f: impl Fn(usize, &mut [f32], bool) + Sync + Send) {
+pub(super) fn over_chunks(out: &mut [f32], per_image: usize, nb: usize, inner_par: bool, f: impl Fn(usize, &mut [f32], bool) + Sync + Send) {
     if inner_par {
         out.chunks_mut(nb * per_image).enumerate().for_each(|(i, c)| f(i, c, true));
     } else {
@@ -324,6 +324,9 @@ fn over_chunks(out: &mut [f32], per_image: usize, nb: usize, inner_par: bool, f:
 
 /// The forward: `y = conv(x, w)` (no bias), threaded as `t` says.
 pub fn forward(x: &[f32], w: &[f32], g: &Geom, t: Threading) -> Vec<f32> {
+    if winograd::applies(g) {
+        return winograd::forward(x, w, g, t);
+    }
     let (p, og, kg, in_img) = (g.p(), g.og(), g.kg(), g.c * g.h * g.w);
     let mut y = vec![0f32; g.n * g.o * p];
     let (nb_max, inner_par) = chunk_images(g, t, 4);
@@ -457,6 +460,9 @@ fn weight_chunk(dy: &[f32], x: &[f32], g: &Geom, n0: usize, nb: usize, dw: &mut 
 
 /// The weight gradient `dw` of `y = conv(x, w)` given `dy`, threaded as `t` says.
 pub fn backward_weight(dy: &[f32], x: &[f32], g: &Geom, t: Threading) -> Vec<f32> {
+    if winograd::applies(g) {
+        return winograd::backward_weight(dy, x, g, t);
+    }
     let len = g.o * g.kg();
     // One chunk per thread: each chunk's products accumulate into a whole `dw`, so fewer,
     // longer chunks read and write it less often (on 2×2 maps, 16-image chunks made the

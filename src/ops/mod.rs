@@ -12,6 +12,7 @@ pub mod conv_device;
 pub mod gemm;
 pub mod pointwise;
 pub mod reduce;
+pub mod winograd;
 
 use candle_core::{bail, CpuStorage, DType, Layout, Result, Tensor, Var, D};
 use std::sync::atomic::{AtomicU8, Ordering};
