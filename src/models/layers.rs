@@ -79,13 +79,16 @@ impl BatchNorm2d {
     /// Normalises with batch statistics (and updates the running ones) when `train`, else with
     /// the running statistics.
     pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let state = ops::BatchNormState {
-            running_mean: &self.running_mean,
-            running_var: &self.running_var,
-            eps: BN_EPS,
-            momentum: BN_MOMENTUM,
-        };
-        ops::batch_norm(x, &tracked(&self.weight, train), &tracked(&self.bias, train), &state, train)
+        ops::batch_norm(x, &tracked(&self.weight, train), &tracked(&self.bias, train), &self.state(), train)
+    }
+
+    /// `relu(forward(x))`, fused into one op where the kernels allow ([`ops::batch_norm_relu`]).
+    pub fn forward_relu(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        ops::batch_norm_relu(x, &tracked(&self.weight, train), &tracked(&self.bias, train), &self.state(), train)
+    }
+
+    fn state(&self) -> ops::BatchNormState<'_> {
+        ops::BatchNormState { running_mean: &self.running_mean, running_var: &self.running_var, eps: BN_EPS, momentum: BN_MOMENTUM }
     }
 }
 

@@ -34,7 +34,7 @@ impl BasicBlock {
     }
 
     fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let out = ops::relu(&self.bn1.forward(&self.conv1.forward(x, train)?, train)?)?;
+        let out = self.bn1.forward_relu(&self.conv1.forward(x, train)?, train)?;
         let out = self.bn2.forward(&self.conv2.forward(&out, train)?, train)?;
         let short = match &self.shortcut {
             Some((conv, bn)) => bn.forward(&conv.forward(x, train)?, train)?,
@@ -83,7 +83,7 @@ impl ResNet {
 
     /// Logits for a batch of 3×32×32 images.
     pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let mut h = ops::relu(&self.bn1.forward(&self.conv1.forward(x, train)?, train)?)?;
+        let mut h = self.bn1.forward_relu(&self.conv1.forward(x, train)?, train)?;
         for block in &self.blocks {
             h = block.forward(&h, train)?;
         }

@@ -37,13 +37,13 @@ impl PreActSeBlock {
     }
 
     fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let out = ops::relu(&self.bn1.forward(x, train)?)?;
+        let out = self.bn1.forward_relu(x, train)?;
         let short = match &self.shortcut {
             Some(conv) => conv.forward(&out, train)?,
             None => x.clone(),
         };
         let out = self.conv1.forward(&out, train)?;
-        let out = self.conv2.forward(&ops::relu(&self.bn2.forward(&out, train)?)?, train)?;
+        let out = self.conv2.forward(&self.bn2.forward_relu(&out, train)?, train)?;
         let hw = out.dim(2)?;
         let w = out.avg_pool2d(hw)?;
         let w = candle_nn::ops::sigmoid(&self.fc2.forward(&ops::relu(&self.fc1.forward(&w, train)?)?, train)?)?;
@@ -81,7 +81,7 @@ impl SeNet {
 
     /// Logits for a batch of 3×32×32 images.
     pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let mut h = ops::relu(&self.bn1.forward(&self.conv1.forward(x, train)?, train)?)?;
+        let mut h = self.bn1.forward_relu(&self.conv1.forward(x, train)?, train)?;
         for block in &self.blocks {
             h = block.forward(&h, train)?;
         }

@@ -56,7 +56,7 @@ impl Vgg {
     pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let mut h = x.clone();
         for s in &self.stages {
-            h = ops::relu(&s.bn.forward(&s.conv.forward(&h, train)?, train)?)?;
+            h = s.bn.forward_relu(&s.conv.forward(&h, train)?, train)?;
             if s.pool_after {
                 h = ops::max_pool2d(&h, 2)?;
             }

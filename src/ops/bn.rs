@@ -2,6 +2,12 @@
 //! the train-mode backward (input, γ and β gradients, through the batch statistics) in two
 //! passes, as candle custom ops. candle builds BatchNorm from a dozen generic ops, each a pass
 //! over the activations forward and more backward.
+//!
+//! In train mode the ReLU that follows a BatchNorm in every model can run inside it: the
+//! forward clamps in the same pass and the backward masks `dy` where the output was clamped,
+//! recomputing the mask from `x` (no extra read), so the ReLU's own forward and backward
+//! passes and its activation gradient (which candle's backward allocates, zero-fills and adds
+//! into) disappear.
 
 use super::cpu_f32;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
@@ -51,16 +57,55 @@ pub fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> (Vec<f32>, Vec
     stats.into_iter().unzip()
 }
 
-/// Per-channel `y = x·scale + shift` over `x (n, c, hw)`.
-fn affine(x: &[f32], c: usize, hw: usize, scale: &[f32], shift: &[f32]) -> Vec<f32> {
+/// Per-channel `y = x·scale + shift` over `x (n, c, hw)`, clamped at 0 when `relu`.
+fn affine(x: &[f32], c: usize, hw: usize, scale: &[f32], shift: &[f32], relu: bool) -> Vec<f32> {
     let mut y = vec![0f32; x.len()];
     y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().for_each(|(j, (dst, src))| {
         let (a, b) = (scale[j % c], shift[j % c]);
-        for (d, &s) in dst.iter_mut().zip(src) {
-            *d = s * a + b;
+        if relu {
+            dst.iter_mut().zip(src).for_each(|(d, &s)| *d = (s * a + b).max(0.0));
+        } else {
+            dst.iter_mut().zip(src).for_each(|(d, &s)| *d = s * a + b);
         }
     });
     y
+}
+
+/// Where a fused ReLU passed its input: `x·scale + shift > 0`, computed exactly as [`affine`]
+/// computed the output (same operations in the same order, so the same rounding).
+#[derive(Debug, Clone)]
+struct ReluMask {
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+}
+
+impl ReluMask {
+    /// Channel `ch`'s scale and shift.
+    fn at(&self, ch: usize) -> (f32, f32) {
+        (self.scale[ch], self.shift[ch])
+    }
+}
+
+/// `Σ pass(dy, x)` and `Σ pass(dy, x)·(x − m)` of channel `ch` of `(n, c, hw)` tensors, where
+/// `pass` masks `dy` for a fused ReLU (generic, so each case's loop is vectorised).
+#[allow(clippy::too_many_arguments)]
+fn channel_sums(dy: &[f32], x: &[f32], n: usize, c: usize, hw: usize, ch: usize, m: f32, pass: impl Fn(f32, f32) -> f32) -> (f64, f64) {
+    let (mut sd, mut sdx) = (0f64, 0f64);
+    for img in 0..n {
+        let off = (img * c + ch) * hw;
+        let (g, v) = (&dy[off..off + hw], &x[off..off + hw]);
+        sd += lane_sum(g, v, &pass) as f64;
+        sdx += lane_sum(g, v, |a, b| pass(a, b) * (b - m)) as f64;
+    }
+    (sd, sdx)
+}
+
+/// One plane of the input gradient: `k·(pass(dy, x) − mean_dy − (x − m)·is·mean_dy_xhat)`.
+#[allow(clippy::too_many_arguments)]
+fn data_plane(dst: &mut [f32], g: &[f32], v: &[f32], k: f32, m: f32, is: f32, mean_dy: f32, mean_dy_xhat: f32, pass: impl Fn(f32, f32) -> f32) {
+    for ((d, &gy), &xv) in dst.iter_mut().zip(g).zip(v) {
+        *d = k * (pass(gy, xv) - mean_dy - (xv - m) * is * mean_dy_xhat);
+    }
 }
 
 /// The batch statistics of `x` as a `(2, c)` tensor: mean, biased variance (no gradient).
@@ -85,12 +130,24 @@ pub fn batch_stats(x: &Tensor) -> Result<(Tensor, Tensor)> {
     Ok((s.get(0)?, s.get(1)?))
 }
 
-/// Train-mode BatchNorm on `(x, γ, β)` with the batch statistics already computed.
+/// Train-mode BatchNorm on `(x, γ, β)` with the batch statistics already computed, followed
+/// by a ReLU when `relu`.
 pub struct BatchNormTrain {
     /// Per-channel batch mean.
     pub mean: Vec<f32>,
     /// Per-channel 1/√(var + eps).
     pub inv_std: Vec<f32>,
+    /// Clamp the output at 0 (a fused ReLU).
+    pub relu: bool,
+}
+
+impl BatchNormTrain {
+    /// The per-channel `scale = γ·inv_std` and `shift = β − mean·scale` of the forward.
+    fn scale_shift(&self, gamma: &[f32], beta: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let scale: Vec<f32> = gamma.iter().zip(&self.inv_std).map(|(g, i)| g * i).collect();
+        let shift = beta.iter().zip(self.mean.iter().zip(&scale)).map(|(b, (m, s))| b - m * s).collect();
+        (scale, shift)
+    }
 }
 
 impl CustomOp3 for BatchNormTrain {
@@ -104,22 +161,29 @@ impl CustomOp3 for BatchNormTrain {
         if gamma.len() != c || beta.len() != c || self.mean.len() != c {
             bail!("normlab batch_norm: {c} channels but weight {} and bias {}", gamma.len(), beta.len())
         }
-        let scale: Vec<f32> = (0..c).map(|i| gamma[i] * self.inv_std[i]).collect();
-        let shift: Vec<f32> = (0..c).map(|i| beta[i] - self.mean[i] * scale[i]).collect();
-        Ok((CpuStorage::F32(affine(cpu_f32("batch_norm", s1, l1, "input")?, c, hw, &scale, &shift)), l1.shape().clone()))
+        let (scale, shift) = self.scale_shift(gamma, beta);
+        Ok((CpuStorage::F32(affine(cpu_f32("batch_norm", s1, l1, "input")?, c, hw, &scale, &shift, self.relu)), l1.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, gamma: &Tensor, beta: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let dy = dy.contiguous()?;
-        let sums = dy.apply_op2_no_bwd(x, &BackwardSums { mean: self.mean.clone(), inv_std: self.inv_std.clone() })?;
+        let gamma_v: Vec<f32> = gamma.to_dtype(candle_core::DType::F32)?.to_vec1()?;
+        let mask = if self.relu {
+            let (scale, shift) = self.scale_shift(&gamma_v, &beta.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?);
+            Some(ReluMask { scale, shift })
+        } else {
+            None
+        };
+        let sums = dy.apply_op2_no_bwd(x, &BackwardSums { mean: self.mean.clone(), inv_std: self.inv_std.clone(), mask: mask.clone() })?;
         let dx = if x.track_op() {
             let s = sums.to_vec2::<f32>()?;
             let op = BackwardData {
                 mean: self.mean.clone(),
                 inv_std: self.inv_std.clone(),
-                gamma: gamma.to_dtype(candle_core::DType::F32)?.to_vec1()?,
+                gamma: gamma_v,
                 sum_dy: s[0].clone(),
                 sum_dy_xhat: s[1].clone(),
+                mask,
             };
             Some(dy.apply_op2_no_bwd(x, &op)?)
         } else {
@@ -131,10 +195,12 @@ impl CustomOp3 for BatchNormTrain {
     }
 }
 
-/// Per-channel `Σ dy` and `Σ dy·x̂` on `(dy, x)`, as a `(2, c)` tensor: β's and γ's gradients.
+/// Per-channel `Σ dy` and `Σ dy·x̂` on `(dy, x)`, as a `(2, c)` tensor: β's and γ's gradients
+/// (`dy` masked by the fused ReLU, if any).
 struct BackwardSums {
     mean: Vec<f32>,
     inv_std: Vec<f32>,
+    mask: Option<ReluMask>,
 }
 
 impl CustomOp2 for BackwardSums {
@@ -149,13 +215,13 @@ impl CustomOp2 for BackwardSums {
             .into_par_iter()
             .map(|ch| {
                 let m = self.mean[ch];
-                let (mut sd, mut sdx) = (0f64, 0f64);
-                for img in 0..n {
-                    let off = (img * c + ch) * hw;
-                    let (g, v) = (&dy[off..off + hw], &x[off..off + hw]);
-                    sd += lane_sum(g, g, |a, _| a) as f64;
-                    sdx += lane_sum(g, v, |a, b| a * (b - m)) as f64;
-                }
+                let (sd, sdx) = match &self.mask {
+                    Some(mask) => {
+                        let (sc, sh) = mask.at(ch);
+                        channel_sums(dy, x, n, c, hw, ch, m, |g, x| if x * sc + sh > 0.0 { g } else { 0.0 })
+                    }
+                    None => channel_sums(dy, x, n, c, hw, ch, m, |g, _| g),
+                };
                 (sd as f32, (sdx * self.inv_std[ch] as f64) as f32)
             })
             .collect();
@@ -166,13 +232,14 @@ impl CustomOp2 for BackwardSums {
 }
 
 /// The input gradient through the batch statistics on `(dy, x)`:
-/// `dx = γ·inv_std·(dy − Σdy/M − x̂·Σdy·x̂/M)`.
+/// `dx = γ·inv_std·(dy − Σdy/M − x̂·Σdy·x̂/M)` (`dy` masked by the fused ReLU, if any).
 struct BackwardData {
     mean: Vec<f32>,
     inv_std: Vec<f32>,
     gamma: Vec<f32>,
     sum_dy: Vec<f32>,
     sum_dy_xhat: Vec<f32>,
+    mask: Option<ReluMask>,
 }
 
 impl CustomOp2 for BackwardData {
@@ -191,8 +258,12 @@ impl CustomOp2 for BackwardData {
             let k = self.gamma[ch] * is;
             let (mean_dy, mean_dy_xhat) = (self.sum_dy[ch] / count, self.sum_dy_xhat[ch] / count);
             let (g, v) = (&dy[j * hw..][..hw], &x[j * hw..][..hw]);
-            for ((d, &gy), &xv) in dst.iter_mut().zip(g).zip(v) {
-                *d = k * (gy - mean_dy - (xv - m) * is * mean_dy_xhat);
+            match &self.mask {
+                Some(mask) => {
+                    let (sc, sh) = mask.at(ch);
+                    data_plane(dst, g, v, k, m, is, mean_dy, mean_dy_xhat, |g, x| if x * sc + sh > 0.0 { g } else { 0.0 })
+                }
+                None => data_plane(dst, g, v, k, m, is, mean_dy, mean_dy_xhat, |g, _| g),
             }
         });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
@@ -218,7 +289,7 @@ impl CustomOp1 for ChannelAffine {
         if self.scale.len() != c {
             bail!("normlab batch_norm: {c} channels but {} scales", self.scale.len())
         }
-        Ok((CpuStorage::F32(affine(cpu_f32("batch_norm", s, l, "input")?, c, hw, &self.scale, &self.shift)), l.shape().clone()))
+        Ok((CpuStorage::F32(affine(cpu_f32("batch_norm", s, l, "input")?, c, hw, &self.scale, &self.shift, false)), l.shape().clone()))
     }
 
     fn bwd(&self, _x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {

@@ -196,9 +196,18 @@ pub struct BatchNormState<'a> {
 /// semantics, statistics in f64 across planes); elsewhere candle's generic ops.
 pub fn batch_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, state: &BatchNormState, train: bool) -> Result<Tensor> {
     if fast(x) && gamma.dtype() == DType::F32 && beta.dtype() == DType::F32 {
-        return batch_norm_fused(x, gamma, beta, state, train);
+        return batch_norm_fused(x, gamma, beta, state, train, false);
     }
     batch_norm_generic(x, gamma, beta, state, train)
+}
+
+/// `relu(batch_norm(…))`, the pair every model uses: on the CPU in train mode one fused op
+/// ([`bn::BatchNormTrain`] with `relu`), else the two ops.
+pub fn batch_norm_relu(x: &Tensor, gamma: &Tensor, beta: &Tensor, state: &BatchNormState, train: bool) -> Result<Tensor> {
+    if fast(x) && gamma.dtype() == DType::F32 && beta.dtype() == DType::F32 {
+        return batch_norm_fused(x, gamma, beta, state, train, true);
+    }
+    relu(&batch_norm(x, gamma, beta, state, train)?)
 }
 
 /// [`batch_norm`] from candle's generic ops (any device).
@@ -246,33 +255,41 @@ fn update_running(state: &BatchNormState, mean: &Tensor, var: &Tensor, count: us
     state.running_var.set(&rv.to_dtype(state.running_var.dtype())?)
 }
 
-/// [`batch_norm`] through the fused CPU ops.
-fn batch_norm_fused(x: &Tensor, gamma: &Tensor, beta: &Tensor, state: &BatchNormState, train: bool) -> Result<Tensor> {
+/// [`batch_norm`] through the fused CPU ops; `relu` (train mode only) clamps in the same op.
+fn batch_norm_fused(x: &Tensor, gamma: &Tensor, beta: &Tensor, state: &BatchNormState, train: bool, relu: bool) -> Result<Tensor> {
     let (n, _, h, w) = x.dims4()?;
     let x = x.contiguous()?;
     let inv_std = |var: Vec<f32>| -> Vec<f32> { var.iter().map(|&v| 1.0 / (v as f64 + state.eps).sqrt() as f32).collect() };
     if train {
         let (mean, var) = bn::batch_stats(&x)?;
         update_running(state, &mean, &var, n * h * w)?;
-        let op = bn::BatchNormTrain { mean: mean.to_vec1()?, inv_std: inv_std(var.to_vec1()?) };
+        let op = bn::BatchNormTrain { mean: mean.to_vec1()?, inv_std: inv_std(var.to_vec1()?), relu };
         return x.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op);
     }
-    if gamma.track_op() || beta.track_op() {
+    let y = if gamma.track_op() || beta.track_op() {
         // Eval mode with γ, β wanted: the generic path differentiates them.
         let rm = state.running_mean.as_tensor().detach();
         let inv = (state.running_var.as_tensor().detach() + state.eps)?.sqrt()?.recip()?;
         let scale = (gamma * inv)?;
         let shift = (beta - (rm * &scale)?)?;
         let c = scale.elem_count();
-        return x.broadcast_mul(&scale.reshape((1, c, 1, 1))?)?.broadcast_add(&shift.reshape((1, c, 1, 1))?);
+        x.broadcast_mul(&scale.reshape((1, c, 1, 1))?)?.broadcast_add(&shift.reshape((1, c, 1, 1))?)?
+    } else {
+        let rm: Vec<f32> = state.running_mean.as_tensor().to_dtype(DType::F32)?.to_vec1()?;
+        let is = inv_std(state.running_var.as_tensor().to_dtype(DType::F32)?.to_vec1()?);
+        let (g, b): (Vec<f32>, Vec<f32>) = (gamma.to_vec1()?, beta.to_vec1()?);
+        let scale: Vec<f32> = g.iter().zip(&is).map(|(g, i)| g * i).collect();
+        let shift: Vec<f32> = b.iter().zip(rm.iter().zip(&scale)).map(|(b, (m, s))| b - m * s).collect();
+        x.apply_op1(bn::ChannelAffine { scale, shift })?
+    };
+    // Eval mode: the ReLU as its own op (attacks and evaluation, not the training step).
+    if relu {
+        self::relu(&y)
+    } else {
+        Ok(y)
     }
-    let rm: Vec<f32> = state.running_mean.as_tensor().to_dtype(DType::F32)?.to_vec1()?;
-    let is = inv_std(state.running_var.as_tensor().to_dtype(DType::F32)?.to_vec1()?);
-    let (g, b): (Vec<f32>, Vec<f32>) = (gamma.to_vec1()?, beta.to_vec1()?);
-    let scale: Vec<f32> = g.iter().zip(&is).map(|(g, i)| g * i).collect();
-    let shift: Vec<f32> = b.iter().zip(rm.iter().zip(&scale)).map(|(b, (m, s))| b - m * s).collect();
-    x.apply_op1(bn::ChannelAffine { scale, shift })
 }
+
 
 #[cfg(test)]
 mod tests;

@@ -128,8 +128,8 @@ fn conv_wrapper_adds_bias_and_rejects_bad_shapes() {
     assert!(conv2d(&x, &randn(&[6, 3, 3, 3], 6), None, 1, 1, 1).is_err(), "channel mismatch must fail");
 }
 
-fn bn_case(n: usize, c: usize, hw: usize, seed: u64, train: bool) {
-    let what = format!("bn n{n} c{c} hw{hw} train {train}");
+fn bn_case(n: usize, c: usize, hw: usize, seed: u64, train: bool, relu: bool) {
+    let what = format!("bn n{n} c{c} hw{hw} train {train} relu {relu}");
     // Shifted input: batch statistics far from (0, 1).
     let x = Var::from_tensor(&randn(&[n, c, hw, hw], seed).affine(3.0, 2.0).unwrap()).unwrap();
     let gamma = Var::from_tensor(&randn(&[c], seed + 1).affine(1.0, 1.5).unwrap()).unwrap();
@@ -139,8 +139,9 @@ fn bn_case(n: usize, c: usize, hw: usize, seed: u64, train: bool) {
     let sa = BatchNormState { running_mean: &rm_a, running_var: &rv_a, eps: 1e-5, momentum: 0.1 };
     let sb = BatchNormState { running_mean: &rm_b, running_var: &rv_b, eps: 1e-5, momentum: 0.1 };
     let (g, b) = if train { (gamma.as_tensor().clone(), beta.as_tensor().clone()) } else { (gamma.as_tensor().detach(), beta.as_tensor().detach()) };
-    let ours = batch_norm_fused(x.as_tensor(), &g, &b, &sa, train).unwrap();
+    let ours = batch_norm_fused(x.as_tensor(), &g, &b, &sa, train, relu).unwrap();
     let theirs = batch_norm_generic(x.as_tensor(), &g, &b, &sb, train).unwrap();
+    let theirs = if relu { theirs.relu().unwrap() } else { theirs };
     close(&ours, &theirs, &format!("{what} forward"));
     close(rm_a.as_tensor(), rm_b.as_tensor(), &format!("{what} running mean"));
     close(rv_a.as_tensor(), rv_b.as_tensor(), &format!("{what} running var"));
@@ -156,11 +157,14 @@ fn bn_case(n: usize, c: usize, hw: usize, seed: u64, train: bool) {
     }
 }
 
+/// With and without the fused ReLU (against candle's relu after the generic BatchNorm).
 #[test]
 fn batch_norm_matches_generic_ops() {
     for (i, (n, c, hw)) in [(1, 3, 4), (2, 5, 3), (4, 2, 5), (3, 4, 1), (6, 512, 4), (6, 64, 32), (16, 24, 8), (6, 512, 1)].into_iter().enumerate() {
-        bn_case(n, c, hw, 10 * i as u64, true);
-        bn_case(n, c, hw, 10 * i as u64 + 5, false);
+        for relu in [false, true] {
+            bn_case(n, c, hw, 10 * i as u64, true, relu);
+            bn_case(n, c, hw, 10 * i as u64 + 5, false, relu);
+        }
     }
 }
 
