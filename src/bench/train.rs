@@ -52,10 +52,11 @@ pub struct TrainBenchArgs {
     /// per GEMM) or `gemm` (chunks in sequence, multi-threaded GEMMs).
     #[arg(long, default_value = "batch")]
     pub threading: String,
-    /// CPU 3×3 stride-1 convolutions with ≥ 128 channels: `winograd` (F(2×2, 3×3), 4/9 of
-    /// the multiply-adds) or `im2col` (every conv as im2col + GEMM), to measure one against
-    /// the other. GFLOP/s below always count a direct convolution's FLOPs.
-    #[arg(long, default_value = "winograd")]
+    /// CPU convolutions: `auto` (Winograd F(2×2, 3×3) for 3×3 stride-1 layers with ≥ 128
+    /// channels, a direct kernel for narrow channel groups, im2col + GEMM for the rest) or
+    /// `im2col` (every conv as im2col + GEMM), to measure one against the other. GFLOP/s below
+    /// always count a direct convolution's FLOPs.
+    #[arg(long, default_value = "auto")]
     pub conv_algo: String,
     /// Regularizer applied between backward and the optimizer, timed: plain, wd, nd-l1 or
     /// nd-linf (SVC runs every 100 steps, outside a short bench).
@@ -131,10 +132,10 @@ pub fn run(args: &TrainBenchArgs) -> Result<()> {
         "gemm" => Threading::Gemm,
         other => bail!("unknown --threading '{other}': expected batch or gemm"),
     });
-    ops::winograd::set_enabled(match args.conv_algo.as_str() {
-        "winograd" => true,
+    ops::conv::set_specialized(match args.conv_algo.as_str() {
+        "auto" => true,
         "im2col" => false,
-        other => bail!("unknown --conv-algo '{other}': expected winograd or im2col"),
+        other => bail!("unknown --conv-algo '{other}': expected auto or im2col"),
     });
     crate::device::set_tf32(!args.fp32);
     let model = Model::new(arch, 1, &device)?;

@@ -10,7 +10,7 @@
 //! weight gradient when the weight is detached (eval mode, attacks).
 
 use super::gemm::{gemm, View};
-use super::{cpu_f32, winograd};
+use super::{cpu_f32, grouped, winograd};
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -74,11 +74,11 @@ impl Geom {
         (self.w + 2 * self.pad - self.kw) / self.stride + 1
     }
 
-    fn cg(&self) -> usize {
+    pub(super) fn cg(&self) -> usize {
         self.c / self.groups
     }
 
-    fn og(&self) -> usize {
+    pub(super) fn og(&self) -> usize {
         self.o / self.groups
     }
 
@@ -150,6 +150,21 @@ pub enum Threading {
 }
 
 static BATCH_THREADING: AtomicBool = AtomicBool::new(true);
+
+static SPECIALIZED: AtomicBool = AtomicBool::new(true);
+
+/// Lets convolutions take the specialised kernels where they apply ([`winograd`] for wide
+/// 3×3 stride-1 layers, [`grouped`] for narrow channel groups; the default), or keeps every
+/// convolution on im2col + GEMM, so `normlab bench train --conv-algo` can measure one against
+/// the other.
+pub fn set_specialized(on: bool) {
+    SPECIALIZED.store(on, Ordering::Relaxed);
+}
+
+/// Whether the specialised kernels are allowed (see [`set_specialized`]).
+pub fn specialized() -> bool {
+    SPECIALIZED.load(Ordering::Relaxed)
+}
 
 /// Selects the threading for the whole process.
 pub fn set_threading(t: Threading) {
@@ -326,6 +341,9 @@ pub(super) fn over_chunks(out: &mut [f32], per_image: usize, nb: usize, inner_pa
 pub fn forward(x: &[f32], w: &[f32], g: &Geom, t: Threading) -> Vec<f32> {
     if winograd::applies(g) {
         return winograd::forward(x, w, g, t);
+    }
+    if grouped::applies(g) {
+        return grouped::forward(x, w, g);
     }
     let (p, og, kg, in_img) = (g.p(), g.og(), g.kg(), g.c * g.h * g.w);
     let mut y = vec![0f32; g.n * g.o * p];

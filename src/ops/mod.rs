@@ -10,6 +10,8 @@ pub mod conv;
 pub mod conv_cudnn;
 pub mod conv_device;
 pub mod gemm;
+pub mod grouped;
+mod padded;
 pub mod pointwise;
 pub mod reduce;
 pub mod winograd;

@@ -20,10 +20,10 @@
 //! ty·tw + tx`. Each is blocked by the index its transform runs over, so the transforms are
 //! parallel over channels, and every `·[ξ]` matrix is a strided view the GEMM reads as is.
 
-use super::conv::{over_chunks, with_scratch, Geom, Threading};
+use super::conv::{self, over_chunks, with_scratch, Geom, Threading};
 use super::gemm::{gemm, View};
+use super::padded::Planes;
 use rayon::prelude::*;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Positions ξ of a transformed 4×4 tile.
 const XI: usize = 16;
@@ -39,23 +39,10 @@ const CHUNK_CAP: usize = 1 << 20;
 /// small to run near the GEMM's rate and the transforms, linear in channels, weigh more.
 const MIN_CHANNELS: usize = 128;
 
-static ENABLED: AtomicBool = AtomicBool::new(true);
-
-/// Turns the Winograd path on or off for the whole process (on by default), so that
-/// `normlab bench train --conv-algo` can measure it against im2col.
-pub fn set_enabled(on: bool) {
-    ENABLED.store(on, Ordering::Relaxed);
-}
-
-/// Whether the Winograd path is on.
-pub fn enabled() -> bool {
-    ENABLED.load(Ordering::Relaxed)
-}
-
 /// Whether `g` runs on this path: an ungrouped 3×3 convolution with stride 1 (any padding
 /// and map size) and at least [`MIN_CHANNELS`] channels in and out.
 pub fn applies(g: &Geom) -> bool {
-    enabled()
+    conv::specialized()
         && g.kh == 3
         && g.kw == 3
         && g.stride == 1
@@ -147,18 +134,10 @@ fn xi_rows(block: &mut [f32], len: usize) -> [&mut [f32]; XI] {
     std::array::from_fn(|_| it.next().expect("16 transformed rows"))
 }
 
-/// Zero-bordered copies of one channel of every image in a chunk (`planes` planes of
-/// `ph × pw`), so that tiles read fixed windows without bounds tests, and each tile's
-/// window offset in them. Only the planes' own areas are rewritten: the border stays zero.
+/// Zero-bordered copies of one channel of every image in a chunk ([`Planes`]) and each tile's
+/// window offset in them.
 struct Padded {
-    buf: Vec<f32>,
-    /// Row length and plane size of a padded plane.
-    pw: usize,
-    size: usize,
-    /// Rows and columns copied from a source plane, and where they start in a padded one.
-    rows: usize,
-    cols: usize,
-    at: usize,
+    planes: Planes,
     /// Offset of tile `t`'s top-left corner (2×2 tiles of an `th × tw` grid per plane), then
     /// zeros up to a whole number of [`LANES`] blocks.
     tile_at: Vec<usize>,
@@ -166,51 +145,17 @@ struct Padded {
 
 impl Padded {
     /// Planes whose corner is source position `(-pad, -pad)`, for sources of `h × w`.
-    fn new(
-        planes: usize,
-        (ph, pw): (usize, usize),
-        (h, w): (usize, usize),
-        pad: usize,
-        (th, tw): (usize, usize),
-    ) -> Self {
+    fn new(planes: usize, (ph, pw): (usize, usize), (h, w): (usize, usize), pad: usize, (th, tw): (usize, usize)) -> Self {
         let size = ph * pw;
-        let mut tile_at: Vec<usize> = (0..planes)
-            .flat_map(|p| (0..th * tw).map(move |t| p * size + 2 * (t / tw) * pw + 2 * (t % tw)))
-            .collect();
+        let mut tile_at: Vec<usize> = (0..planes).flat_map(|p| (0..th * tw).map(move |t| p * size + 2 * (t / tw) * pw + 2 * (t % tw))).collect();
         tile_at.resize(tile_at.len().next_multiple_of(LANES), 0);
-        Self {
-            buf: vec![0.0; planes * size],
-            pw,
-            size,
-            rows: h.min(ph.saturating_sub(pad)),
-            cols: w.min(pw.saturating_sub(pad)),
-            at: pad * pw + pad,
-            tile_at,
-        }
-    }
-
-    /// Copies `plane` (rows of `w`) into padded plane `slot`.
-    fn load(&mut self, slot: usize, plane: &[f32], w: usize) {
-        let base = slot * self.size + self.at;
-        for r in 0..self.rows {
-            self.buf[base + r * self.pw..][..self.cols]
-                .copy_from_slice(&plane[r * w..][..self.cols]);
-        }
-    }
-
-    /// Copies padded plane `slot` back into `plane` (rows of `w`), cropped.
-    fn store(&self, slot: usize, plane: &mut [f32], w: usize) {
-        let base = slot * self.size + self.at;
-        for r in 0..self.rows {
-            plane[r * w..][..self.cols]
-                .copy_from_slice(&self.buf[base + r * self.pw..][..self.cols]);
-        }
+        Self { planes: Planes::new(planes, (ph, pw), (h, w), pad), tile_at }
     }
 
     /// Element `(dy, dx)` of the windows of the tiles of one lane block.
     fn gather(&self, offsets: &[usize], dy: usize, dx: usize) -> [f32; LANES] {
-        let d = dy * self.pw + dx;
-        std::array::from_fn(|l| self.buf[offsets[l] + d])
+        let d = dy * self.planes.pw + dx;
+        std::array::from_fn(|l| self.planes.buf[offsets[l] + d])
     }
 }
 
@@ -238,7 +183,7 @@ fn transform_input(xc: &[f32], g: &Geom, nb: usize, c: usize, pad: &mut Padded, 
     let tc = nb * tiles(g).2;
     let hw = g.h * g.w;
     for img in 0..nb {
-        pad.load(img, &xc[(img * g.c + c) * hw..][..hw], g.w);
+        pad.planes.load(img, &xc[(img * g.c + c) * hw..][..hw], g.w);
     }
     let mut dst = xi_rows(block, tc);
     for (blk, offsets) in pad.tile_at.chunks(LANES).enumerate() {
@@ -276,7 +221,7 @@ fn transform_output(m: &[f32], g: &Geom, nb: usize, yc: &mut [f32]) {
     let tc = nb * tpi;
     let (oh, ow) = (g.oh(), g.ow());
     let mut pad = Padded::new(nb, (2 * th, 2 * tw), (oh, ow), 0, (th, tw));
-    let pw = pad.pw;
+    let pw = pad.planes.pw;
     let tile_at = std::mem::take(&mut pad.tile_at);
     for o in 0..g.o {
         let src: [&[f32]; XI] = std::array::from_fn(|xi| &m[(o * XI + xi) * tc..][..tc]);
@@ -303,13 +248,13 @@ fn transform_output(m: &[f32], g: &Geom, nb: usize, yc: &mut [f32]) {
                 let right: [f32; LANES] = std::array::from_fn(|l| b[l] - c[l] - d[l]);
                 for l in 0..len {
                     let at = offsets[l] + r * pw;
-                    pad.buf[at] = left[l];
-                    pad.buf[at + 1] = right[l];
+                    pad.planes.buf[at] = left[l];
+                    pad.planes.buf[at + 1] = right[l];
                 }
             }
         }
         for img in 0..nb {
-            pad.store(img, &mut yc[(img * g.o + o) * oh * ow..][..oh * ow], ow);
+            pad.planes.store(img, &mut yc[(img * g.o + o) * oh * ow..][..oh * ow], ow);
         }
     }
 }
@@ -320,7 +265,7 @@ fn transform_output_gradient(dy: &[f32], g: &Geom, o: usize, pad: &mut Padded, b
     let (oh, ow) = (g.oh(), g.ow());
     let tc = g.n * tiles(g).2;
     for img in 0..g.n {
-        pad.load(img, &dy[(img * g.o + o) * oh * ow..][..oh * ow], ow);
+        pad.planes.load(img, &dy[(img * g.o + o) * oh * ow..][..oh * ow], ow);
     }
     let mut dst = xi_rows(block, tc);
     for (blk, offsets) in pad.tile_at.chunks(LANES).enumerate() {
