@@ -28,7 +28,7 @@ const MAX_GROUP_CHANNELS: usize = 32;
 /// [`MAX_GROUP_CHANNELS`] input channels per group, a multiple of 8 output channels per group,
 /// and stride 1 or 2.
 pub fn applies(g: &Geom) -> bool {
-    conv::specialized() && g.groups > 1 && g.og() % OB == 0 && g.cg() <= MAX_GROUP_CHANNELS && (g.stride == 1 || g.stride == 2)
+    conv::specialized() && g.groups > 1 && g.og().is_multiple_of(OB) && g.cg() <= MAX_GROUP_CHANNELS && (g.stride == 1 || g.stride == 2)
 }
 
 /// The kernel regrouped by blocks of [`OB`] output channels: `[block][ci][ki][kj][o]`, so each
