@@ -481,6 +481,9 @@ pub fn backward_weight(dy: &[f32], x: &[f32], g: &Geom, t: Threading) -> Vec<f32
     if winograd::applies(g) {
         return winograd::backward_weight(dy, x, g, t);
     }
+    if grouped::applies(g) {
+        return grouped::backward_weight(dy, x, g);
+    }
     let len = g.o * g.kg();
     // One chunk per thread: each chunk's products accumulate into a whole `dw`, so fewer,
     // longer chunks read and write it less often (on 2×2 maps, 16-image chunks made the
