@@ -39,8 +39,14 @@ const CHUNK_CAP: usize = 1 << 20;
 /// small to run near the GEMM's rate and the transforms, linear in channels, weigh more.
 const MIN_CHANNELS: usize = 128;
 
-/// Whether `g` runs on this path: an ungrouped 3×3 convolution with stride 1 (any padding
-/// and map size) and at least [`MIN_CHANNELS`] channels in and out.
+/// Smaller output maps stay on im2col: with one tile per image (2×2 maps) the products are
+/// short and the transformed gradient large, and Winograd was no faster (vgg11's 512×2×2
+/// layers, best of 5: forward 160 against 178 GFLOP/s, weight gradient 119 against 127).
+const MIN_OUTPUT_SIDE: usize = 4;
+
+/// Whether `g` runs on this path: an ungrouped 3×3 convolution with stride 1 (any padding),
+/// at least [`MIN_CHANNELS`] channels in and out and an output of at least
+/// [`MIN_OUTPUT_SIDE`] on each side.
 pub fn applies(g: &Geom) -> bool {
     conv::specialized()
         && g.kh == 3
@@ -49,6 +55,7 @@ pub fn applies(g: &Geom) -> bool {
         && g.groups == 1
         && g.c >= MIN_CHANNELS
         && g.o >= MIN_CHANNELS
+        && g.oh().min(g.ow()) >= MIN_OUTPUT_SIDE
 }
 
 /// Tile rows, tile columns and tiles per image: 2×2 output tiles covering the output map.
@@ -463,11 +470,12 @@ mod tests {
     }
 
     #[test]
-    fn applies_to_wide_3x3_stride_1_ungrouped_convs_only() {
+    fn applies_to_wide_3x3_stride_1_ungrouped_convs_on_4x4_maps_or_larger() {
         let geom = |c: usize, o: usize, k: usize, stride: usize, groups: usize| {
             Geom::new(&[2, c, 8, 8], &[o, c / groups, k, k], stride, 1, groups).unwrap()
         };
         assert!(applies(&geom(128, 256, 3, 1, 1)));
+        assert!(!applies(&Geom::new(&[2, 128, 2, 2], &[128, 128, 3, 3], 1, 1, 1).unwrap()), "2×2 maps stay on im2col");
         assert!(!applies(&geom(64, 64, 3, 1, 1)));
         assert!(!applies(&geom(128, 128, 3, 2, 1)));
         assert!(!applies(&geom(128, 128, 1, 1, 1)));
