@@ -317,12 +317,19 @@ fn scatter_out(chunk: &[f32], g: &Geom, nb: usize, o0: usize, yc: &mut [f32], pa
 /// chunks that the threads divide evenly (5 chunks on 2 threads left one idle a fifth of
 /// the time).
 fn chunk_images(g: &Geom, t: Threading, parts_per_thread: usize) -> (usize, bool) {
+    split_images(g.n, g.chunk(), t, parts_per_thread)
+}
+
+/// Images per chunk of a batch of `n` when at most `cap` fit one, and whether the work inside
+/// a chunk is multi-threaded: [`Threading::Gemm`] takes `cap`; [`Threading::Batch`] at least
+/// `parts_per_thread` chunks per thread, in a number the threads divide.
+pub(super) fn split_images(n: usize, cap: usize, t: Threading, parts_per_thread: usize) -> (usize, bool) {
     match t {
-        Threading::Gemm => (g.chunk(), true),
+        Threading::Gemm => (cap, true),
         Threading::Batch => {
             let threads = rayon::current_num_threads();
-            let parts = g.n.div_ceil(g.chunk()).max(parts_per_thread * threads).next_multiple_of(threads);
-            (g.n.div_ceil(parts).max(1), false)
+            let parts = n.div_ceil(cap.max(1)).max(parts_per_thread * threads).next_multiple_of(threads);
+            (n.div_ceil(parts).max(1), false)
         }
     }
 }

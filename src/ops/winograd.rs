@@ -65,18 +65,10 @@ fn tiles(g: &Geom) -> (usize, usize, usize) {
 }
 
 /// Images per chunk (at most `cap` transformed elements) and whether the work inside a chunk
-/// is multi-threaded; with [`Threading::Batch`], a chunk count the threads divide.
+/// is multi-threaded ([`conv::split_images`]).
 fn chunk_images(g: &Geom, t: Threading, cap: usize) -> (usize, bool) {
     let per_image = XI * g.c.max(g.o) * tiles(g).2;
-    let cap = (cap / per_image.max(1)).clamp(1, g.n.max(1));
-    match t {
-        Threading::Gemm => (cap, true),
-        Threading::Batch => {
-            let threads = rayon::current_num_threads();
-            let parts = g.n.div_ceil(cap).max(threads).next_multiple_of(threads);
-            (g.n.div_ceil(parts).max(1), false)
-        }
-    }
+    conv::split_images(g.n, (cap / per_image.max(1)).clamp(1, g.n.max(1)), t, 1)
 }
 
 /// `G·v` for a kernel row or column `v` (3 → 4).
