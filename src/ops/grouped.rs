@@ -1,6 +1,7 @@
 //! Direct convolution for narrow channel groups (RegNet's grouped 3×3 convs, 8 channels per
-//! group): the forward, and with it the stride-1 input gradient (a forward conv of the
-//! gradient, see `conv::backward_data`).
+//! group): the forward (and with it the stride-1 input gradient, a forward conv of the
+//! gradient, see `conv::backward_data`) and the weight gradient. The stride-2 input gradient
+//! stays on GEMM + col2im.
 //!
 //! im2col + GEMM suits wide layers. With 8 channels per group a group's product has 8 rows
 //! and 72-long inner products, and unfolding the input costs more than multiplying it (25–90
