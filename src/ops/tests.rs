@@ -55,10 +55,11 @@ fn check_conv_against_candle(conv: impl Fn(&Tensor, &Tensor, usize, usize, usize
         (6, 512, 32, 1, 1, 1, 0, 1),
         (6, 32, 512, 1, 1, 1, 0, 1),
         (6, 152, 152, 8, 3, 1, 1, 19),
-        // Winograd's (3×3, stride 1, ≥ 128 channels, outputs ≥ 4×4): odd maps, no padding.
-        (2, 128, 128, 5, 3, 1, 1, 1),
-        (3, 128, 136, 6, 3, 1, 0, 1),
-        (2, 136, 128, 7, 3, 1, 1, 1),
+        // Winograd's (3×3, stride 1, ≥ 128 channels and 128·256 together, outputs ≥ 4×4):
+        // odd maps, no padding.
+        (2, 128, 256, 5, 3, 1, 1, 1),
+        (3, 256, 136, 6, 3, 1, 0, 1),
+        (2, 136, 256, 7, 3, 1, 1, 1),
         // Grouped (RegNet's 8 channels per group): stride 1 and 2, an odd map.
         (2, 64, 64, 8, 3, 1, 1, 8),
         (2, 48, 48, 9, 3, 2, 1, 6),

@@ -33,11 +33,16 @@ const XI: usize = 16;
 const CHUNK_CAP: usize = 1 << 20;
 
 /// Fewer input or output channels than this stay on im2col, which was as fast or faster
-/// there (`examples`-style timing of vgg11's and resnet18's layers at batch 128 on 2 cores:
-/// 64→64 channels on 32×32 maps 161 against 187 GFLOP/s forward; 64→128 on 16×16 a tie
-/// forward and slower for the weight gradient): with few channels the 16 products are too
-/// small to run near the GEMM's rate and the transforms, linear in channels, weigh more.
+/// there (best of 5, batch 128, 2 cores; GFLOP/s of im2col against Winograd, forward and
+/// weight gradient): 64→64 channels on 32×32 maps 185/158 against 110–121/132–135, 64→128 on
+/// 16×16 188–193/181–184 against 122–150/172–181: with few channels the 16 products are too
+/// small to run near the GEMM's rate and the transforms weigh more.
 const MIN_CHANNELS: usize = 128;
+
+/// Nor below this product of input and output channels: 128→128 on 16×16 maps was still
+/// slower forward (174–180 against 197–198) and level for the weight gradient, while
+/// 128→256 on 8×8 gained (230 against 186) and 256→256 more (241 against 184).
+const MIN_CHANNEL_PRODUCT: usize = 128 * 256;
 
 /// Smaller output maps stay on im2col: with one tile per image (2×2 maps) the products are
 /// short and the transformed gradient large, and Winograd was no faster (vgg11's 512×2×2
@@ -45,16 +50,16 @@ const MIN_CHANNELS: usize = 128;
 const MIN_OUTPUT_SIDE: usize = 4;
 
 /// Whether `g` runs on this path: an ungrouped 3×3 convolution with stride 1 (any padding),
-/// at least [`MIN_CHANNELS`] channels in and out and an output of at least
-/// [`MIN_OUTPUT_SIDE`] on each side.
+/// at least [`MIN_CHANNELS`] channels in and out, [`MIN_CHANNEL_PRODUCT`] together, and an
+/// output of at least [`MIN_OUTPUT_SIDE`] on each side.
 pub fn applies(g: &Geom) -> bool {
     conv::specialized()
         && g.kh == 3
         && g.kw == 3
         && g.stride == 1
         && g.groups == 1
-        && g.c >= MIN_CHANNELS
-        && g.o >= MIN_CHANNELS
+        && g.c.min(g.o) >= MIN_CHANNELS
+        && g.c * g.o >= MIN_CHANNEL_PRODUCT
         && g.oh().min(g.ow()) >= MIN_OUTPUT_SIDE
 }
 
@@ -467,8 +472,9 @@ mod tests {
             Geom::new(&[2, c, 8, 8], &[o, c / groups, k, k], stride, 1, groups).unwrap()
         };
         assert!(applies(&geom(128, 256, 3, 1, 1)));
-        assert!(!applies(&Geom::new(&[2, 128, 2, 2], &[128, 128, 3, 3], 1, 1, 1).unwrap()), "2×2 maps stay on im2col");
+        assert!(!applies(&Geom::new(&[2, 256, 2, 2], &[256, 256, 3, 3], 1, 1, 1).unwrap()), "2×2 maps stay on im2col");
         assert!(!applies(&geom(64, 64, 3, 1, 1)));
+        assert!(!applies(&geom(128, 128, 3, 1, 1)));
         assert!(!applies(&geom(128, 128, 3, 2, 1)));
         assert!(!applies(&geom(128, 128, 1, 1, 1)));
         assert!(!applies(&geom(128, 128, 3, 1, 2)));
