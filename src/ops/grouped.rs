@@ -91,7 +91,8 @@ pub fn forward(x: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
                 }
                 for b in 0..og / OB {
                     let o0 = gi * og + b * OB;
-                    run_block(planes, &wt[(o0 / OB) * block_len..][..block_len], g, out, oh, owp);
+                    let wb = &wt[(o0 / OB) * block_len..][..block_len];
+                    Kernel { pass: Pass::Forward, planes, other: wb, dims: (cg, g.kh, g.kw), stride: g.stride, out, oh, owp }.run();
                     for (o, plane) in yi[o0 * oh * ow..][..OB * oh * ow].chunks_mut(oh * ow).enumerate() {
                         for (r, row) in plane.chunks_mut(ow).enumerate() {
                             row.copy_from_slice(&out[(o * oh + r) * owp..][..ow]);
@@ -128,7 +129,7 @@ pub fn backward_weight(dy: &[f32], x: &[f32], g: &Geom) -> Vec<f32> {
                 }
                 let dims = (cg, g.kh, g.kw);
                 let dwb = &mut acc[(o0 / OB) * block_len..][..block_len];
-                pulp::Arch::new().dispatch(WeightBlock { planes, dyb, dims, stride: g.stride, dwb, oh, owp });
+                Kernel { pass: Pass::Weight, planes, other: dyb, dims, stride: g.stride, out: dwb, oh, owp }.run();
             }
         }
     };
@@ -148,31 +149,6 @@ pub fn backward_weight(dy: &[f32], x: &[f32], g: &Geom) -> Vec<f32> {
             },
         );
     ungroup(&sums, g)
-}
-
-/// The arguments of [`weight_block`], dispatched as [`Block`] is.
-struct WeightBlock<'a> {
-    planes: &'a Planes,
-    dyb: &'a [f32],
-    dims: (usize, usize, usize),
-    stride: usize,
-    dwb: &'a mut [f32],
-    oh: usize,
-    owp: usize,
-}
-
-impl pulp::WithSimd for WeightBlock<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        let WeightBlock { planes, dyb, dims, stride, dwb, oh, owp } = self;
-        if stride == 1 {
-            weight_block::<1>(planes, dyb, dims, dwb, oh, owp)
-        } else {
-            weight_block::<2>(planes, dyb, dims, dwb, oh, owp)
-        }
-    }
 }
 
 /// Adds one image's weight gradient of one block of [`OB`] output channels to `dwb`
@@ -214,18 +190,23 @@ fn weight_block<const S: usize>(planes: &Planes, dyb: &[f32], (cg, kh, kw): (usi
     }
 }
 
-/// [`block`] at the stride of `g`, compiled for the best instruction set the CPU has.
-fn run_block(planes: &Planes, wb: &[f32], g: &Geom, out: &mut [f32], oh: usize, owp: usize) {
-    pulp::Arch::new().dispatch(Block { planes, wb, dims: (g.cg(), g.kh, g.kw), stride: g.stride, out, oh, owp });
+/// Which kernel a [`Kernel`] call runs.
+#[derive(Clone, Copy)]
+enum Pass {
+    /// [`block`]: `other` holds the regrouped weights, `out` the block's outputs.
+    Forward,
+    /// [`weight_block`]: `other` holds the block's output gradient, `out` its weight gradient.
+    Weight,
 }
 
-/// The arguments of [`block`], for `pulp`'s dispatch: its `with_simd` is inlined into a
-/// function compiled with the CPU's features (AVX2 + FMA), and [`block`] into it, so the
-/// multiply-adds become vector FMA instructions (a closure is not inlined there, and its
-/// `mul_add` became a call to the software `fmaf`).
-struct Block<'a> {
+/// One call of [`block`] or [`weight_block`], for `pulp`'s dispatch: its `with_simd` is
+/// inlined into a function compiled with the CPU's features (AVX2 + FMA), and the kernel into
+/// it, so the multiply-adds become vector FMA instructions (a closure is not inlined there,
+/// and its `mul_add` became a call to the software `fmaf`).
+struct Kernel<'a> {
+    pass: Pass,
     planes: &'a Planes,
-    wb: &'a [f32],
+    other: &'a [f32],
     dims: (usize, usize, usize),
     stride: usize,
     out: &'a mut [f32],
@@ -233,16 +214,24 @@ struct Block<'a> {
     owp: usize,
 }
 
-impl pulp::WithSimd for Block<'_> {
+impl Kernel<'_> {
+    /// Runs the kernel, compiled for the best instruction set the CPU has.
+    fn run(self) {
+        pulp::Arch::new().dispatch(self)
+    }
+}
+
+impl pulp::WithSimd for Kernel<'_> {
     type Output = ();
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        let Block { planes, wb, dims, stride, out, oh, owp } = self;
-        if stride == 1 {
-            block::<1>(planes, wb, dims, out, oh, owp)
-        } else {
-            block::<2>(planes, wb, dims, out, oh, owp)
+        let Kernel { pass, planes, other, dims, stride, out, oh, owp } = self;
+        match (pass, stride) {
+            (Pass::Forward, 1) => block::<1>(planes, other, dims, out, oh, owp),
+            (Pass::Forward, _) => block::<2>(planes, other, dims, out, oh, owp),
+            (Pass::Weight, 1) => weight_block::<1>(planes, other, dims, out, oh, owp),
+            (Pass::Weight, _) => weight_block::<2>(planes, other, dims, out, oh, owp),
         }
     }
 }
