@@ -32,36 +32,28 @@ pub fn applies(g: &Geom) -> bool {
     conv::specialized() && g.groups > 1 && g.og().is_multiple_of(OB) && g.cg() <= MAX_GROUP_CHANNELS && (g.stride == 1 || g.stride == 2)
 }
 
-/// The kernel regrouped by blocks of [`OB`] output channels: `[block][ci][ki][kj][o]`, so each
-/// tap's 8 weights are one contiguous load.
+/// `(regrouped, original)` index pairs of every kernel entry: the original layout is
+/// `[o][ci][ki][kj]`, the regrouped one `[block][ci][ki][kj][o]` by blocks of [`OB`] output
+/// channels, so each tap's 8 weights are one contiguous load.
+fn regrouped_indices(g: &Geom) -> impl Iterator<Item = (usize, usize)> {
+    let (cg, kk, blocks) = (g.cg(), g.kh * g.kw, g.o / OB);
+    (0..blocks * OB * cg * kk).map(move |orig| {
+        let (o, ci, k) = (orig / (cg * kk), (orig / kk) % cg, orig % kk);
+        ((((o / OB) * cg + ci) * kk + k) * OB + o % OB, orig)
+    })
+}
+
+/// The kernel in the regrouped layout ([`regrouped_indices`]).
 fn regroup(w: &[f32], g: &Geom) -> Vec<f32> {
-    let (cg, kk) = (g.cg(), g.kh * g.kw);
     let mut out = vec![0f32; w.len()];
-    for (b, blk) in out.chunks_mut(cg * kk * OB).enumerate() {
-        for o in 0..OB {
-            for ci in 0..cg {
-                for k in 0..kk {
-                    blk[(ci * kk + k) * OB + o] = w[((b * OB + o) * cg + ci) * kk + k];
-                }
-            }
-        }
-    }
+    regrouped_indices(g).for_each(|(r, o)| out[r] = w[o]);
     out
 }
 
-/// The inverse of [`regroup`]: `[o][ci][ki][kj]` from `[block][ci][ki][kj][o]`.
+/// The inverse of [`regroup`].
 fn ungroup(wt: &[f32], g: &Geom) -> Vec<f32> {
-    let (cg, kk) = (g.cg(), g.kh * g.kw);
     let mut w = vec![0f32; wt.len()];
-    for (b, blk) in wt.chunks(cg * kk * OB).enumerate() {
-        for o in 0..OB {
-            for ci in 0..cg {
-                for k in 0..kk {
-                    w[((b * OB + o) * cg + ci) * kk + k] = blk[(ci * kk + k) * OB + o];
-                }
-            }
-        }
-    }
+    regrouped_indices(g).for_each(|(r, o)| w[o] = wt[r]);
     w
 }
 
