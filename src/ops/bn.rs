@@ -142,12 +142,18 @@ pub struct BatchNormTrain {
 }
 
 impl BatchNormTrain {
-    /// The per-channel `scale = γ·inv_std` and `shift = β − mean·scale` of the forward.
+    /// The per-channel scale and shift of the forward ([`scale_shift`]).
     fn scale_shift(&self, gamma: &[f32], beta: &[f32]) -> (Vec<f32>, Vec<f32>) {
-        let scale: Vec<f32> = gamma.iter().zip(&self.inv_std).map(|(g, i)| g * i).collect();
-        let shift = beta.iter().zip(self.mean.iter().zip(&scale)).map(|(b, (m, s))| b - m * s).collect();
-        (scale, shift)
+        scale_shift(gamma, beta, &self.mean, &self.inv_std)
     }
+}
+
+/// BatchNorm as a per-channel affine map: `scale = γ·inv_std`, `shift = β − mean·scale`
+/// (train mode with the batch statistics, eval mode with the running ones).
+pub fn scale_shift(gamma: &[f32], beta: &[f32], mean: &[f32], inv_std: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let scale: Vec<f32> = gamma.iter().zip(inv_std).map(|(g, i)| g * i).collect();
+    let shift = beta.iter().zip(mean.iter().zip(&scale)).map(|(b, (m, s))| b - m * s).collect();
+    (scale, shift)
 }
 
 impl CustomOp3 for BatchNormTrain {

@@ -280,8 +280,7 @@ fn batch_norm_fused(x: &Tensor, gamma: &Tensor, beta: &Tensor, state: &BatchNorm
         let rm: Vec<f32> = state.running_mean.as_tensor().to_dtype(DType::F32)?.to_vec1()?;
         let is = inv_std(state.running_var.as_tensor().to_dtype(DType::F32)?.to_vec1()?);
         let (g, b): (Vec<f32>, Vec<f32>) = (gamma.to_vec1()?, beta.to_vec1()?);
-        let scale: Vec<f32> = g.iter().zip(&is).map(|(g, i)| g * i).collect();
-        let shift: Vec<f32> = b.iter().zip(rm.iter().zip(&scale)).map(|(b, (m, s))| b - m * s).collect();
+        let (scale, shift) = bn::scale_shift(&g, &b, &rm, &is);
         x.apply_op1(bn::ChannelAffine { scale, shift })?
     };
     // Eval mode: the ReLU as its own op (attacks and evaluation, not the training step).
@@ -291,7 +290,6 @@ fn batch_norm_fused(x: &Tensor, gamma: &Tensor, beta: &Tensor, state: &BatchNorm
         Ok(y)
     }
 }
-
 
 #[cfg(test)]
 mod tests;
