@@ -87,7 +87,20 @@ static TF32: AtomicBool = AtomicBool::new(true);
 pub fn set_tf32(allow: bool) {
     TF32.store(allow, Ordering::Relaxed);
     #[cfg(feature = "cuda")]
-    candle_core::cuda::set_gemm_reduced_precision_f32(allow);
+    {
+        candle_core::cuda::set_gemm_reduced_precision_f32(allow);
+        if !allow {
+            // candle's own cuDNN convolutions (the `portable` and `stock` kernels) run with
+            // cuDNN's default math, which allows TF32 on Ampere and later and has no switch in
+            // candle; NVIDIA's override, read when cuDNN initialises (candle does that at the
+            // first convolution, after this), forbids it. On an H200 (2026-11-26) the portable
+            // selftest failed with TF32 (resnet18 weight gradients 8.6e-2 off) and passed with
+            // the variable set before the process started (3.2e-3); setting it here, in the
+            // process, has not yet run on a GPU.
+            // SAFETY: called from the command's set-up, before threads that read it exist.
+            unsafe { std::env::set_var("NVIDIA_TF32_OVERRIDE", "0") };
+        }
+    }
 }
 
 /// Whether TF32 is allowed on CUDA (see [`set_tf32`]).
