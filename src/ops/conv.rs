@@ -10,7 +10,7 @@
 //! weight gradient when the weight is detached (eval mode, attacks).
 
 use super::gemm::{gemm, View};
-use super::{cpu_f32, grouped, winograd};
+use super::{cpu_f32, dense, grouped, winograd};
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -154,7 +154,8 @@ static BATCH_THREADING: AtomicBool = AtomicBool::new(true);
 static SPECIALIZED: AtomicBool = AtomicBool::new(true);
 
 /// Lets convolutions take the specialised kernels where they apply ([`winograd`] for wide
-/// 3×3 stride-1 layers, [`grouped`] for narrow channel groups; the default), or keeps every
+/// 3×3 stride-1 layers, [`grouped`] for narrow channel groups, [`dense`] for maps no larger
+/// than the kernel; the default), or keeps every
 /// convolution on im2col + GEMM, so `normlab bench train --conv-algo` can measure one against
 /// the other.
 pub fn set_specialized(on: bool) {
@@ -346,6 +347,9 @@ pub(super) fn over_chunks(out: &mut [f32], per_image: usize, nb: usize, inner_pa
 
 /// The forward: `y = conv(x, w)` (no bias), threaded as `t` says.
 pub fn forward(x: &[f32], w: &[f32], g: &Geom, t: Threading) -> Vec<f32> {
+    if dense::applies(g) {
+        return dense::forward(x, w, g);
+    }
     if winograd::applies(g) {
         return winograd::forward(x, w, g, t);
     }
@@ -421,6 +425,9 @@ fn flipped_transpose(w: &[f32], g: &Geom) -> Vec<f32> {
 /// 1 it is the forward convolution of `dy` with the flipped, transposed kernel (im2col, not
 /// the slower col2im); otherwise GEMM + col2im.
 pub fn backward_data(dy: &[f32], w: &[f32], g: &Geom, t: Threading) -> Vec<f32> {
+    if dense::applies(g) {
+        return dense::backward_data(dy, w, g);
+    }
     if let Some(gt) = g.transposed() {
         return forward(dy, &flipped_transpose(w, g), &gt, t);
     }
@@ -485,6 +492,9 @@ fn weight_chunk(dy: &[f32], x: &[f32], g: &Geom, n0: usize, nb: usize, dw: &mut 
 
 /// The weight gradient `dw` of `y = conv(x, w)` given `dy`, threaded as `t` says.
 pub fn backward_weight(dy: &[f32], x: &[f32], g: &Geom, t: Threading) -> Vec<f32> {
+    if dense::applies(g) {
+        return dense::backward_weight(dy, x, g);
+    }
     if winograd::applies(g) {
         return winograd::backward_weight(dy, x, g, t);
     }

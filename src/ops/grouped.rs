@@ -261,51 +261,8 @@ fn block<const S: usize>(planes: &Planes, wb: &[f32], (cg, kh, kw): (usize, usiz
 
 #[cfg(test)]
 mod tests {
+    use super::super::reference::{assert_close, direct, values};
     use super::*;
-
-    fn values(len: usize, seed: usize) -> Vec<f32> {
-        (0..len).map(|i| (((i + seed * 7919) * 2654435761) % 2001) as f32 / 1000.0 - 1.0).collect()
-    }
-
-    /// Grouped convolution and its weight gradient for `dy` by direct sums in f64, the
-    /// reference.
-    fn reference(x: &[f32], w: &[f32], dy: &[f32], g: &Geom) -> (Vec<f64>, Vec<f64>) {
-        let (oh, ow, cg, og) = (g.oh(), g.ow(), g.cg(), g.og());
-        let mut y = vec![0f64; g.n * g.o * oh * ow];
-        let mut dw = vec![0f64; w.len()];
-        for n in 0..g.n {
-            for o in 0..g.o {
-                let gi = o / og;
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        let mut s = 0f64;
-                        for ci in 0..cg {
-                            for ki in 0..g.kh {
-                                for kj in 0..g.kw {
-                                    let (iy, ix) = ((oy * g.stride + ki) as isize - g.pad as isize, (ox * g.stride + kj) as isize - g.pad as isize);
-                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
-                                        continue;
-                                    }
-                                    let xv = x[((n * g.c + gi * cg + ci) * g.h + iy as usize) * g.w + ix as usize] as f64;
-                                    let wi = ((o * cg + ci) * g.kh + ki) * g.kw + kj;
-                                    s += xv * w[wi] as f64;
-                                    dw[wi] += xv * dy[((n * g.o + o) * oh + oy) * ow + ox] as f64;
-                                }
-                            }
-                        }
-                        y[((n * g.o + o) * oh + oy) * ow + ox] = s;
-                    }
-                }
-            }
-        }
-        (y, dw)
-    }
-
-    fn assert_close(ours: &[f32], want: &[f64], what: &str) {
-        let scale = want.iter().fold(1f64, |m, v| m.max(v.abs()));
-        let err = ours.iter().zip(want).fold(0f64, |m, (a, b)| m.max((*a as f64 - b).abs()));
-        assert!(err <= 1e-5 * scale, "{what}: max error {err} over scale {scale}");
-    }
 
     /// Forward and weight gradient against direct sums: stride 1 and 2, output widths that
     /// are and are not multiples of 8, padding 0 to 2, 1×1 and 3×3 kernels, 16 output channels
@@ -322,9 +279,9 @@ mod tests {
             let x = values(n * c * h * w, i);
             let wt = values(o * (c / groups) * k * k, i + 50);
             let dy = values(n * o * g.oh() * g.ow(), i + 100);
-            let (y_ref, dw_ref) = reference(&x, &wt, &dy, &g);
-            assert_close(&forward(&x, &wt, &g), &y_ref, &format!("{g:?} forward"));
-            assert_close(&backward_weight(&dy, &x, &g), &dw_ref, &format!("{g:?} weight gradient"));
+            let want = direct(&x, &wt, &dy, &g);
+            assert_close(&forward(&x, &wt, &g), &want.y, &format!("{g:?} forward"));
+            assert_close(&backward_weight(&dy, &x, &g), &want.dw, &format!("{g:?} weight gradient"));
         }
     }
 }

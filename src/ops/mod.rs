@@ -9,11 +9,14 @@ pub mod conv;
 #[cfg(feature = "cudnn")]
 pub mod conv_cudnn;
 pub mod conv_device;
+pub mod dense;
 pub mod gemm;
 pub mod grouped;
 mod padded;
 pub mod pointwise;
 pub mod reduce;
+#[cfg(test)]
+mod reference;
 pub mod winograd;
 
 use candle_core::{bail, CpuStorage, DType, Layout, Result, Tensor, Var, D};

@@ -44,7 +44,8 @@ const MIN_CHANNELS: usize = 128;
 /// 128→256 on 8×8 gained (230 against 186) and 256→256 more (241 against 184).
 const MIN_CHANNEL_PRODUCT: usize = 128 * 256;
 
-/// Smaller output maps stay on im2col: with one tile per image (2×2 maps) the products are
+/// Smaller output maps stay off this path (2×2 maps go to [`super::dense`], which was faster
+/// still): with one tile per image (2×2 maps) the products are
 /// short and the transformed gradient large, and Winograd was no faster (vgg11's 512×2×2
 /// layers, best of 5: forward 160 against 178 GFLOP/s, weight gradient 119 against 127).
 const MIN_OUTPUT_SIDE: usize = 4;
@@ -378,59 +379,8 @@ pub fn backward_weight(dy: &[f32], x: &[f32], g: &Geom, t: Threading) -> Vec<f32
 
 #[cfg(test)]
 mod tests {
+    use super::super::reference::{assert_close, direct, values};
     use super::*;
-
-    /// Deterministic values in [-1, 1).
-    fn values(len: usize, seed: usize) -> Vec<f32> {
-        (0..len)
-            .map(|i| (((i + seed * 7919) * 2654435761) % 2001) as f32 / 1000.0 - 1.0)
-            .collect()
-    }
-
-    /// Direct-sum convolution and weight gradient in f64, the reference.
-    fn reference(x: &[f32], w: &[f32], dy: &[f32], g: &Geom) -> (Vec<f64>, Vec<f64>) {
-        let (oh, ow) = (g.oh(), g.ow());
-        let mut y = vec![0f64; g.n * g.o * oh * ow];
-        let mut dw = vec![0f64; g.o * g.c * 9];
-        for n in 0..g.n {
-            for o in 0..g.o {
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        let at = ((n * g.o + o) * oh + oy) * ow + ox;
-                        for c in 0..g.c {
-                            for k in 0..9 {
-                                let (iy, ix) = (
-                                    (oy + k / 3) as isize - g.pad as isize,
-                                    (ox + k % 3) as isize - g.pad as isize,
-                                );
-                                if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
-                                    continue;
-                                }
-                                let xv = x[((n * g.c + c) * g.h + iy as usize) * g.w + ix as usize]
-                                    as f64;
-                                y[at] += xv * w[(o * g.c + c) * 9 + k] as f64;
-                                dw[(o * g.c + c) * 9 + k] += xv * dy[at] as f64;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        (y, dw)
-    }
-
-    fn assert_close(ours: &[f32], want: &[f64], what: &str) {
-        assert_eq!(ours.len(), want.len(), "{what}: lengths");
-        let scale = want.iter().fold(1f64, |m, v| m.max(v.abs()));
-        let err = ours
-            .iter()
-            .zip(want)
-            .fold(0f64, |m, (a, b)| m.max((*a as f64 - b).abs()));
-        assert!(
-            err <= 1e-5 * scale,
-            "{what}: max error {err} over scale {scale}"
-        );
-    }
 
     /// Forward and weight gradient against direct sums: odd and even map sizes (partial tiles),
     /// 1×1 and non-square maps, padding 0 to 2, batches the chunks do not divide, both
@@ -453,13 +403,13 @@ mod tests {
             let x = values(n * c * h * w, i);
             let wt = values(o * c * 9, i + 50);
             let dy = values(n * o * g.oh() * g.ow(), i + 100);
-            let (y_ref, dw_ref) = reference(&x, &wt, &dy, &g);
+            let want = direct(&x, &wt, &dy, &g);
             for t in [Threading::Batch, Threading::Gemm] {
                 let what = format!("{g:?} {t:?}");
-                assert_close(&forward(&x, &wt, &g, t), &y_ref, &format!("{what} forward"));
+                assert_close(&forward(&x, &wt, &g, t), &want.y, &format!("{what} forward"));
                 assert_close(
                     &backward_weight(&dy, &x, &g, t),
-                    &dw_ref,
+                    &want.dw,
                     &format!("{what} weight gradient"),
                 );
             }
@@ -472,7 +422,7 @@ mod tests {
             Geom::new(&[2, c, 8, 8], &[o, c / groups, k, k], stride, 1, groups).unwrap()
         };
         assert!(applies(&geom(128, 256, 3, 1, 1)));
-        assert!(!applies(&Geom::new(&[2, 256, 2, 2], &[256, 256, 3, 3], 1, 1, 1).unwrap()), "2×2 maps stay on im2col");
+        assert!(!applies(&Geom::new(&[2, 256, 2, 2], &[256, 256, 3, 3], 1, 1, 1).unwrap()), "2×2 maps are not Winograd's");
         assert!(!applies(&geom(64, 64, 3, 1, 1)));
         assert!(!applies(&geom(128, 128, 3, 1, 1)));
         assert!(!applies(&geom(128, 128, 3, 2, 1)));
