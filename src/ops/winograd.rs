@@ -1,19 +1,20 @@
 //! 3×3 stride-1 convolutions (forward, and with it the input gradient, and the weight
-//! gradient) by Winograd's minimal filtering F(2×2, 3×3) (Lavin & Gray, "Fast Algorithms for
+//! gradient) by Winograd's minimal filtering F(4×4, 3×3) (Lavin & Gray, "Fast Algorithms for
 //! Convolutional Neural Networks", CVPR 2016).
 //!
-//! Each 2×2 output tile of a channel pair costs 16 multiplications instead of 36: the kernel
-//! becomes `U = G·w·Gᵀ` (4×4), each 4×4 input tile `V = Bᵀ·d·B`, and the output
-//! `Aᵀ·[Σ_c U ⊙ V]·A`. The sum over input channels at each of the 16 tile positions ξ is one
-//! matrix product `M[ξ] (O × tiles) = U[ξ] (O × C) · V[ξ] (C × tiles)`, so the work is 16 GEMMs
-//! with 4/9 of im2col's multiply-adds, and no im2col buffer (zero-padding taps included, which
-//! im2col multiplies too). This is what oneDNN (PyTorch's CPU convolutions) reaches above the
-//! machine's matmul rate with, measured on vgg11's layers (bench/README.md).
+//! Each 4×4 output tile of a channel pair costs 36 multiplications instead of 144: the kernel
+//! becomes `U = G·w·Gᵀ` (6×6), each 6×6 input tile `V = Bᵀ·d·B`, and the output
+//! `Aᵀ·[Σ_c U ⊙ V]·A`. The sum over input channels at each of the 36 tile positions ξ is one
+//! matrix product `M[ξ] (O × tiles) = U[ξ] (O × C) · V[ξ] (C × tiles)`, so the work is 36 GEMMs
+//! with 1/4 of im2col's multiply-adds (F(2×2, 3×3), which this replaced, does 4/9), and no
+//! im2col buffer (zero-padding taps included, which im2col multiplies too). oneDNN (PyTorch's
+//! CPU convolutions) runs vgg11's layers above the machine's matmul rate the same way
+//! (bench/README.md).
 //!
 //! The weight gradient is the transpose of the same bilinear map:
-//! `dw = Gᵀ·[Σ_tiles (A·dy·Aᵀ) ⊙ V]·G`, again 16 GEMMs, now over tiles.
-//! Tiles past an odd-sized map read zeros and their outputs are dropped (their output
-//! gradient is zero), so any map size and padding is exact.
+//! `dw = Gᵀ·[Σ_tiles (A·dy·Aᵀ) ⊙ V]·G`, again 36 GEMMs, now over tiles.
+//! Tiles past a map whose side is not a multiple of 4 read zeros and their outputs are
+//! dropped (their output gradient is zero), so any map size and padding is exact.
 //!
 //! Layouts: the transformed kernel is `[o][ξ][c]` and its gradient `[ξ][o][c]`; transformed
 //! inputs, output gradients and products are `[channel][ξ][t]`, tile `t = image·tiles +
@@ -25,29 +26,34 @@ use super::gemm::{gemm, View};
 use super::padded::Planes;
 use rayon::prelude::*;
 
-/// Positions ξ of a transformed 4×4 tile.
-const XI: usize = 16;
+/// Side of an output tile (the m of F(m×m, 3×3)).
+const M: usize = 4;
 
-/// The largest transformed chunk (`16·channels·tiles`) of the forward, in elements (4 MiB
-/// of f32): the 16 products of a chunk then read their operands from cache.
+/// Side of an input tile and of a transformed tile: m + 3 − 1.
+const ALPHA: usize = 6;
+
+/// Positions ξ of a transformed tile.
+const XI: usize = ALPHA * ALPHA;
+
+/// The largest transformed chunk (`36·channels·tiles`) of the forward, in elements (4 MiB
+/// of f32): the 36 products of a chunk then read their operands from cache.
 const CHUNK_CAP: usize = 1 << 20;
 
-/// Fewer input or output channels than this stay on im2col, which was as fast or faster
-/// there (best of 5, batch 128, 2 cores; GFLOP/s of im2col against Winograd, forward and
-/// weight gradient): 64→64 channels on 32×32 maps 185/158 against 110–121/132–135, 64→128 on
-/// 16×16 188–193/181–184 against 122–150/172–181: with few channels the 16 products are too
-/// small to run near the GEMM's rate and the transforms weigh more.
-const MIN_CHANNELS: usize = 128;
+/// Fewer input or output channels than this stay on im2col: with few channels the 36
+/// products are too small to run near the GEMM's rate and the transforms weigh more.
+const MIN_CHANNELS: usize = 64;
 
-/// Nor below this product of input and output channels: 128→128 on 16×16 maps was still
-/// slower forward (174–180 against 197–198) and level for the weight gradient, while
-/// 128→256 on 8×8 gained (230 against 186) and 256→256 more (241 against 184).
-const MIN_CHANNEL_PRODUCT: usize = 128 * 256;
+/// Nor below this product of input and output channels. Measured with F(4×4, 3×3) (`bench
+/// train --profile`, one call per layer, 2 cores; ms of forward / input gradient / weight
+/// gradient, im2col against Winograd): vgg11's 64→128 on 16×16 maps 32/37/28 against
+/// 30/27/22 and resnet18's 128→128 on 16×16 about 57/54/62 against 44/40/39 gained, while
+/// resnet18's 64→64 on 32×32 was level (about 59/63/73 against 65/68/60), so it stays out.
+/// (F(2×2, 3×3) gained only from 128→256 channels up.)
+const MIN_CHANNEL_PRODUCT: usize = 64 * 128;
 
-/// Smaller output maps stay off this path (2×2 maps go to [`super::dense`], which was faster
-/// still): with one tile per image (2×2 maps) the products are
-/// short and the transformed gradient large, and Winograd was no faster (vgg11's 512×2×2
-/// layers, best of 5: forward 160 against 178 GFLOP/s, weight gradient 119 against 127).
+/// Smaller output maps stay off this path: maps no larger than the kernel (2×2, 3×3) go to
+/// [`super::dense`], which does 4/9 of a direct convolution's multiply-adds on 2×2 maps,
+/// where a 4×4 tile, mostly cropped away, would cost as many as the direct one.
 const MIN_OUTPUT_SIDE: usize = 4;
 
 /// Whether `g` runs on this path: an ungrouped 3×3 convolution with stride 1 (any padding),
@@ -64,9 +70,9 @@ pub fn applies(g: &Geom) -> bool {
         && g.oh().min(g.ow()) >= MIN_OUTPUT_SIDE
 }
 
-/// Tile rows, tile columns and tiles per image: 2×2 output tiles covering the output map.
+/// Tile rows, tile columns and tiles per image: 4×4 output tiles covering the output map.
 fn tiles(g: &Geom) -> (usize, usize, usize) {
-    let (th, tw) = (g.oh().div_ceil(2), g.ow().div_ceil(2));
+    let (th, tw) = (g.oh().div_ceil(M), g.ow().div_ceil(M));
     (th, tw, th * tw)
 }
 
@@ -77,31 +83,86 @@ fn chunk_images(g: &Geom, t: Threading, cap: usize) -> (usize, bool) {
     conv::split_images(g.n, (cap / per_image.max(1)).clamp(1, g.n.max(1)), t, 1)
 }
 
-/// `G·v` for a kernel row or column `v` (3 → 4).
-fn g3(a: f32, b: f32, c: f32) -> [f32; 4] {
-    [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c]
+/// `Bᵀ·d` for one column `d` of an input tile (the rows of `Bᵀ`, written out; the tests hold each of these to its matrix).
+#[inline(always)]
+fn bt(d: [f32; ALPHA]) -> [f32; ALPHA] {
+    let (a, b) = (d[3] + d[4], d[1] + d[2]);
+    let (c, e) = (d[4] - d[3], d[1] - d[2]);
+    let (f, h) = (d[4] - d[2], d[3] - d[1]);
+    [4.0 * d[0] - 5.0 * d[2] + d[4], a - 4.0 * b, c + 4.0 * e, f + 2.0 * h, f - 2.0 * h, 4.0 * d[1] - 5.0 * d[3] + d[5]]
 }
 
-/// `Gᵀ·v` (4 → 3), the transpose of [`g3`].
-fn gt4(v: [f32; 4]) -> [f32; 3] {
-    let s = 0.5 * (v[1] + v[2]);
-    [v[0] + s, 0.5 * (v[1] - v[2]), s + v[3]]
+/// `Aᵀ·m` for one column `m` of a transformed product (the rows of `Aᵀ`).
+#[inline(always)]
+fn at(m: [f32; ALPHA]) -> [f32; M] {
+    let (s12, d12, s34, d34) = (m[1] + m[2], m[1] - m[2], m[3] + m[4], m[3] - m[4]);
+    [m[0] + s12 + s34, d12 + 2.0 * d34, s12 + 4.0 * s34, d12 + 8.0 * d34 + m[5]]
+}
+
+/// `A·v` for one column `v` of an output-gradient tile (the columns of `Aᵀ`).
+#[inline(always)]
+fn a(v: [f32; M]) -> [f32; ALPHA] {
+    let (e, o) = (v[0] + v[2], v[1] + v[3]);
+    let (e4, o2) = (v[0] + 4.0 * v[2], 2.0 * v[1] + 8.0 * v[3]);
+    [v[0], e + o, e - o, e4 + o2, e4 - o2, v[3]]
+}
+
+/// `G·w` for one column `w` of a kernel (the rows of `G`).
+#[inline(always)]
+fn g(w: [f32; 3]) -> [f32; ALPHA] {
+    let (s, d) = (w[0] + w[2], w[1]);
+    let (q, r) = (w[0] / 24.0 + w[2] / 6.0, w[1] / 12.0);
+    [w[0] / 4.0, -(s + d) / 6.0, -(s - d) / 6.0, q + r, q - r, w[2]]
+}
+
+/// `Gᵀ·u` for one column `u` of a transformed-kernel gradient (the columns of `G`).
+#[inline(always)]
+fn gt(u: [f32; ALPHA]) -> [f32; 3] {
+    let (p, q) = (u[1] + u[2], u[3] + u[4]);
+    [u[0] / 4.0 - p / 6.0 + q / 24.0, (u[2] - u[1]) / 6.0 + (u[3] - u[4]) / 12.0, -p / 6.0 + q / 6.0 + u[5]]
+}
+
+/// A block of [`LANES`] values, one per tile (or channel) transformed together.
+type Lanes = [f32; LANES];
+
+/// `F·X·Fᵀ` of a small square matrix of lane blocks, where `f(v)` is `F·v` for one column
+/// (one of [`bt`], [`at`], [`a`], [`g`], [`gt`]): every tile transform has this shape. Columns
+/// first, each lane on its own (the loops over lanes vectorize), then rows.
+#[inline(always)]
+fn sandwich<const I: usize, const O: usize>(x: &[[Lanes; I]; I], f: impl Fn([f32; I]) -> [f32; O], out: &mut [[Lanes; O]; O]) {
+    let mut cols = [[[0f32; LANES]; I]; O];
+    for j in 0..I {
+        for l in 0..LANES {
+            let y = f(std::array::from_fn(|i| x[i][j][l]));
+            for (row, v) in cols.iter_mut().zip(y) {
+                row[j][l] = v;
+            }
+        }
+    }
+    for (row, c) in out.iter_mut().zip(&cols) {
+        for l in 0..LANES {
+            let y = f(std::array::from_fn(|j| c[j][l]));
+            for (o, v) in row.iter_mut().zip(y) {
+                o[l] = v;
+            }
+        }
+    }
 }
 
 /// `U = G·w·Gᵀ` for every (output, input) channel pair of a `(o, c, 3, 3)` kernel, laid out
-/// `[o][ξ][c]`.
+/// `[o][ξ][c]`; [`LANES`] input channels at a time.
 fn transform_kernel(w: &[f32], o: usize, c: usize) -> Vec<f32> {
     let mut u = vec![0f32; o * XI * c];
     u.par_chunks_mut(XI * c).enumerate().for_each(|(oi, uo)| {
-        for ci in 0..c {
-            let k = &w[(oi * c + ci) * 9..][..9];
-            // Columns first: G applied down each of the 3 kernel columns.
-            let cols: [[f32; 4]; 3] = std::array::from_fn(|j| g3(k[j], k[3 + j], k[6 + j]));
-            for i in 0..4 {
-                let row = g3(cols[0][i], cols[1][i], cols[2][i]);
-                for (j, &v) in row.iter().enumerate() {
-                    uo[(4 * i + j) * c + ci] = v;
-                }
+        let mut t = [[[0f32; LANES]; ALPHA]; ALPHA];
+        for c0 in (0..c).step_by(LANES) {
+            let len = LANES.min(c - c0);
+            let x: [[Lanes; 3]; 3] = std::array::from_fn(|i| {
+                std::array::from_fn(|j| std::array::from_fn(|l| if l < len { w[(oi * c + c0 + l) * 9 + 3 * i + j] } else { 0.0 }))
+            });
+            sandwich(&x, g, &mut t);
+            for (xi, v) in t.as_flattened().iter().enumerate() {
+                uo[xi * c + c0..][..len].copy_from_slice(&v[..len]);
             }
         }
     });
@@ -109,19 +170,24 @@ fn transform_kernel(w: &[f32], o: usize, c: usize) -> Vec<f32> {
 }
 
 /// `dw = Gᵀ·dU·G` for a `[ξ][o][c]` gradient of the transformed kernel: the `(o, c, 3, 3)`
-/// weight gradient.
+/// weight gradient; [`LANES`] input channels at a time.
 fn untransform_kernel_gradient(du: &[f32], o: usize, c: usize) -> Vec<f32> {
     let mut dw = vec![0f32; o * c * 9];
     dw.par_chunks_mut(c * 9).enumerate().for_each(|(oi, dwo)| {
-        for ci in 0..c {
-            let t = |i: usize, j: usize| du[((4 * i + j) * o + oi) * c + ci];
-            // Rows first: Gᵀ along each of the 4 rows, then down the 3 resulting columns.
-            let rows: [[f32; 3]; 4] =
-                std::array::from_fn(|i| gt4([t(i, 0), t(i, 1), t(i, 2), t(i, 3)]));
-            for j in 0..3 {
-                let col = gt4([rows[0][j], rows[1][j], rows[2][j], rows[3][j]]);
-                for (i, &v) in col.iter().enumerate() {
-                    dwo[ci * 9 + 3 * i + j] = v;
+        let mut t = [[[0f32; LANES]; 3]; 3];
+        for c0 in (0..c).step_by(LANES) {
+            let len = LANES.min(c - c0);
+            let x: [[Lanes; ALPHA]; ALPHA] = std::array::from_fn(|i| {
+                std::array::from_fn(|j| {
+                    let mut v = [0f32; LANES];
+                    v[..len].copy_from_slice(&du[((ALPHA * i + j) * o + oi) * c + c0..][..len]);
+                    v
+                })
+            });
+            sandwich(&x, gt, &mut t);
+            for (k, v) in t.as_flattened().iter().enumerate() {
+                for l in 0..len {
+                    dwo[(c0 + l) * 9 + k] = v[l];
                 }
             }
         }
@@ -130,20 +196,20 @@ fn untransform_kernel_gradient(du: &[f32], o: usize, c: usize) -> Vec<f32> {
 }
 
 /// Tiles transformed together: the arithmetic runs on `[f32; LANES]` arrays (vectorized) and
-/// each of the 16 outputs is stored as one contiguous run, instead of 16 scattered scalars.
+/// each of the 36 outputs is stored as one contiguous run, instead of 36 scattered scalars.
 const LANES: usize = 16;
 
-/// The 16 rows (one per ξ, `len` long) of one channel's block of a `[channel][ξ][t]` buffer.
+/// The 36 rows (one per ξ, `len` long) of one channel's block of a `[channel][ξ][t]` buffer.
 fn xi_rows(block: &mut [f32], len: usize) -> [&mut [f32]; XI] {
     let mut it = block.chunks_mut(len);
-    std::array::from_fn(|_| it.next().expect("16 transformed rows"))
+    std::array::from_fn(|_| it.next().expect("36 transformed rows"))
 }
 
 /// Zero-bordered copies of one channel of every image in a chunk ([`Planes`]) and each tile's
 /// window offset in them.
 struct Padded {
     planes: Planes,
-    /// Offset of tile `t`'s top-left corner (2×2 tiles of an `th × tw` grid per plane), then
+    /// Offset of tile `t`'s top-left corner (4×4 tiles of an `th × tw` grid per plane), then
     /// zeros up to a whole number of [`LANES`] blocks.
     tile_at: Vec<usize>,
 }
@@ -152,7 +218,7 @@ impl Padded {
     /// Planes whose corner is source position `(-pad, -pad)`, for sources of `h × w`.
     fn new(planes: usize, (ph, pw): (usize, usize), (h, w): (usize, usize), pad: usize, (th, tw): (usize, usize)) -> Self {
         let size = ph * pw;
-        let mut tile_at: Vec<usize> = (0..planes).flat_map(|p| (0..th * tw).map(move |t| p * size + 2 * (t / tw) * pw + 2 * (t % tw))).collect();
+        let mut tile_at: Vec<usize> = (0..planes).flat_map(|p| (0..th * tw).map(move |t| p * size + M * (t / tw) * pw + M * (t % tw))).collect();
         tile_at.resize(tile_at.len().next_multiple_of(LANES), 0);
         Self { planes: Planes::new(planes, (ph, pw), (h, w), pad), tile_at }
     }
@@ -164,26 +230,27 @@ impl Padded {
     }
 }
 
-/// `a ∘ b` lane by lane.
-fn lanes(a: &[f32; LANES], b: &[f32; LANES], f: impl Fn(f32, f32) -> f32) -> [f32; LANES] {
-    std::array::from_fn(|l| f(a[l], b[l]))
-}
-
-/// Stores the first `len` lanes of the 16 transformed values of a block at `t0` of `dst`.
-fn store_block(dst: &mut [&mut [f32]; XI], out: &[[f32; LANES]; XI], t0: usize, len: usize) {
+/// Stores the first `len` lanes of the 36 transformed values of a block at `t0` of `dst`.
+fn store_block(dst: &mut [&mut [f32]; XI], out: &[Lanes], t0: usize, len: usize) {
     for (row, vals) in dst.iter_mut().zip(out) {
-        row[t0..t0 + len].copy_from_slice(&vals[..len]);
+        if len == LANES {
+            // A fixed-size copy: a few vector moves, not a call to memmove.
+            let full: &mut Lanes = (&mut row[t0..t0 + LANES]).try_into().expect("a whole block");
+            *full = *vals;
+        } else {
+            row[t0..t0 + len].copy_from_slice(&vals[..len]);
+        }
     }
 }
 
 /// The padded planes and tile offsets [`transform_input`] needs for `nb` images.
 fn input_planes(g: &Geom, nb: usize) -> Padded {
     let (th, tw, _) = tiles(g);
-    Padded::new(nb, (2 * th + 2, 2 * tw + 2), (g.h, g.w), g.pad, (th, tw))
+    Padded::new(nb, (M * th + 2, M * tw + 2), (g.h, g.w), g.pad, (th, tw))
 }
 
 /// Transforms input channel `c` of a chunk of `nb` images into its `[ξ][t]` block of a
-/// transformed input: `Bᵀ·d·B` of every 4×4 input tile.
+/// transformed input: `Bᵀ·d·B` of every 6×6 input tile.
 fn transform_input(xc: &[f32], g: &Geom, nb: usize, c: usize, pad: &mut Padded, block: &mut [f32]) {
     let tc = nb * tiles(g).2;
     let hw = g.h * g.w;
@@ -191,31 +258,12 @@ fn transform_input(xc: &[f32], g: &Geom, nb: usize, c: usize, pad: &mut Padded, 
         pad.planes.load(img, &xc[(img * g.c + c) * hw..][..hw], g.w);
     }
     let mut dst = xi_rows(block, tc);
+    let mut v = [[[0f32; LANES]; ALPHA]; ALPHA];
     for (blk, offsets) in pad.tile_at.chunks(LANES).enumerate() {
         let t0 = blk * LANES;
-        // Bᵀ·d down each of the 4 window columns k: rows t[i][k].
-        let mut t = [[[0f32; LANES]; 4]; 4];
-        for k in 0..4 {
-            let [d0, d1, d2, d3] = std::array::from_fn(|r| pad.gather(offsets, r, k));
-            let column = [
-                lanes(&d0, &d2, |a, b| a - b),
-                lanes(&d1, &d2, |a, b| a + b),
-                lanes(&d2, &d1, |a, b| a - b),
-                lanes(&d1, &d3, |a, b| a - b),
-            ];
-            for (row, v) in t.iter_mut().zip(column) {
-                row[k] = v;
-            }
-        }
-        // ·B along each row i.
-        let mut out = [[0f32; LANES]; XI];
-        for (i, [a, b, cc, e]) in t.iter().enumerate() {
-            out[4 * i] = lanes(a, cc, |a, c| a - c);
-            out[4 * i + 1] = lanes(b, cc, |b, c| b + c);
-            out[4 * i + 2] = lanes(cc, b, |c, b| c - b);
-            out[4 * i + 3] = lanes(b, e, |b, e| b - e);
-        }
-        store_block(&mut dst, &out, t0, LANES.min(tc - t0));
+        let d: [[Lanes; ALPHA]; ALPHA] = std::array::from_fn(|r| std::array::from_fn(|k| pad.gather(offsets, r, k)));
+        sandwich(&d, bt, &mut v);
+        store_block(&mut dst, v.as_flattened(), t0, LANES.min(tc - t0));
     }
 }
 
@@ -225,36 +273,32 @@ fn transform_output(m: &[f32], g: &Geom, nb: usize, yc: &mut [f32]) {
     let (th, tw, tpi) = tiles(g);
     let tc = nb * tpi;
     let (oh, ow) = (g.oh(), g.ow());
-    let mut pad = Padded::new(nb, (2 * th, 2 * tw), (oh, ow), 0, (th, tw));
+    let mut pad = Padded::new(nb, (M * th, M * tw), (oh, ow), 0, (th, tw));
     let pw = pad.planes.pw;
     let tile_at = std::mem::take(&mut pad.tile_at);
     for o in 0..g.o {
         let src: [&[f32]; XI] = std::array::from_fn(|xi| &m[(o * XI + xi) * tc..][..tc]);
+        let mut y = [[[0f32; LANES]; M]; M];
         for (blk, offsets) in tile_at.chunks(LANES).enumerate() {
             let t0 = blk * LANES;
             let len = LANES.min(tc - t0);
-            let mm = |i: usize, j: usize| -> [f32; LANES] {
-                let mut a = [0f32; LANES];
-                a[..len].copy_from_slice(&src[4 * i + j][t0..t0 + len]);
-                a
-            };
-            // Aᵀ·m: rows s0 = m0 + m1 + m2 and s1 = m1 − m2 − m3, per column j.
-            let s: [[[f32; LANES]; 4]; 2] = {
-                let cols: [_; 4] =
-                    std::array::from_fn(|j| [mm(0, j), mm(1, j), mm(2, j), mm(3, j)]);
-                [
-                    cols.map(|[m0, m1, m2, _]| std::array::from_fn(|l| m0[l] + m1[l] + m2[l])),
-                    cols.map(|[_, m1, m2, m3]| std::array::from_fn(|l| m1[l] - m2[l] - m3[l])),
-                ]
-            };
-            // ·A along each row, scattered into the tiles' 2×2 corners.
-            for (r, [a, b, c, d]) in s.iter().enumerate() {
-                let left: [f32; LANES] = std::array::from_fn(|l| a[l] + b[l] + c[l]);
-                let right: [f32; LANES] = std::array::from_fn(|l| b[l] - c[l] - d[l]);
-                for l in 0..len {
-                    let at = offsets[l] + r * pw;
-                    pad.planes.buf[at] = left[l];
-                    pad.planes.buf[at + 1] = right[l];
+            let mm: [[Lanes; ALPHA]; ALPHA] = std::array::from_fn(|i| {
+                std::array::from_fn(|j| {
+                    let row = &src[ALPHA * i + j][t0..];
+                    if len == LANES {
+                        row[..LANES].try_into().expect("a whole block")
+                    } else {
+                        std::array::from_fn(|l| if l < len { row[l] } else { 0.0 })
+                    }
+                })
+            });
+            sandwich(&mm, at, &mut y);
+            // Scattered into the tiles' 4×4 corners.
+            for (r, row) in y.iter().enumerate() {
+                for (cx, vals) in row.iter().enumerate() {
+                    for l in 0..len {
+                        pad.planes.buf[offsets[l] + r * pw + cx] = vals[l];
+                    }
                 }
             }
         }
@@ -265,7 +309,7 @@ fn transform_output(m: &[f32], g: &Geom, nb: usize, yc: &mut [f32]) {
 }
 
 /// Transforms output-gradient channel `o` of all `n` images into its `[ξ][t]` block:
-/// `A·dy·Aᵀ` of every 2×2 tile.
+/// `A·dy·Aᵀ` of every 4×4 tile.
 fn transform_output_gradient(dy: &[f32], g: &Geom, o: usize, pad: &mut Padded, block: &mut [f32]) {
     let (oh, ow) = (g.oh(), g.ow());
     let tc = g.n * tiles(g).2;
@@ -273,29 +317,17 @@ fn transform_output_gradient(dy: &[f32], g: &Geom, o: usize, pad: &mut Padded, b
         pad.planes.load(img, &dy[(img * g.o + o) * oh * ow..][..oh * ow], ow);
     }
     let mut dst = xi_rows(block, tc);
+    let mut v = [[[0f32; LANES]; ALPHA]; ALPHA];
     for (blk, offsets) in pad.tile_at.chunks(LANES).enumerate() {
         let t0 = blk * LANES;
-        let [a, b, c, e] = [(0, 0), (0, 1), (1, 0), (1, 1)].map(|(y, x)| pad.gather(offsets, y, x));
-        // A·dy: four rows (p, q); then ·Aᵀ along each: (p, q) → (p, p+q, p−q, −q).
-        let rows = [
-            (a, b),
-            (lanes(&a, &c, |a, c| a + c), lanes(&b, &e, |b, e| b + e)),
-            (lanes(&a, &c, |a, c| a - c), lanes(&b, &e, |b, e| b - e)),
-            (c.map(|v| -v), e.map(|v| -v)),
-        ];
-        let mut out = [[0f32; LANES]; XI];
-        for (i, (p, q)) in rows.iter().enumerate() {
-            out[4 * i] = *p;
-            out[4 * i + 1] = lanes(p, q, |p, q| p + q);
-            out[4 * i + 2] = lanes(p, q, |p, q| p - q);
-            out[4 * i + 3] = q.map(|v| -v);
-        }
-        store_block(&mut dst, &out, t0, LANES.min(tc - t0));
+        let d: [[Lanes; M]; M] = std::array::from_fn(|r| std::array::from_fn(|k| pad.gather(offsets, r, k)));
+        sandwich(&d, a, &mut v);
+        store_block(&mut dst, v.as_flattened(), t0, LANES.min(tc - t0));
     }
 }
 
 /// The forward `y = conv(x, w)` of a convolution [`applies`] accepts, threaded as `t` says:
-/// chunks of images small enough that their 16 products read operands from cache.
+/// chunks of images small enough that their 36 products read operands from cache.
 pub fn forward(x: &[f32], w: &[f32], g: &Geom, t: Threading) -> Vec<f32> {
     let (p, in_img, (_, _, tpi)) = (g.oh() * g.ow(), g.c * g.h * g.w, tiles(g));
     let u = transform_kernel(w, g.o, g.c);
@@ -331,7 +363,7 @@ pub fn forward(x: &[f32], w: &[f32], g: &Geom, t: Threading) -> Vec<f32> {
 
 /// The weight gradient of a convolution [`applies`] accepts, given `dy`: the whole batch's
 /// transformed inputs and output gradients (in parallel over channels), then one product per
-/// ξ over all tiles, the 16 spread over the threads ([`Threading::Batch`]) or each
+/// ξ over all tiles, the 36 spread over the threads ([`Threading::Batch`]) or each
 /// multi-threaded ([`Threading::Gemm`]). Per-thread partial sums over image chunks, as
 /// [`forward`] chunks, were slower: on 2×2 maps each chunk's products were too short to
 /// amortize re-reading the 16/9-size transformed gradient (90 against 140 GFLOP/s).
@@ -344,7 +376,7 @@ pub fn backward_weight(dy: &[f32], x: &[f32], g: &Geom, t: Threading) -> Vec<f32
             |pad, (c, block)| transform_input(x, g, g.n, c, pad, block),
         );
         let (th, tw, _) = tiles(g);
-        let out_planes = || Padded::new(g.n, (2 * th, 2 * tw), (g.oh(), g.ow()), 0, (th, tw));
+        let out_planes = || Padded::new(g.n, (M * th, M * tw), (g.oh(), g.ow()), 0, (th, tw));
         dyt.par_chunks_mut(XI * tc)
             .enumerate()
             .for_each_init(out_planes, |pad, (o, block)| {
@@ -416,15 +448,68 @@ mod tests {
         }
     }
 
+    /// `Bᵀ`, the input transform of F(4×4, 3×3) (interpolation points 0, ±1, ±2, ∞).
+    const BT: [[f32; ALPHA]; ALPHA] = [
+        [4.0, 0.0, -5.0, 0.0, 1.0, 0.0],
+        [0.0, -4.0, -4.0, 1.0, 1.0, 0.0],
+        [0.0, 4.0, -4.0, -1.0, 1.0, 0.0],
+        [0.0, -2.0, -1.0, 2.0, 1.0, 0.0],
+        [0.0, 2.0, -1.0, -2.0, 1.0, 0.0],
+        [0.0, 4.0, 0.0, -5.0, 0.0, 1.0],
+    ];
+
+    /// `G`, the kernel transform (3 → 6).
+    const G: [[f32; 3]; ALPHA] = [
+        [1.0 / 4.0, 0.0, 0.0],
+        [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+        [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+        [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+        [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+        [0.0, 0.0, 1.0],
+    ];
+
+    /// `Aᵀ`, the output transform (6 → 4).
+    const AT: [[f32; ALPHA]; M] = [
+        [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
+        [0.0, 1.0, -1.0, 2.0, -2.0, 0.0],
+        [0.0, 1.0, 1.0, 4.0, 4.0, 0.0],
+        [0.0, 1.0, -1.0, 8.0, -8.0, 1.0],
+    ];
+
+    /// Each written-out transform against its matrix (Lavin & Gray's), on unit vectors.
+    #[test]
+    fn transforms_match_their_matrices() {
+        fn unit<const N: usize>(k: usize) -> [f32; N] {
+            std::array::from_fn(|i| if i == k { 1.0 } else { 0.0 })
+        }
+        let close = |x: f32, y: f32, what: &str| assert!((x - y).abs() < 1e-6, "{what}: {x} against {y}");
+        for k in 0..ALPHA {
+            let (b, m, u) = (bt(unit(k)), at(unit(k)), gt(unit(k)));
+            (0..ALPHA).for_each(|i| close(b[i], BT[i][k], "Bᵀ"));
+            (0..M).for_each(|i| close(m[i], AT[i][k], "Aᵀ"));
+            (0..3).for_each(|i| close(u[i], G[k][i], "Gᵀ"));
+        }
+        for k in 0..M {
+            let v = a(unit(k));
+            (0..ALPHA).for_each(|i| close(v[i], AT[k][i], "A"));
+        }
+        for k in 0..3 {
+            let v = g(unit(k));
+            (0..ALPHA).for_each(|i| close(v[i], G[i][k], "G"));
+        }
+    }
+
     #[test]
     fn applies_to_wide_3x3_stride_1_ungrouped_convs_on_4x4_maps_or_larger() {
         let geom = |c: usize, o: usize, k: usize, stride: usize, groups: usize| {
             Geom::new(&[2, c, 8, 8], &[o, c / groups, k, k], stride, 1, groups).unwrap()
         };
         assert!(applies(&geom(128, 256, 3, 1, 1)));
+        assert!(applies(&geom(128, 128, 3, 1, 1)));
+        assert!(applies(&geom(64, 128, 3, 1, 1)));
         assert!(!applies(&Geom::new(&[2, 256, 2, 2], &[256, 256, 3, 3], 1, 1, 1).unwrap()), "2×2 maps are not Winograd's");
         assert!(!applies(&geom(64, 64, 3, 1, 1)));
-        assert!(!applies(&geom(128, 128, 3, 1, 1)));
+        assert!(!applies(&geom(32, 256, 3, 1, 1)));
         assert!(!applies(&geom(128, 128, 3, 2, 1)));
         assert!(!applies(&geom(128, 128, 1, 1, 1)));
         assert!(!applies(&geom(128, 128, 3, 1, 2)));
