@@ -489,14 +489,14 @@ mod tests {
             (0..M).for_each(|i| close(m[i], AT[i][k], "Aᵀ"));
             (0..3).for_each(|i| close(u[i], G[k][i], "Gᵀ"));
         }
-        for k in 0..M {
+        for (k, column) in AT.iter().enumerate() {
             let v = a(unit(k));
-            (0..ALPHA).for_each(|i| close(v[i], AT[k][i], "A"));
+            (0..ALPHA).for_each(|i| close(v[i], column[i], "A"));
         }
-        for k in 0..3 {
+        (0..3).for_each(|k| {
             let v = g(unit(k));
             (0..ALPHA).for_each(|i| close(v[i], G[i][k], "G"));
-        }
+        });
     }
 
     #[test]
