@@ -219,33 +219,19 @@ pub fn batch_norm_relu(x: &Tensor, gamma: &Tensor, beta: &Tensor, state: &BatchN
 fn batch_norm_generic(x: &Tensor, gamma: &Tensor, beta: &Tensor, state: &BatchNormState, train: bool) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     let shape = (1, c, 1, 1);
-    if train {
-        let count = (n * h * w) as f64;
+    let (mean, var) = if train {
         let xc = x.transpose(0, 1)?.reshape((c, n * h * w))?;
         let mean = xc.mean(D::Minus1)?;
-        let centered = xc.broadcast_sub(&mean.unsqueeze(1)?)?;
-        let var = centered.sqr()?.mean(D::Minus1)?;
-        {
-            let m = state.momentum;
-            let mean_d = mean.detach();
-            let unbiased = (var.detach() * (count / (count - 1.0).max(1.0)))?;
-            let rm = ((state.running_mean.as_tensor() * (1.0 - m))? + (mean_d * m)?)?;
-            let rv = ((state.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
-            state.running_mean.set(&rm.to_dtype(state.running_mean.dtype())?)?;
-            state.running_var.set(&rv.to_dtype(state.running_var.dtype())?)?;
-        }
-        let inv_std = (var + state.eps)?.sqrt()?.recip()?;
-        let scale = (gamma * inv_std)?;
-        let shift = (beta - (&mean * &scale)?)?;
-        x.broadcast_mul(&scale.reshape(shape)?)?.broadcast_add(&shift.reshape(shape)?)
+        let var = xc.broadcast_sub(&mean.unsqueeze(1)?)?.sqr()?.mean(D::Minus1)?;
+        update_running(state, &mean.detach(), &var.detach(), n * h * w)?;
+        (mean, var)
     } else {
-        let rm = state.running_mean.as_tensor().detach();
-        let rv = state.running_var.as_tensor().detach();
-        let inv_std = (rv + state.eps)?.sqrt()?.recip()?;
-        let scale = (gamma * inv_std)?;
-        let shift = (beta - (rm * &scale)?)?;
-        x.broadcast_mul(&scale.reshape(shape)?)?.broadcast_add(&shift.reshape(shape)?)
-    }
+        (state.running_mean.as_tensor().detach(), state.running_var.as_tensor().detach())
+    };
+    let inv_std = (var + state.eps)?.sqrt()?.recip()?;
+    let scale = (gamma * inv_std)?;
+    let shift = (beta - (mean * &scale)?)?;
+    x.broadcast_mul(&scale.reshape(shape)?)?.broadcast_add(&shift.reshape(shape)?)
 }
 
 /// Updates the running statistics from a batch's mean and biased variance (PyTorch: unbiased
