@@ -69,24 +69,25 @@ fn fill_matrix(w: &[f32], g: &Geom, k: &mut [f32]) {
 
 /// The forward: `y = conv(x, w)` (no bias), as `X·Kᵀ`.
 pub fn forward(x: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
-    let (rows, cols) = (g.o * g.oh() * g.ow(), g.c * g.h * g.w);
-    let mut y = vec![0f32; g.n * rows];
-    with_scratch(rows * cols, 0, |k, _| {
-        fill_matrix(w, g, k);
-        gemm(g.n, rows, cols, &mut y, rows, false, true, View::rows(x, cols), View::rows_t(k, cols));
-    });
-    y
+    times_matrix(x, w, g, true)
 }
 
 /// The input gradient of `y = conv(x, w)` given `dy`, as `dY·K`.
 pub fn backward_data(dy: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
+    times_matrix(dy, w, g, false)
+}
+
+/// `A·Kᵀ` when `transposed` (A: inputs, a row per image) or `A·K` (A: output gradients).
+fn times_matrix(a: &[f32], w: &[f32], g: &Geom, transposed: bool) -> Vec<f32> {
     let (rows, cols) = (g.o * g.oh() * g.ow(), g.c * g.h * g.w);
-    let mut dx = vec![0f32; g.n * cols];
+    let (inner, outer) = if transposed { (cols, rows) } else { (rows, cols) };
+    let mut out = vec![0f32; g.n * outer];
     with_scratch(rows * cols, 0, |k, _| {
         fill_matrix(w, g, k);
-        gemm(g.n, cols, rows, &mut dx, cols, false, true, View::rows(dy, rows), View::rows(k, cols));
+        let b = if transposed { View::rows_t(k, cols) } else { View::rows(k, cols) };
+        gemm(g.n, outer, inner, &mut out, outer, false, true, View::rows(a, inner), b);
     });
-    dx
+    out
 }
 
 /// The weight gradient of `y = conv(x, w)` given `dy`: `dK = dYᵀ·X`, each tap the sum of
