@@ -83,7 +83,8 @@ fn chunk_images(g: &Geom, t: Threading, cap: usize) -> (usize, bool) {
     conv::split_images(g.n, (cap / per_image.max(1)).clamp(1, g.n.max(1)), t, 1)
 }
 
-/// `Bᵀ·d` for one column `d` of an input tile (the rows of `Bᵀ`, written out; the tests hold each of these to its matrix).
+/// `Bᵀ·d` for one column `d` of an input tile (the rows of `Bᵀ`, written out; the tests hold
+/// each of these functions to its matrix).
 #[inline(always)]
 fn bt(d: [f32; ALPHA]) -> [f32; ALPHA] {
     let (a, b) = (d[3] + d[4], d[1] + d[2]);
@@ -124,6 +125,16 @@ fn gt(u: [f32; ALPHA]) -> [f32; 3] {
 
 /// A block of [`LANES`] values, one per tile (or channel) transformed together.
 type Lanes = [f32; LANES];
+
+/// The first `len` values of `src` as a lane block, zeros after them; a whole block is one
+/// fixed-size copy (a few vector moves, not a call to memmove).
+fn load_lanes(src: &[f32], len: usize) -> Lanes {
+    if len == LANES {
+        src[..LANES].try_into().expect("a whole block")
+    } else {
+        std::array::from_fn(|l| if l < len { src[l] } else { 0.0 })
+    }
+}
 
 /// `F·X·Fᵀ` of a small square matrix of lane blocks, where `f(v)` is `F·v` for one column
 /// (one of [`bt`], [`at`], [`a`], [`g`], [`gt`]): every tile transform has this shape. Columns
@@ -177,13 +188,7 @@ fn untransform_kernel_gradient(du: &[f32], o: usize, c: usize) -> Vec<f32> {
         let mut t = [[[0f32; LANES]; 3]; 3];
         for c0 in (0..c).step_by(LANES) {
             let len = LANES.min(c - c0);
-            let x: [[Lanes; ALPHA]; ALPHA] = std::array::from_fn(|i| {
-                std::array::from_fn(|j| {
-                    let mut v = [0f32; LANES];
-                    v[..len].copy_from_slice(&du[((ALPHA * i + j) * o + oi) * c + c0..][..len]);
-                    v
-                })
-            });
+            let x: [[Lanes; ALPHA]; ALPHA] = std::array::from_fn(|i| std::array::from_fn(|j| load_lanes(&du[((ALPHA * i + j) * o + oi) * c + c0..], len)));
             sandwich(&x, gt, &mut t);
             for (k, v) in t.as_flattened().iter().enumerate() {
                 for l in 0..len {
@@ -282,16 +287,7 @@ fn transform_output(m: &[f32], g: &Geom, nb: usize, yc: &mut [f32]) {
         for (blk, offsets) in tile_at.chunks(LANES).enumerate() {
             let t0 = blk * LANES;
             let len = LANES.min(tc - t0);
-            let mm: [[Lanes; ALPHA]; ALPHA] = std::array::from_fn(|i| {
-                std::array::from_fn(|j| {
-                    let row = &src[ALPHA * i + j][t0..];
-                    if len == LANES {
-                        row[..LANES].try_into().expect("a whole block")
-                    } else {
-                        std::array::from_fn(|l| if l < len { row[l] } else { 0.0 })
-                    }
-                })
-            });
+            let mm: [[Lanes; ALPHA]; ALPHA] = std::array::from_fn(|i| std::array::from_fn(|j| load_lanes(&src[ALPHA * i + j][t0..], len)));
             sandwich(&mm, at, &mut y);
             // Scattered into the tiles' 4×4 corners.
             for (r, row) in y.iter().enumerate() {
