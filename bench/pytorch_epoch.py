@@ -12,7 +12,9 @@ here is not the same draw as normlab's seed of the same number: compare the spre
         [--epochs 1] [--train-subset 10000] [--test-subset 1000] [--init FILE]
 
 `--init FILE` starts from a safetensors state_dict (e.g. `normlab norms --model vgg11 --seed 1
---save-init FILE`, normlab's seed-1 weights) instead of PyTorch's init.
+--save-init FILE`, normlab's seed-1 weights) instead of PyTorch's init. `--replay PREFIX`
+trains one epoch on exactly the batches normlab's run saw, in its order (written by
+`cargo run --release --example dump_epoch -- DIR SEED N PREFIX`), instead of drawing them.
 """
 import argparse
 import sys
@@ -41,6 +43,21 @@ def train_records(data, n):
     return torch.cat(xs), torch.cat(ys)
 
 
+def drawn(images, labels, batch, gen):
+    """One epoch's batches: a fresh permutation, each batch augmented."""
+    order = torch.randperm(len(labels), generator=gen)
+    for i in range(0, len(order), batch):
+        yield augmented_batch(images, labels, order[i:i + batch], gen)
+
+
+def replayed(prefix, batch):
+    """The batches normlab's run saw, as examples/dump_epoch.rs wrote them."""
+    x = torch.from_numpy(np.fromfile(f"{prefix}.x", dtype="<f4")).reshape(-1, 3, 32, 32)
+    y = torch.from_numpy(np.fromfile(f"{prefix}.y", dtype=np.uint8).astype(np.int64))
+    for i in range(0, len(y), batch):
+        yield x[i:i + batch], y[i:i + batch]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, help="CIFAR-10 in the binary layout (normlab data --out)")
@@ -51,6 +68,7 @@ def main():
     ap.add_argument("--test-subset", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--init", help="safetensors state_dict to start from")
+    ap.add_argument("--replay", help="PREFIX of PREFIX.x / PREFIX.y from examples/dump_epoch.rs (one epoch)")
     args = ap.parse_args()
     images, labels = train_records(args.data, args.train_subset)
     xt, yt = records(f"{args.data}/test_batch.bin", args.test_subset)
@@ -67,10 +85,8 @@ def main():
         t0 = time.perf_counter()
         for _ in range(args.epochs):
             model.train()
-            order = torch.randperm(len(labels), generator=gen)
             hits = seen = 0
-            for i in range(0, len(order), args.batch):
-                x, y = augmented_batch(images, labels, order[i:i + args.batch], gen)
+            for x, y in replayed(args.replay, args.batch) if args.replay else drawn(images, labels, args.batch, gen):
                 out = model(x)
                 loss = F.cross_entropy(out, y)
                 opt.zero_grad(set_to_none=True)

@@ -173,8 +173,9 @@ enum EpochEnd {
     Diverged { step: usize },
 }
 
-/// The seed of batch `batch` of epoch `epoch`'s augmentation.
-fn augment_seed(seed: u64, epoch: usize, batch: usize) -> u64 {
+/// The seed of batch `batch` of epoch `epoch`'s augmentation (public so that a run's exact
+/// batches can be replayed elsewhere: `examples/dump_epoch.rs`).
+pub fn augment_seed(seed: u64, epoch: usize, batch: usize) -> u64 {
     seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((epoch as u64) << 32 | batch as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9)
 }
 
