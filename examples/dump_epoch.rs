@@ -25,9 +25,8 @@ fn main() -> Result<()> {
     let (mut xs, mut ys) = (std::fs::File::create(format!("{out}.x"))?, std::fs::File::create(format!("{out}.y"))?);
     for (b, idx) in order.chunks(128).enumerate() {
         let (x, y) = train.augmented_batch(idx, augment_seed(seed, epoch, b), &Device::Cpu)?;
-        for v in x.flatten_all()?.to_vec1::<f32>()? {
-            xs.write_all(&v.to_le_bytes())?;
-        }
+        // One write per batch (an unbuffered write per value was 30 M system calls).
+        xs.write_all(&x.flatten_all()?.to_vec1::<f32>()?.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())?;
         ys.write_all(&y.to_vec1::<u32>()?.iter().map(|&l| l as u8).collect::<Vec<u8>>())?;
     }
     println!("{} images in {} batches of epoch {epoch}, seed {seed}: {out}.x, {out}.y", order.len(), order.len().div_ceil(128));

@@ -55,7 +55,7 @@ fn check_conv_against_candle(conv: impl Fn(&Tensor, &Tensor, usize, usize, usize
         (6, 512, 32, 1, 1, 1, 0, 1),
         (6, 32, 512, 1, 1, 1, 0, 1),
         (6, 152, 152, 8, 3, 1, 1, 19),
-        // Winograd's (3×3, stride 1, ≥ 128 channels and 128·256 together, outputs ≥ 4×4):
+        // Winograd's (3×3, stride 1, ≥ 64 channels and 64·128 together, outputs ≥ 4×4):
         // odd maps, no padding.
         (2, 128, 256, 5, 3, 1, 1, 1),
         (3, 256, 136, 6, 3, 1, 0, 1),
