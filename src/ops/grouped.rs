@@ -8,9 +8,11 @@
 //! GFLOP/s measured on RegNet's layers). Here each block of 8 output channels of a group is
 //! computed straight from the group's zero-padded input planes: for each output row and run
 //! of 8 output columns, 8 × 8 accumulators take one fused multiply-add per input channel, tap
-//! and output channel, each input vector loaded once for the 8 output channels. The loop is
-//! compiled for AVX2 + FMA where the CPU has them (chosen at run time through `pulp`, the
-//! SIMD dispatch faer uses), else as portable code.
+//! and output channel, each input vector loaded once for the 8 output channels. The weight
+//! gradient runs across the block's 8 output channels instead (one vector per tap, summed over
+//! the output positions in a register). The loops are compiled for AVX2 + FMA where the CPU
+//! has them (chosen at run time through `pulp`, the SIMD dispatch faer uses), else as
+//! portable code.
 
 use super::conv::{self, Geom};
 use super::padded::Planes;
@@ -27,9 +29,16 @@ const MAX_GROUP_CHANNELS: usize = 32;
 
 /// Whether `g` runs on this path: a grouped convolution (2 or more groups) with at most
 /// [`MAX_GROUP_CHANNELS`] input channels per group, a multiple of 8 output channels per group,
-/// and stride 1 or 2.
+/// a square 1×1 or 3×3 kernel (the weight gradient keeps all taps in registers) and stride 1
+/// or 2.
 pub fn applies(g: &Geom) -> bool {
-    conv::specialized() && g.groups > 1 && g.og().is_multiple_of(OB) && g.cg() <= MAX_GROUP_CHANNELS && (g.stride == 1 || g.stride == 2)
+    conv::specialized()
+        && g.groups > 1
+        && g.og().is_multiple_of(OB)
+        && g.cg() <= MAX_GROUP_CHANNELS
+        && g.kh == g.kw
+        && (g.kh == 1 || g.kh == 3)
+        && (g.stride == 1 || g.stride == 2)
 }
 
 /// `(regrouped, original)` index pairs of every kernel entry: the original layout is
@@ -84,7 +93,7 @@ pub fn forward(x: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
                 for b in 0..og / OB {
                     let o0 = gi * og + b * OB;
                     let wb = &wt[(o0 / OB) * block_len..][..block_len];
-                    Kernel { pass: Pass::Forward, planes, other: wb, dims: (cg, g.kh, g.kw), stride: g.stride, out, oh, owp }.run();
+                    Kernel { pass: Pass::Forward, planes, other: wb, dims: (cg, g.kh, g.kw), stride: g.stride, out, oh, ow: owp }.run();
                     for (o, plane) in yi[o0 * oh * ow..][..OB * oh * ow].chunks_mut(oh * ow).enumerate() {
                         for (r, row) in plane.chunks_mut(ow).enumerate() {
                             row.copy_from_slice(&out[(o * oh + r) * owp..][..ow]);
@@ -101,11 +110,10 @@ pub fn forward(x: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
 /// images, each image's group blocks by [`weight_block`].
 pub fn backward_weight(dy: &[f32], x: &[f32], g: &Geom) -> Vec<f32> {
     let (oh, ow, cg, og) = (g.oh(), g.ow(), g.cg(), g.og());
-    let owp = ow.next_multiple_of(LANES);
     let (ph, pw) = padded_dims(g);
     let block_len = cg * g.kh * g.kw * OB;
     let (in_img, out_img, hw, p) = (g.c * g.h * g.w, g.o * oh * ow, g.h * g.w, oh * ow);
-    let image = |acc: &mut Vec<f32>, planes: &mut Planes, dyb: &mut Vec<f32>, img: usize| {
+    let image = |acc: &mut Vec<f32>, planes: &mut Planes, dyt: &mut Vec<f32>, img: usize| {
         let (xi, dyi) = (&x[img * in_img..][..in_img], &dy[img * out_img..][..out_img]);
         for gi in 0..g.groups {
             for ci in 0..cg {
@@ -113,24 +121,25 @@ pub fn backward_weight(dy: &[f32], x: &[f32], g: &Geom) -> Vec<f32> {
             }
             for b in 0..og / OB {
                 let o0 = gi * og + b * OB;
-                // The block's output gradient with rows padded to `owp` (zeros past `ow`).
+                // The block's output gradient position-major: each position's OB values are
+                // one vector.
                 for (o, plane) in dyi[o0 * p..][..OB * p].chunks(p).enumerate() {
-                    for (r, row) in plane.chunks(ow).enumerate() {
-                        dyb[(o * oh + r) * owp..][..ow].copy_from_slice(row);
+                    for (pos, &v) in plane.iter().enumerate() {
+                        dyt[pos * OB + o] = v;
                     }
                 }
                 let dims = (cg, g.kh, g.kw);
                 let dwb = &mut acc[(o0 / OB) * block_len..][..block_len];
-                Kernel { pass: Pass::Weight, planes, other: dyb, dims, stride: g.stride, out: dwb, oh, owp }.run();
+                Kernel { pass: Pass::Weight, planes, other: dyt, dims, stride: g.stride, out: dwb, oh, ow }.run();
             }
         }
     };
-    let init = || (vec![0f32; g.o * block_len / OB], Planes::new(cg, (ph, pw), (g.h, g.w), g.pad), vec![0f32; OB * oh * owp]);
+    let init = || (vec![0f32; g.o * block_len / OB], Planes::new(cg, (ph, pw), (g.h, g.w), g.pad), vec![0f32; OB * p]);
     let sums = (0..g.n)
         .into_par_iter()
-        .fold(init, |(mut acc, mut planes, mut dyb), img| {
-            image(&mut acc, &mut planes, &mut dyb, img);
-            (acc, planes, dyb)
+        .fold(init, |(mut acc, mut planes, mut dyt), img| {
+            image(&mut acc, &mut planes, &mut dyt, img);
+            (acc, planes, dyt)
         })
         .map(|(acc, _, _)| acc)
         .reduce(
@@ -144,40 +153,38 @@ pub fn backward_weight(dy: &[f32], x: &[f32], g: &Geom) -> Vec<f32> {
 }
 
 /// Adds one image's weight gradient of one block of [`OB`] output channels to `dwb`
-/// (`[ci][ki][kj][o]`): for each tap, 8 lane-wise accumulators (one per output channel) run
-/// over the output positions, reading the input vector once for the 8 channels.
+/// (`[ci][ki][kj][o]`) from the block's position-major output gradient `dyt`
+/// (`[oy][ox][o]`). Vectorised over the block's output channels: each tap's sum over the
+/// output positions stays in one register of [`OB`] lanes, with no reduction across lanes
+/// (summing across position lanes cost as much as the multiply-adds on 8×8 maps), and the
+/// `K × K` taps of an input channel share each load of the output gradient.
 #[inline(always)]
-fn weight_block<const S: usize>(planes: &Planes, dyb: &[f32], (cg, kh, kw): (usize, usize, usize), dwb: &mut [f32], oh: usize, owp: usize) {
+fn weight_block<const S: usize, const K: usize>(planes: &Planes, dyt: &[f32], cg: usize, dwb: &mut [f32], oh: usize, ow: usize) {
     let pw = planes.pw;
-    let mut taps = vec![[[0f32; LANES]; OB]; cg * kh * kw];
-    for ci in 0..cg {
+    for (ci, dw_ci) in dwb.chunks_exact_mut(K * K * OB).take(cg).enumerate() {
         let plane = planes.plane(ci);
-        for ki in 0..kh {
-            for kj in 0..kw {
-                let mut acc = [[0f32; LANES]; OB];
-                for oy in 0..oh {
-                    let row = &plane[(oy * S + ki) * pw + kj..];
-                    let dy_rows: [&[f32]; OB] = std::array::from_fn(|o| &dyb[(o * oh + oy) * owp..][..owp]);
-                    for x0 in (0..owp).step_by(LANES) {
-                        let seg = &row[x0 * S..][..(LANES - 1) * S + 1];
-                        let inp: [f32; LANES] = std::array::from_fn(|l| seg[l * S]);
-                        for (a, dr) in acc.iter_mut().zip(&dy_rows) {
-                            let d: &[f32; LANES] = dr[x0..x0 + LANES].try_into().expect("LANES values");
-                            for ((al, &dl), &il) in a.iter_mut().zip(d).zip(&inp) {
-                                *al = dl.mul_add(il, *al);
-                            }
+        let mut acc = [[[0f32; OB]; K]; K];
+        let span = (ow - 1) * S + K;
+        for (oy, dy_row) in dyt.chunks_exact(ow * OB).take(oh).enumerate() {
+            let rows: [&[f32]; K] = std::array::from_fn(|ki| &plane[(oy * S + ki) * pw..][..span]);
+            for (ox, d) in dy_row.chunks_exact(OB).enumerate() {
+                let d: [f32; OB] = d.try_into().expect("OB values");
+                // All loads before the multiply-adds, and fixed-count index loops: the shape
+                // the compiler keeps in registers as K·K vector FMAs.
+                let xs: [[f32; K]; K] = std::array::from_fn(|ki| std::array::from_fn(|kj| rows[ki][ox * S + kj]));
+                for ki in 0..K {
+                    for kj in 0..K {
+                        for l in 0..OB {
+                            acc[ki][kj][l] = d[l].mul_add(xs[ki][kj], acc[ki][kj][l]);
                         }
                     }
                 }
-                // Stored whole and summed across lanes below: summing here kept the compiler
-                // from vectorising the multiply-adds (8 scalar FMAs per vector, 5× slower).
-                taps[(ci * kh + ki) * kw + kj] = acc;
             }
         }
-    }
-    for (tap, acc) in dwb.chunks_mut(OB).zip(&taps) {
-        for (t, a) in tap.iter_mut().zip(acc) {
-            *t += a.iter().sum::<f32>();
+        for (tap, a) in dw_ci.chunks_exact_mut(OB).zip(acc.iter().flatten()) {
+            for (t, v) in tap.iter_mut().zip(a) {
+                *t += v;
+            }
         }
     }
 }
@@ -187,7 +194,8 @@ fn weight_block<const S: usize>(planes: &Planes, dyb: &[f32], (cg, kh, kw): (usi
 enum Pass {
     /// [`block`]: `other` holds the regrouped weights, `out` the block's outputs.
     Forward,
-    /// [`weight_block`]: `other` holds the block's output gradient, `out` its weight gradient.
+    /// [`weight_block`]: `other` holds the block's position-major output gradient, `out` its
+    /// weight gradient.
     Weight,
 }
 
@@ -203,7 +211,9 @@ struct Kernel<'a> {
     stride: usize,
     out: &'a mut [f32],
     oh: usize,
-    owp: usize,
+    /// Output columns: padded to a multiple of [`LANES`] for [`block`], as they are for
+    /// [`weight_block`].
+    ow: usize,
 }
 
 impl Kernel<'_> {
@@ -218,12 +228,15 @@ impl pulp::WithSimd for Kernel<'_> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        let Kernel { pass, planes, other, dims, stride, out, oh, owp } = self;
-        match (pass, stride) {
-            (Pass::Forward, 1) => block::<1>(planes, other, dims, out, oh, owp),
-            (Pass::Forward, _) => block::<2>(planes, other, dims, out, oh, owp),
-            (Pass::Weight, 1) => weight_block::<1>(planes, other, dims, out, oh, owp),
-            (Pass::Weight, _) => weight_block::<2>(planes, other, dims, out, oh, owp),
+        let Kernel { pass, planes, other, dims, stride, out, oh, ow } = self;
+        let cg = dims.0;
+        match (pass, stride, dims.1) {
+            (Pass::Forward, 1, _) => block::<1>(planes, other, dims, out, oh, ow),
+            (Pass::Forward, _, _) => block::<2>(planes, other, dims, out, oh, ow),
+            (Pass::Weight, 1, 1) => weight_block::<1, 1>(planes, other, cg, out, oh, ow),
+            (Pass::Weight, 1, _) => weight_block::<1, 3>(planes, other, cg, out, oh, ow),
+            (Pass::Weight, _, 1) => weight_block::<2, 1>(planes, other, cg, out, oh, ow),
+            (Pass::Weight, _, _) => weight_block::<2, 3>(planes, other, cg, out, oh, ow),
         }
     }
 }
