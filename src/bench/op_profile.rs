@@ -22,6 +22,10 @@ pub struct OpTime {
     pub time: Duration,
     /// Multiply-adds of those calls (convs; 0 for BatchNorm), for the achieved rate.
     pub macs: usize,
+    /// Bytes those calls must read and write at the least (BatchNorm, which is bound by
+    /// memory: forward reads the input twice and writes the output; backward reads the input
+    /// and its gradient twice each and writes the input gradient), for the achieved GB/s.
+    pub bytes: usize,
 }
 
 fn timed<T>(device: &Device, f: impl FnOnce() -> Result<T>) -> Result<Duration> {
@@ -49,7 +53,7 @@ pub struct ConvTime {
 pub fn profile_layers(model: &Model, device: &Device, batch: usize) -> Result<(Vec<OpTime>, Vec<ConvTime>)> {
     let mut convs = Vec::new();
     let names = ["conv fwd", "conv bwd data", "conv bwd weight", "bn fwd", "bn bwd"];
-    let mut rows: Vec<OpTime> = names.iter().map(|&op| OpTime { op, layers: 0, time: Duration::ZERO, macs: 0 }).collect();
+    let mut rows: Vec<OpTime> = names.iter().map(|&op| OpTime { op, layers: 0, time: Duration::ZERO, macs: 0, bytes: 0 }).collect();
     for (i, spec) in model.layers.iter().enumerate() {
         let x = Tensor::randn(0f32, 1.0, (batch, spec.in_c, spec.in_h, spec.in_w), device)?;
         match spec.kind {
@@ -92,6 +96,9 @@ pub fn profile_layers(model: &Model, device: &Device, batch: usize) -> Result<(V
                 let xv = Var::from_tensor(&x)?;
                 let y = ops::batch_norm(xv.as_tensor(), gamma.as_tensor(), beta.as_tensor(), &state, true)?;
                 rows[4].time += timed(device, || Ok(y.backward()?))?;
+                let bytes = x.elem_count() * std::mem::size_of::<f32>();
+                rows[3].bytes += 3 * bytes;
+                rows[4].bytes += 5 * bytes;
                 rows[3].layers += 1;
                 rows[4].layers += 1;
             }
@@ -118,7 +125,11 @@ pub fn print(rows: &[OpTime], fwd_bwd: Duration, steps: usize) {
     for r in rows {
         let t = r.time.as_secs_f64();
         covered += t;
-        let rate = if r.macs > 0 { format!("  {:6.1} GFLOP/s", 2.0 * r.macs as f64 / t / 1e9) } else { String::new() };
+        let rate = match (r.macs, r.bytes) {
+            (0, 0) => String::new(),
+            (0, bytes) => format!("  {:6.1} GB/s", bytes as f64 / t / 1e9),
+            (macs, _) => format!("  {:6.1} GFLOP/s", 2.0 * macs as f64 / t / 1e9),
+        };
         println!("  {:<17} {:3} layers {:10.1} ms {:5.1}%{rate}", r.op, r.layers, 1e3 * t, 100.0 * t / step);
     }
     let rest = step - covered;

@@ -35,26 +35,56 @@ fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// Images per task of [`channel_pair_sums`]: fixed, so the order of the additions (and with it
+/// the result) does not depend on the number of threads.
+const SUM_CHUNK: usize = 4;
+
+/// Per-channel pairs of sums over `n` images of `c` channels, `plane(img, ch)` giving one
+/// plane's pair. Parallel over fixed chunks of whole images, so each task reads contiguous
+/// memory (parallel over channels, each task read `n` planes a whole image apart: 6–13 GB/s
+/// on RegNet's 8×8 maps), and the chunks' sums are added in order.
+fn channel_pair_sums(n: usize, c: usize, plane: impl Fn(usize, usize) -> (f64, f64) + Sync) -> Vec<(f64, f64)> {
+    let parts: Vec<Vec<(f64, f64)>> = (0..n.div_ceil(SUM_CHUNK))
+        .into_par_iter()
+        .map(|chunk| {
+            let mut acc = vec![(0f64, 0f64); c];
+            for img in chunk * SUM_CHUNK..((chunk + 1) * SUM_CHUNK).min(n) {
+                for (ch, a) in acc.iter_mut().enumerate() {
+                    let (s, q) = plane(img, ch);
+                    a.0 += s;
+                    a.1 += q;
+                }
+            }
+            acc
+        })
+        .collect();
+    let mut total = vec![(0f64, 0f64); c];
+    for part in parts {
+        for (t, p) in total.iter_mut().zip(part) {
+            t.0 += p.0;
+            t.1 += p.1;
+        }
+    }
+    total
+}
+
 /// Per-channel mean and biased variance of `x (n, c, hw)`: sums shifted by the channel's
 /// first value (against cancellation), in f32 within a plane and f64 across planes.
 pub fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> (Vec<f32>, Vec<f32>) {
     let count = (n * hw) as f64;
-    let stats: Vec<(f32, f32)> = (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let k = x[ch * hw];
-            let (mut s, mut q) = (0f64, 0f64);
-            for img in 0..n {
-                let plane = &x[(img * c + ch) * hw..][..hw];
-                s += lane_sum(plane, plane, |v, _| v - k) as f64;
-                q += lane_sum(plane, plane, |v, _| (v - k) * (v - k)) as f64;
-            }
+    let sums = channel_pair_sums(n, c, |img, ch| {
+        let k = x[ch * hw];
+        let plane = &x[(img * c + ch) * hw..][..hw];
+        (lane_sum(plane, plane, |v, _| v - k) as f64, lane_sum(plane, plane, |v, _| (v - k) * (v - k)) as f64)
+    });
+    sums.iter()
+        .enumerate()
+        .map(|(ch, &(s, q))| {
             let mean_shifted = s / count;
             let var = (q / count - mean_shifted * mean_shifted).max(0.0);
-            ((mean_shifted + k as f64) as f32, var as f32)
+            ((mean_shifted + x[ch * hw] as f64) as f32, var as f32)
         })
-        .collect();
-    stats.into_iter().unzip()
+        .unzip()
 }
 
 /// Per-channel `y = x·scale + shift` over `x (n, c, hw)`, clamped at 0 when `relu`.
@@ -86,18 +116,10 @@ impl ReluMask {
     }
 }
 
-/// `Σ pass(dy, x)` and `Σ pass(dy, x)·(x − m)` of channel `ch` of `(n, c, hw)` tensors, where
-/// `pass` masks `dy` for a fused ReLU (generic, so each case's loop is vectorised).
-#[allow(clippy::too_many_arguments)]
-fn channel_sums(dy: &[f32], x: &[f32], n: usize, c: usize, hw: usize, ch: usize, m: f32, pass: impl Fn(f32, f32) -> f32) -> (f64, f64) {
-    let (mut sd, mut sdx) = (0f64, 0f64);
-    for img in 0..n {
-        let off = (img * c + ch) * hw;
-        let (g, v) = (&dy[off..off + hw], &x[off..off + hw]);
-        sd += lane_sum(g, v, &pass) as f64;
-        sdx += lane_sum(g, v, |a, b| pass(a, b) * (b - m)) as f64;
-    }
-    (sd, sdx)
+/// `Σ pass(dy, x)` and `Σ pass(dy, x)·(x − m)` over one plane, where `pass` masks `dy` for a
+/// fused ReLU (generic, so each case's loop is vectorised).
+fn plane_sums(g: &[f32], v: &[f32], m: f32, pass: impl Fn(f32, f32) -> f32) -> (f64, f64) {
+    (lane_sum(g, v, &pass) as f64, lane_sum(g, v, |a, b| pass(a, b) * (b - m)) as f64)
 }
 
 /// One plane of the input gradient: `k·(pass(dy, x) − mean_dy − (x − m)·is·mean_dy_xhat)`.
@@ -217,21 +239,20 @@ impl CustomOp2 for BackwardSums {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, c, hw) = dims(l1)?;
         let (dy, x) = (cpu_f32("batch_norm", s1, l1, "gradient")?, cpu_f32("batch_norm", s2, l2, "input")?);
-        let sums: Vec<(f32, f32)> = (0..c)
-            .into_par_iter()
-            .map(|ch| {
-                let m = self.mean[ch];
-                let (sd, sdx) = match &self.mask {
-                    Some(mask) => {
-                        let (sc, sh) = mask.at(ch);
-                        channel_sums(dy, x, n, c, hw, ch, m, |g, x| if x * sc + sh > 0.0 { g } else { 0.0 })
-                    }
-                    None => channel_sums(dy, x, n, c, hw, ch, m, |g, _| g),
-                };
-                (sd as f32, (sdx * self.inv_std[ch] as f64) as f32)
-            })
-            .collect();
-        let (mut out, sdx): (Vec<f32>, Vec<f32>) = sums.into_iter().unzip();
+        let sums = channel_pair_sums(n, c, |img, ch| {
+            let m = self.mean[ch];
+            let off = (img * c + ch) * hw;
+            let (g, v) = (&dy[off..off + hw], &x[off..off + hw]);
+            match &self.mask {
+                Some(mask) => {
+                    let (sc, sh) = mask.at(ch);
+                    plane_sums(g, v, m, |g, x| if x * sc + sh > 0.0 { g } else { 0.0 })
+                }
+                None => plane_sums(g, v, m, |g, _| g),
+            }
+        });
+        let sums = sums.iter().zip(&self.inv_std).map(|(&(sd, sdx), &is)| (sd as f32, (sdx * is as f64) as f32));
+        let (mut out, sdx): (Vec<f32>, Vec<f32>) = sums.unzip();
         out.extend(sdx);
         Ok((CpuStorage::F32(out), Shape::from((2, c))))
     }
