@@ -9,7 +9,7 @@
 //! passes and its activation gradient (which candle's backward allocates, zero-fills and adds
 //! into) disappear.
 
-use super::cpu_f32;
+use super::{cpu_f32, par_collect};
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -89,16 +89,11 @@ pub fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> (Vec<f32>, Vec
 
 /// Per-channel `y = x·scale + shift` over `x (n, c, hw)`, clamped at 0 when `relu`.
 fn affine(x: &[f32], c: usize, hw: usize, scale: &[f32], shift: &[f32], relu: bool) -> Vec<f32> {
-    let mut y = vec![0f32; x.len()];
-    y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().for_each(|(j, (dst, src))| {
+    let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
+    par_collect(x.len(), hw, |j| {
         let (a, b) = (scale[j % c], shift[j % c]);
-        if relu {
-            dst.iter_mut().zip(src).for_each(|(d, &s)| *d = (s * a + b).max(0.0));
-        } else {
-            dst.iter_mut().zip(src).for_each(|(d, &s)| *d = s * a + b);
-        }
-    });
-    y
+        x[j * hw..][..hw].iter().map(move |&s| (s * a + b).max(floor))
+    })
 }
 
 /// Where a fused ReLU passed its input: `x·scale + shift > 0`, computed exactly as [`affine`]
@@ -120,14 +115,6 @@ impl ReluMask {
 /// fused ReLU (generic, so each case's loop is vectorised).
 fn plane_sums(g: &[f32], v: &[f32], m: f32, pass: impl Fn(f32, f32) -> f32) -> (f64, f64) {
     (lane_sum(g, v, &pass) as f64, lane_sum(g, v, |a, b| pass(a, b) * (b - m)) as f64)
-}
-
-/// One plane of the input gradient: `k·(pass(dy, x) − mean_dy − (x − m)·is·mean_dy_xhat)`.
-#[allow(clippy::too_many_arguments)]
-fn data_plane(dst: &mut [f32], g: &[f32], v: &[f32], k: f32, m: f32, is: f32, mean_dy: f32, mean_dy_xhat: f32, pass: impl Fn(f32, f32) -> f32) {
-    for ((d, &gy), &xv) in dst.iter_mut().zip(g).zip(v) {
-        *d = k * (pass(gy, xv) - mean_dy - (xv - m) * is * mean_dy_xhat);
-    }
 }
 
 /// The batch statistics of `x` as a `(2, c)` tensor: mean, biased variance (no gradient).
@@ -278,20 +265,17 @@ impl CustomOp2 for BackwardData {
         let (n, c, hw) = dims(l1)?;
         let (dy, x) = (cpu_f32("batch_norm", s1, l1, "gradient")?, cpu_f32("batch_norm", s2, l2, "input")?);
         let count = (n * hw) as f32;
-        let mut dx = vec![0f32; dy.len()];
-        dx.par_chunks_mut(hw).enumerate().for_each(|(j, dst)| {
+        let dx = par_collect(dy.len(), hw, |j| {
             let ch = j % c;
             let (m, is) = (self.mean[ch], self.inv_std[ch]);
             let k = self.gamma[ch] * is;
             let (mean_dy, mean_dy_xhat) = (self.sum_dy[ch] / count, self.sum_dy_xhat[ch] / count);
+            let (relu, (sc, sh)) = self.mask.as_ref().map_or((false, (0.0, 0.0)), |mask| (true, mask.at(ch)));
             let (g, v) = (&dy[j * hw..][..hw], &x[j * hw..][..hw]);
-            match &self.mask {
-                Some(mask) => {
-                    let (sc, sh) = mask.at(ch);
-                    data_plane(dst, g, v, k, m, is, mean_dy, mean_dy_xhat, |g, x| if x * sc + sh > 0.0 { g } else { 0.0 })
-                }
-                None => data_plane(dst, g, v, k, m, is, mean_dy, mean_dy_xhat, |g, _| g),
-            }
+            g.iter().zip(v).map(move |(&gy, &xv)| {
+                let gy = if !relu || xv * sc + sh > 0.0 { gy } else { 0.0 };
+                k * (gy - mean_dy - (xv - m) * is * mean_dy_xhat)
+            })
         });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }

@@ -84,6 +84,33 @@ fn cpu_f32<'a>(op: &str, s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'
     }
 }
 
+/// A `len`-value output built in parallel, chunk `i` (of `chunk` values) from the values of
+/// `values(i)`, written straight into the new allocation: `vec![0.0; len]` then a pass over it
+/// writes the memory twice (calloc zeroes reused memory), which for the large activations of a
+/// memory-bound op (BatchNorm) is a pass of its own. Panics, before exposing any of the
+/// allocation, when a chunk's iterator yields fewer values than the chunk holds.
+pub(crate) fn par_collect<I: Iterator<Item = f32>>(len: usize, chunk: usize, values: impl Fn(usize) -> I + Sync) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut out = Vec::with_capacity(len);
+    let written: usize = out.spare_capacity_mut()[..len]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .map(|(i, dst)| {
+            let mut count = 0;
+            for (d, v) in dst.iter_mut().zip(values(i)) {
+                d.write(v);
+                count += 1;
+            }
+            count
+        })
+        .sum();
+    assert_eq!(written, len, "par_collect: a chunk's values ended early");
+    // SAFETY: each chunk wrote at most its length from its start, and the counts add up to
+    // `len`, so each chunk wrote all of its values: the first `len` are initialised.
+    unsafe { out.set_len(len) };
+    out
+}
+
 /// Whether `t` runs on normlab's CPU kernels: f32 on the CPU, not [`Kernels::Stock`].
 fn fast(t: &Tensor) -> bool {
     kernels() != Kernels::Stock && t.device().is_cpu() && t.dtype() == DType::F32

@@ -3,7 +3,7 @@
 //! passes backward (ReLU: compare, cast, multiply; max pooling: upsample, compare, cast,
 //! average, multiply, upsample, multiply; bias: a reduction over three axes).
 
-use super::cpu_f32;
+use super::{cpu_f32, par_collect};
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -20,12 +20,7 @@ impl CustomOp1 for Relu {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = cpu_f32("op", s, l, "input")?;
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(GRAIN).zip(x.par_chunks(GRAIN)).for_each(|(d, s)| {
-            for (d, &v) in d.iter_mut().zip(s) {
-                *d = v.max(0.0);
-            }
-        });
+        let y = par_collect(x.len(), GRAIN, |i| x[i * GRAIN..][..GRAIN.min(x.len() - i * GRAIN)].iter().map(|&v| v.max(0.0)));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -44,11 +39,12 @@ impl CustomOp2 for ReluBackward {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let (dy, y) = (cpu_f32("op", s1, l1, "gradient")?, cpu_f32("op", s2, l2, "output")?);
-        let mut dx = vec![0f32; dy.len()];
-        dx.par_chunks_mut(GRAIN).zip(dy.par_chunks(GRAIN).zip(y.par_chunks(GRAIN))).for_each(|(d, (g, y))| {
-            for ((d, &g), &y) in d.iter_mut().zip(g).zip(y) {
-                *d = if y > 0.0 { g } else { 0.0 };
-            }
+        if dy.len() != y.len() {
+            bail!("relu backward: gradient of {} values for an output of {}", dy.len(), y.len())
+        }
+        let dx = par_collect(dy.len(), GRAIN, |i| {
+            let r = i * GRAIN..(i * GRAIN + GRAIN).min(dy.len());
+            dy[r.clone()].iter().zip(&y[r]).map(|(&g, &y)| if y > 0.0 { g } else { 0.0 })
         });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
@@ -174,12 +170,9 @@ impl CustomOp2 for ChannelBias {
             bail!("channel bias: {} values for {c} channels", b.len())
         }
         let hw = h * w;
-        let mut out = vec![0f32; y.len()];
-        out.par_chunks_mut(hw).zip(y.par_chunks(hw)).enumerate().for_each(|(j, (d, s))| {
+        let out = par_collect(y.len(), hw, |j| {
             let bias = b[j % c];
-            for (d, &v) in d.iter_mut().zip(s) {
-                *d = v + bias;
-            }
+            y[j * hw..][..hw].iter().map(move |&v| v + bias)
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }

@@ -235,3 +235,15 @@ fn conv_kernels_agree_under_both_threadings_and_uneven_chunks() {
         }
     }
 }
+
+#[test]
+fn par_collect_writes_every_chunk_in_order() {
+    let v = super::par_collect(10, 4, |i| (0..4).map(move |k| (4 * i + k) as f32));
+    assert_eq!(v, (0..10).map(|k| k as f32).collect::<Vec<_>>());
+}
+
+#[test]
+#[should_panic(expected = "ended early")]
+fn par_collect_refuses_a_chunk_left_short() {
+    super::par_collect(10, 4, |i| (0..if i == 1 { 3 } else { 4 }).map(|k| k as f32));
+}
