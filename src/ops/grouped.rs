@@ -15,7 +15,7 @@
 //! portable code.
 
 use super::conv::{self, Geom};
-use super::padded::Planes;
+use super::padded::{copy_row, Planes};
 use rayon::prelude::*;
 
 /// Output columns computed together (one AVX2 vector).
@@ -82,8 +82,10 @@ pub fn forward(x: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
     let block_len = cg * g.kh * g.kw * OB;
     let (in_img, out_img, hw) = (g.c * g.h * g.w, g.o * oh * ow, g.h * g.w);
     let mut y = vec![0f32; g.n * out_img];
+    // Rows a whole number of vectors long: the kernel writes the output in place.
+    let in_place = ow == owp;
     y.par_chunks_mut(out_img).enumerate().for_each_init(
-        || (Planes::new(cg, (ph, pw), (g.h, g.w), g.pad), vec![0f32; OB * oh * owp]),
+        || (Planes::new(cg, (ph, pw), (g.h, g.w), g.pad), if in_place { Vec::new() } else { vec![0f32; OB * oh * owp] }),
         |(planes, out), (img, yi)| {
             let xi = &x[img * in_img..][..in_img];
             for gi in 0..g.groups {
@@ -93,10 +95,16 @@ pub fn forward(x: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
                 for b in 0..og / OB {
                     let o0 = gi * og + b * OB;
                     let wb = &wt[(o0 / OB) * block_len..][..block_len];
-                    Kernel { pass: Pass::Forward, planes, other: wb, dims: (cg, g.kh, g.kw), stride: g.stride, out, oh, ow: owp }.run();
-                    for (o, plane) in yi[o0 * oh * ow..][..OB * oh * ow].chunks_mut(oh * ow).enumerate() {
+                    let yb = &mut yi[o0 * oh * ow..][..OB * oh * ow];
+                    let dims = (cg, g.kh, g.kw);
+                    if in_place {
+                        Kernel { pass: Pass::Forward, planes, other: wb, dims, stride: g.stride, out: yb, oh, ow: owp }.run();
+                        continue;
+                    }
+                    Kernel { pass: Pass::Forward, planes, other: wb, dims, stride: g.stride, out, oh, ow: owp }.run();
+                    for (o, plane) in yb.chunks_mut(oh * ow).enumerate() {
                         for (r, row) in plane.chunks_mut(ow).enumerate() {
-                            row.copy_from_slice(&out[(o * oh + r) * owp..][..ow]);
+                            copy_row(row, &out[(o * oh + r) * owp..][..ow]);
                         }
                     }
                 }

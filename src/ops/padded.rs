@@ -35,7 +35,7 @@ impl Planes {
     pub fn load(&mut self, slot: usize, plane: &[f32], w: usize) {
         let base = slot * self.size + self.at;
         for r in 0..self.rows {
-            self.buf[base + r * self.pw..][..self.cols].copy_from_slice(&plane[r * w..][..self.cols]);
+            copy_row(&mut self.buf[base + r * self.pw..][..self.cols], &plane[r * w..][..self.cols]);
         }
     }
 
@@ -43,12 +43,27 @@ impl Planes {
     pub fn store(&self, slot: usize, plane: &mut [f32], w: usize) {
         let base = slot * self.size + self.at;
         for r in 0..self.rows {
-            plane[r * w..][..self.cols].copy_from_slice(&self.buf[base + r * self.pw..][..self.cols]);
+            copy_row(&mut plane[r * w..][..self.cols], &self.buf[base + r * self.pw..][..self.cols]);
         }
     }
 
     /// Padded plane `slot`.
     pub fn plane(&self, slot: usize) -> &[f32] {
         &self.buf[slot * self.size..][..self.size]
+    }
+}
+
+/// `dst.copy_from_slice(src)` for the short rows of small maps: in fixed blocks of 8, which
+/// compile to plain vector moves, where `copy_from_slice` of a run-time length is a call to
+/// `memmove` (a quarter of the grouped forward's time on 8×8 maps, by `perf`).
+#[inline(always)]
+pub(super) fn copy_row(dst: &mut [f32], src: &[f32]) {
+    let (mut d, mut s) = (dst.chunks_exact_mut(8), src.chunks_exact(8));
+    for (d, s) in (&mut d).zip(&mut s) {
+        let s: &[f32; 8] = s.try_into().expect("8 values");
+        d.copy_from_slice(s);
+    }
+    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d = *s;
     }
 }
