@@ -15,6 +15,12 @@ fn main() {
         let w: Vec<f32> = (0..c * 72).map(|i| ((i * 31) % 100) as f32 / 100.0).collect();
         let dy: Vec<f32> = (0..n * c * g.oh() * g.ow()).map(|i| ((i * 13) % 100) as f32 / 100.0).collect();
         let flop = 2.0 * (n * c * g.oh() * g.ow() * 72) as f64 / 1e9;
+        if only == "data" {
+            if s == 1 { continue; }
+            let t = best(30, || { std::hint::black_box(conv::backward_data(&dy, &w, &g, Threading::Batch)); });
+            println!("{c}x{h}x{h} s{s}: data {:.2} ms {:.0} GF/s", t * 1e3, flop / t);
+            continue;
+        }
         if only == "fwd" {
             let t = best(30, || { std::hint::black_box(conv::forward(&x, &w, &g, Threading::Batch)); });
             println!("{c}x{h}x{h} s{s}: fwd {:.2} ms {:.0} GF/s", t * 1e3, flop / t);

@@ -431,6 +431,9 @@ pub fn backward_data(dy: &[f32], w: &[f32], g: &Geom, t: Threading) -> Vec<f32> 
     if let Some(gt) = g.transposed() {
         return forward(dy, &flipped_transpose(w, g), &gt, t);
     }
+    if grouped::applies_strided_data(g) {
+        return grouped::backward_data_strided(dy, w, g);
+    }
     let (p, og, kg, in_img) = (g.p(), g.og(), g.kg(), g.c * g.h * g.w);
     let mut dx = vec![0f32; g.n * in_img];
     let (nb_max, inner_par) = chunk_images(g, t, 4);
