@@ -21,8 +21,11 @@ const COL_CAP: usize = 4 << 20;
 /// Output positions per image from which each image gets its own matrix products that read
 /// and write the NCHW tensors in place (no gather or scatter copies, an im2col buffer the
 /// size of one image's): below it a product over one image is too small to run near the
-/// GEMM's rate, and chunks of images are unfolded together.
-const DIRECT_MIN_POSITIONS: usize = 256;
+/// GEMM's rate, and chunks of images are unfolded together. From 256 to 64 (8×8 maps):
+/// regnet200mf's thirteen 368-channel 1×1 layers on 8×8 maps, forward and both gradients,
+/// 721–726 → 548–569 ms in isolation (`bench train --profile`, alternated); 16 (4×4 maps)
+/// looked slower on resnet18 and was not taken.
+const DIRECT_MIN_POSITIONS: usize = 64;
 
 /// Shapes of one convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

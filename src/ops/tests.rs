@@ -42,7 +42,7 @@ fn check_conv_against_candle(conv: impl Fn(&Tensor, &Tensor, usize, usize, usize
         (2, 4, 8, 7, 3, 2, 1, 1),
         (2, 8, 8, 7, 1, 2, 0, 1),
         (2, 16, 16, 4, 3, 1, 1, 2),
-        // Maps of ≥ 256 output positions, which take the one-image-at-a-time products:
+        // Maps of ≥ 64 output positions, which take the one-image-at-a-time products:
         // stride 1 (input gradient as a flipped forward conv), stride 2 (col2im), 1×1.
         (2, 8, 16, 16, 3, 1, 1, 1),
         (2, 6, 8, 33, 3, 2, 1, 2),
