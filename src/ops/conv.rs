@@ -521,22 +521,7 @@ pub fn backward_weight(dy: &[f32], x: &[f32], g: &Geom, t: Threading) -> Vec<f32
         }
         return dw;
     }
-    starts
-        .into_par_iter()
-        .fold(
-            || vec![0f32; len],
-            |mut acc, n0| {
-                weight_chunk(dy, x, g, n0, nb_at(n0), &mut acc, false);
-                acc
-            },
-        )
-        .reduce(
-            || vec![0f32; len],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                a
-            },
-        )
+    super::par_sum(len, starts.len(), || (), |i, _, acc| weight_chunk(dy, x, g, starts[i], nb_at(starts[i]), acc, false))
 }
 
 /// `conv2d(x, w)` as a candle op with a GEMM backward (CPU, f32, contiguous inputs).

@@ -115,13 +115,13 @@ pub fn forward(x: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
 }
 
 /// The weight gradient of a convolution [`applies`] accepts, given `dy`: per-thread sums over
-/// images, each image's group blocks by [`weight_block`].
+/// fixed runs of images ([`super::par_sum`]), each image's group blocks by [`weight_block`].
 pub fn backward_weight(dy: &[f32], x: &[f32], g: &Geom) -> Vec<f32> {
     let (oh, ow, cg, og) = (g.oh(), g.ow(), g.cg(), g.og());
     let (ph, pw) = padded_dims(g);
     let block_len = cg * g.kh * g.kw * OB;
     let (in_img, out_img, hw, p) = (g.c * g.h * g.w, g.o * oh * ow, g.h * g.w, oh * ow);
-    let image = |acc: &mut Vec<f32>, planes: &mut Planes, dyt: &mut Vec<f32>, img: usize| {
+    let image = |acc: &mut [f32], planes: &mut Planes, dyt: &mut [f32], img: usize| {
         let (xi, dyi) = (&x[img * in_img..][..in_img], &dy[img * out_img..][..out_img]);
         for gi in 0..g.groups {
             for ci in 0..cg {
@@ -142,21 +142,8 @@ pub fn backward_weight(dy: &[f32], x: &[f32], g: &Geom) -> Vec<f32> {
             }
         }
     };
-    let init = || (vec![0f32; g.o * block_len / OB], Planes::new(cg, (ph, pw), (g.h, g.w), g.pad), vec![0f32; OB * p]);
-    let sums = (0..g.n)
-        .into_par_iter()
-        .fold(init, |(mut acc, mut planes, mut dyt), img| {
-            image(&mut acc, &mut planes, &mut dyt, img);
-            (acc, planes, dyt)
-        })
-        .map(|(acc, _, _)| acc)
-        .reduce(
-            || vec![0f32; g.o * block_len / OB],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                a
-            },
-        );
+    let init = || (Planes::new(cg, (ph, pw), (g.h, g.w), g.pad), vec![0f32; OB * p]);
+    let sums = super::par_sum(g.o * block_len / OB, g.n, init, |img, (planes, dyt), acc| image(acc, planes, dyt, img));
     ungroup(&sums, g)
 }
 

@@ -111,6 +111,32 @@ pub(crate) fn par_collect<I: Iterator<Item = f32>>(len: usize, chunk: usize, val
     out
 }
 
+/// The sum over `items` of `len`-value vectors, item `i` added into an accumulator by
+/// `add(i, &mut state, &mut acc)` (`state`: per-task scratch from `init`), in parallel and
+/// bitwise repeatable: the items are dealt in fixed contiguous runs to one accumulator per
+/// thread, and the accumulators added in order. rayon's `fold` regroups the sums with its
+/// work stealing, so weight gradients summed with it differed bitwise from run to run.
+pub(crate) fn par_sum<S>(len: usize, items: usize, init: impl Fn() -> S + Sync, add: impl Fn(usize, &mut S, &mut [f32]) + Sync) -> Vec<f32> {
+    use rayon::prelude::*;
+    let runs = rayon::current_num_threads().clamp(1, items.max(1));
+    let parts: Vec<Vec<f32>> = (0..runs)
+        .into_par_iter()
+        .map(|r| {
+            let (mut state, mut acc) = (init(), vec![0f32; len]);
+            for i in r * items / runs..(r + 1) * items / runs {
+                add(i, &mut state, &mut acc);
+            }
+            acc
+        })
+        .collect();
+    let mut parts = parts.into_iter();
+    let mut total = parts.next().unwrap_or_else(|| vec![0f32; len]);
+    for part in parts {
+        total.iter_mut().zip(&part).for_each(|(t, p)| *t += p);
+    }
+    total
+}
+
 /// Whether `t` runs on normlab's CPU kernels: f32 on the CPU, not [`Kernels::Stock`].
 fn fast(t: &Tensor) -> bool {
     kernels() != Kernels::Stock && t.device().is_cpu() && t.dtype() == DType::F32

@@ -247,3 +247,21 @@ fn par_collect_writes_every_chunk_in_order() {
 fn par_collect_refuses_a_chunk_left_short() {
     super::par_collect(10, 4, |i| (0..if i == 1 { 3 } else { 4 }).map(|k| k as f32));
 }
+
+/// Weight gradients sum over images in parallel; the result must not depend on which thread
+/// took which images (rayon's `fold` regroups the sums with its work stealing: bitwise
+/// different gradients from run to run, so "same seed, same result" failed). Grouped
+/// (direct kernel) and ungrouped (im2col + GEMM) paths, several repeats each.
+#[test]
+fn weight_gradients_are_bitwise_repeatable() {
+    for (c, h, groups) in [(64, 8, 8), (16, 16, 1)] {
+        let n = 64;
+        let g = conv::Geom::new(&[n, c, h, h], &[c, c / groups, 3, 3], 1, 1, groups).unwrap();
+        let x: Vec<f32> = (0..n * c * h * h).map(|i| ((i * 7919 % 1000) as f32 / 1000.0).sin()).collect();
+        let dy: Vec<f32> = (0..n * c * h * h).map(|i| ((i * 13 % 997) as f32 / 100.0).cos()).collect();
+        let first = conv::backward_weight(&dy, &x, &g, conv::Threading::Batch);
+        for repeat in 0..10 {
+            assert!(conv::backward_weight(&dy, &x, &g, conv::Threading::Batch) == first, "groups {groups}: repeat {repeat} differs");
+        }
+    }
+}
