@@ -89,10 +89,9 @@ pub fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> (Vec<f32>, Vec
 
 /// Per-channel `y = x·scale + shift` over `x (n, c, hw)`, clamped at 0 when `relu`.
 fn affine(x: &[f32], c: usize, hw: usize, scale: &[f32], shift: &[f32], relu: bool) -> Vec<f32> {
-    let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
     par_collect(x.len(), hw, |j| {
         let (a, b) = (scale[j % c], shift[j % c]);
-        x[j * hw..][..hw].iter().map(move |&s| (s * a + b).max(floor))
+        x[j * hw..][..hw].iter().map(move |&s| if relu { (s * a + b).max(0.0) } else { s * a + b })
     })
 }
 

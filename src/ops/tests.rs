@@ -265,3 +265,14 @@ fn weight_gradients_are_bitwise_repeatable() {
         }
     }
 }
+
+/// Without the fused ReLU, BatchNorm's affine map passes a NaN through, as candle's ops do
+/// (a NaN must reach the loss, where a diverged run is detected).
+#[test]
+fn batch_norm_without_relu_propagates_nan() {
+    let x = Tensor::from_vec(vec![1f32, f32::NAN, 3.0, 4.0], (1, 1, 2, 2), &Device::Cpu).unwrap();
+    let y = x.apply_op1_no_bwd(&bn::ChannelAffine { scale: vec![2.0], shift: vec![1.0] }).unwrap();
+    let y = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!((y[0], y[2], y[3]), (3.0, 7.0, 9.0));
+    assert!(y[1].is_nan(), "NaN became {}", y[1]);
+}
