@@ -10,6 +10,7 @@
 # "selftest bench plan" (default: all three). Writes OUT/selftest.txt, OUT/bench.txt,
 # OUT/plan.txt and OUT/short.tgz (the plan's results without checkpoints), few files because
 # the device tool returns at most eight. JOBS: cells at once on the card (default 4).
+# SHARDS: run these `--shard I/N` selections instead, one process each, all at once.
 set -uo pipefail
 OUT=${1:?usage: gpu-check.sh OUT [PLAN_SECONDS] [STAGES]}
 PLAN_SECONDS=${2:-180}
@@ -56,7 +57,15 @@ if [[ $STAGES == *plan* ]]; then
     $B data --source .gpu-bin/cifar10.tar.gz --out data/cifar10 >"$OUT/plan.txt" 2>&1 || exit 1
   fi
   # Earlier calls' finished cells come back in results/ (committed), so the scheduler resumes.
-  timeout --signal=INT "$PLAN_SECONDS" $B run plans/short.ron --data data/cifar10 --devices cuda:0 --jobs-per-device "${JOBS:-4}" >>"$OUT/plan.txt" 2>&1
+  if [ -n "${SHARDS:-}" ]; then
+    # Chosen cells, one process each (e.g. SHARDS="9/68 10/68": cells 9 and 10 of the grid).
+    for s in $SHARDS; do
+      timeout --signal=INT "$PLAN_SECONDS" $B run plans/short.ron --data data/cifar10 --devices cuda:0 --shard "$s" >>"$OUT/plan.txt" 2>&1 &
+    done
+    wait
+  else
+    timeout --signal=INT "$PLAN_SECONDS" $B run plans/short.ron --data data/cifar10 --devices cuda:0 --jobs-per-device "${JOBS:-4}" >>"$OUT/plan.txt" 2>&1
+  fi
   echo "plan rc $? after $(($(date +%s) - t0)) s" >>"$OUT/plan.txt"
   tar czf "$OUT/short.tgz" --exclude='*.safetensors' --exclude='checkpoint' $(ls -d results/short.csv results/short 2>/dev/null) 2>>"$OUT/plan.txt"
 fi
