@@ -28,7 +28,7 @@ use crate::data::dataset::{epoch_order, Cifar10, Split};
 use crate::models::Model;
 use crate::norms::{model_norms, table::render_csv, NormSummary};
 use crate::optim::Sgd;
-use crate::regularize::Regularizer;
+use crate::regularize::{RegConfig, Regularizer};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -241,6 +241,11 @@ fn run_epoch(
         correct += stats[1] as f64;
         seen += idx.len();
         let mut grads = loss.backward()?;
+        if !device.is_cpu() && !matches!(reg.config(), RegConfig::Plain) {
+            // On CUDA, backward's kernels are still queued: without this wait the regularizer's
+            // first read-back (norm decay's maximiser index) would book them as its own time.
+            device.synchronize()?;
+        }
         let r0 = Instant::now();
         reg.apply(model, &mut grads)?;
         reg_seconds += r0.elapsed().as_secs_f64();
