@@ -4,9 +4,15 @@
 //! gradient). candle's CPU versions are single-threaded and take two passes each (abs, then
 //! a strided sum; a scaling, then an add).
 
-use super::cpu_f32;
+use super::{cpu_f32, par_collect};
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape};
 use rayon::prelude::*;
+
+/// From this many outer rows on, [`AbsSumMid`] runs in parallel over them; below, over fixed
+/// runs of [`MID_RUN`] middle indices.
+const MANY_ROWS: usize = 64;
+/// Middle indices per task of [`AbsSumMid`] on few rows.
+const MID_RUN: usize = 32;
 
 /// `Σ_m |x[o, m, i]|` of `x` seen as `(outer, mid, inner)`, an `(outer, inner)` tensor.
 pub struct AbsSumMid {
@@ -26,13 +32,35 @@ impl CustomOp1 for AbsSumMid {
             bail!("abs_sum_mid: {} values are not {outer}×{mid}×{inner}", x.len())
         }
         let mut out = vec![0f32; outer * inner];
-        out.par_chunks_mut(inner).enumerate().for_each(|(o, row)| {
-            for m in 0..mid {
-                for (acc, &v) in row.iter_mut().zip(&x[(o * mid + m) * inner..][..inner]) {
-                    *acc += v.abs();
+        let add_rows = |acc: &mut [f32], o: usize, rows: std::ops::Range<usize>| {
+            for m in rows {
+                for (a, &v) in acc.iter_mut().zip(&x[(o * mid + m) * inner..][..inner]) {
+                    *a += v.abs();
                 }
             }
-        });
+        };
+        if outer >= MANY_ROWS {
+            // Many short rows (ℓ∞: one per output channel): parallel over them.
+            out.par_chunks_mut(inner).enumerate().for_each(|(o, acc)| add_rows(acc, o, 0..mid));
+        } else {
+            // Few long rows (ℓ1 of an ungrouped conv: one row for the whole layer, which ran
+            // on one thread at 11 GB/s): contiguous runs of the middle axis in parallel, their
+            // partial sums added in order (fixed runs, so the result does not depend on the
+            // thread count).
+            for (o, acc) in out.chunks_mut(inner).enumerate() {
+                let parts: Vec<Vec<f32>> = (0..mid.div_ceil(MID_RUN))
+                    .into_par_iter()
+                    .map(|r| {
+                        let mut part = vec![0f32; inner];
+                        add_rows(&mut part, o, r * MID_RUN..((r + 1) * MID_RUN).min(mid));
+                        part
+                    })
+                    .collect();
+                for part in parts {
+                    acc.iter_mut().zip(&part).for_each(|(a, p)| *a += p);
+                }
+            }
+        }
         Ok((CpuStorage::F32(out), Shape::from((outer, inner))))
     }
 }
@@ -53,11 +81,10 @@ impl CustomOp2 for Axpy {
         if y.len() != x.len() {
             bail!("axpy: {} and {} values", y.len(), x.len())
         }
-        let mut out = vec![0f32; y.len()];
-        out.par_chunks_mut(1 << 14).zip(y.par_chunks(1 << 14).zip(x.par_chunks(1 << 14))).for_each(|(d, (y, x))| {
-            for ((d, &y), &x) in d.iter_mut().zip(y).zip(x) {
-                *d = y + self.a * x;
-            }
+        // Written straight into the new allocation (no zero-filling pass first).
+        let out = par_collect(y.len(), 1 << 14, |i| {
+            let (y, x) = (&y[i << 14..], &x[i << 14..]);
+            y.iter().zip(x).take(1 << 14).map(|(&y, &x)| y + self.a * x)
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }

@@ -276,3 +276,17 @@ fn batch_norm_without_relu_propagates_nan() {
     assert_eq!((y[0], y[2], y[3]), (3.0, 7.0, 9.0));
     assert!(y[1].is_nan(), "NaN became {}", y[1]);
 }
+
+/// Norm decay's two reductions against candle's ops: `abs_sum_mid` on few long rows (runs of
+/// the middle axis in parallel, a last run cut short) and on many short rows; `axpy` over a
+/// length its 16,384-value chunks do not divide.
+#[test]
+fn abs_sum_mid_and_axpy_match_candle() {
+    for (i, dims) in [(1, 70, 300), (3, 33, 5), (2, 1, 9), (64, 20, 9), (100, 3, 1)].into_iter().enumerate() {
+        let x = randn(&[dims.0 * dims.1 * dims.2], 60 + i as u64);
+        let theirs = x.abs().unwrap().reshape(dims).unwrap().sum(1).unwrap();
+        close(&abs_sum_mid(&x, dims).unwrap(), &theirs, &format!("abs_sum_mid {dims:?}"));
+    }
+    let (y, x) = (randn(&[40_000], 70), randn(&[40_000], 71));
+    close(&axpy(&y, -0.75, &x).unwrap(), &(&y + (&x * -0.75).unwrap()).unwrap(), "axpy");
+}
