@@ -1,14 +1,23 @@
 //! ResNet18 for CIFAR-10 (3×3 stem, four stages of two basic blocks, Linear(512, 10)), as in
-//! the reference code (`conv1`, `layerN.M.conv1`, `layerN.M.shortcut.0`, `linear`).
+//! the reference code (`conv1`, `layerN.M.conv1`, `layerN.M.shortcut.0`, `linear`), and the
+//! skeleton it shares with SENet18 ([`ResidualNet`]), which differs only in its block.
 
 use super::layers::{BatchNorm2d, Builder, Conv2d, Linear};
 use crate::ops;
 use anyhow::Result;
 use candle_core::Tensor;
 
+/// A residual block of a [`ResidualNet`]: how it is built and run.
+pub(super) trait Block: Sized {
+    /// Builds block `prefix` from `in_c` to `planes` channels, `stride` on `hw`×`hw` inputs.
+    fn build(b: &mut Builder, prefix: &str, in_c: usize, planes: usize, stride: usize, hw: usize) -> Result<Self>;
+    /// The block's output for `x`.
+    fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor>;
+}
+
 /// conv-BN-ReLU-conv-BN plus an identity or 1×1 conv-BN shortcut, then ReLU.
 #[derive(Debug, Clone)]
-struct BasicBlock {
+pub(super) struct BasicBlock {
     conv1: Conv2d,
     bn1: BatchNorm2d,
     conv2: Conv2d,
@@ -16,7 +25,7 @@ struct BasicBlock {
     shortcut: Option<(Conv2d, BatchNorm2d)>,
 }
 
-impl BasicBlock {
+impl Block for BasicBlock {
     fn build(b: &mut Builder, prefix: &str, in_c: usize, planes: usize, stride: usize, hw: usize) -> Result<Self> {
         let out_hw = hw / stride;
         let conv1 = b.conv2d(&format!("{prefix}.conv1"), in_c, planes, 3, stride, 1, 1, false, (hw, hw))?;
@@ -42,7 +51,10 @@ impl BasicBlock {
         };
         ops::relu(&(out + short)?)
     }
+}
 
+impl BasicBlock {
+    /// Upper bound of the block's Lipschitz constant: branch product plus shortcut.
     fn lipschitz(&self, norm: &dyn Fn(&str) -> f64) -> f64 {
         let branch = norm(&self.conv1.name) * norm(&self.bn1.name) * norm(&self.conv2.name) * norm(&self.bn2.name);
         let short = match &self.shortcut {
@@ -53,17 +65,22 @@ impl BasicBlock {
     }
 }
 
-/// ResNet18: 3×3 stem, stages of 64, 128, 256, 512 channels, 4×4 average pool, linear.
+/// The CIFAR ResNet skeleton of the reference code, with blocks `B`: a 3×3 stem conv, BN and
+/// ReLU (`conv1`, `bn1`), four stages of two blocks (`layerN.M`) of 64, 128, 256 and 512
+/// channels, the first block of stages 2–4 with stride 2, a 4×4 average pool and `linear`.
 #[derive(Debug, Clone)]
-pub struct ResNet {
+pub(super) struct ResidualNet<B> {
     conv1: Conv2d,
     bn1: BatchNorm2d,
-    blocks: Vec<BasicBlock>,
+    blocks: Vec<B>,
     linear: Linear,
 }
 
-impl ResNet {
-    /// Builds ResNet18 with the reference code's names.
+/// ResNet18: the skeleton with basic blocks.
+pub(super) type ResNet = ResidualNet<BasicBlock>;
+
+impl<B: Block> ResidualNet<B> {
+    /// Builds the network with the reference code's names.
     pub fn build(b: &mut Builder) -> Result<Self> {
         let conv1 = b.conv2d("conv1", 3, 64, 3, 1, 1, 1, false, (32, 32))?;
         let bn1 = b.batch_norm("bn1", 64, (32, 32))?;
@@ -72,7 +89,7 @@ impl ResNet {
         for (stage, (planes, stride)) in [(64, 1), (128, 2), (256, 2), (512, 2)].into_iter().enumerate() {
             for i in 0..2 {
                 let s = if i == 0 { stride } else { 1 };
-                blocks.push(BasicBlock::build(b, &format!("layer{}.{i}", stage + 1), in_c, planes, s, hw)?);
+                blocks.push(B::build(b, &format!("layer{}.{i}", stage + 1), in_c, planes, s, hw)?);
                 in_c = planes;
                 hw /= s;
             }
@@ -89,7 +106,9 @@ impl ResNet {
         }
         self.linear.forward(&h.avg_pool2d(4)?.flatten_from(1)?, train)
     }
+}
 
+impl ResNet {
     /// Upper bound of the Lipschitz constant: stem × Π(branch + shortcut) × linear.
     pub fn lipschitz(&self, norm: &dyn Fn(&str) -> f64) -> f64 {
         let stem = norm(&self.conv1.name) * norm(&self.bn1.name);

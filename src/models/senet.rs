@@ -2,14 +2,15 @@
 //! squeeze-and-excitation through two 1×1 convs with bias (`fc1`, `fc2`, reduction 16), and a
 //! 1×1 shortcut conv without BN, as in the reference code.
 
-use super::layers::{BatchNorm2d, Builder, Conv2d, Linear};
+use super::layers::{BatchNorm2d, Builder, Conv2d};
+use super::resnet::{Block, ResidualNet};
 use crate::ops;
 use anyhow::Result;
 use candle_core::Tensor;
 
 /// Pre-activation block with squeeze-and-excitation.
 #[derive(Debug, Clone)]
-struct PreActSeBlock {
+pub(super) struct PreActSeBlock {
     bn1: BatchNorm2d,
     conv1: Conv2d,
     bn2: BatchNorm2d,
@@ -19,7 +20,7 @@ struct PreActSeBlock {
     fc2: Conv2d,
 }
 
-impl PreActSeBlock {
+impl Block for PreActSeBlock {
     fn build(b: &mut Builder, prefix: &str, in_c: usize, planes: usize, stride: usize, hw: usize) -> Result<Self> {
         let out_hw = hw / stride;
         let bn1 = b.batch_norm(&format!("{prefix}.bn1"), in_c, (hw, hw))?;
@@ -51,40 +52,5 @@ impl PreActSeBlock {
     }
 }
 
-/// SENet18: 3×3 stem with BN, four stages of two pre-activation SE blocks, linear.
-#[derive(Debug, Clone)]
-pub struct SeNet {
-    conv1: Conv2d,
-    bn1: BatchNorm2d,
-    blocks: Vec<PreActSeBlock>,
-    linear: Linear,
-}
-
-impl SeNet {
-    /// Builds SENet18 with the reference code's names.
-    pub fn build(b: &mut Builder) -> Result<Self> {
-        let conv1 = b.conv2d("conv1", 3, 64, 3, 1, 1, 1, false, (32, 32))?;
-        let bn1 = b.batch_norm("bn1", 64, (32, 32))?;
-        let mut blocks = Vec::new();
-        let (mut in_c, mut hw) = (64, 32);
-        for (stage, (planes, stride)) in [(64, 1), (128, 2), (256, 2), (512, 2)].into_iter().enumerate() {
-            for i in 0..2 {
-                let s = if i == 0 { stride } else { 1 };
-                blocks.push(PreActSeBlock::build(b, &format!("layer{}.{i}", stage + 1), in_c, planes, s, hw)?);
-                in_c = planes;
-                hw /= s;
-            }
-        }
-        let linear = b.linear("linear", 512, 10)?;
-        Ok(Self { conv1, bn1, blocks, linear })
-    }
-
-    /// Logits for a batch of 3×32×32 images.
-    pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let mut h = self.bn1.forward_relu(&self.conv1.forward(x, train)?, train)?;
-        for block in &self.blocks {
-            h = block.forward(&h, train)?;
-        }
-        self.linear.forward(&h.avg_pool2d(4)?.flatten_from(1)?, train)
-    }
-}
+/// SENet18: the ResNet skeleton with pre-activation SE blocks.
+pub(super) type SeNet = ResidualNet<PreActSeBlock>;
