@@ -65,22 +65,25 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class ResNet18(nn.Module):
-    def __init__(self):
+class ResNet(nn.Module):
+    """The CIFAR ResNet skeleton with `block`: ResNet18 with BasicBlock, SENet18 with
+    PreActBlock (as in pytorch-cifar, and as normlab's ResidualNet)."""
+
+    def __init__(self, block):
         super().__init__()
         self.in_planes = 64
         self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
-        self.layer1 = self._make_layer(64, 1)
-        self.layer2 = self._make_layer(128, 2)
-        self.layer3 = self._make_layer(256, 2)
-        self.layer4 = self._make_layer(512, 2)
+        self.layer1 = self._make_layer(block, 64, 1)
+        self.layer2 = self._make_layer(block, 128, 2)
+        self.layer3 = self._make_layer(block, 256, 2)
+        self.layer4 = self._make_layer(block, 512, 2)
         self.linear = nn.Linear(512, 10)
 
-    def _make_layer(self, planes, stride):
+    def _make_layer(self, block, planes, stride):
         layers = []
         for s in [stride, 1]:
-            layers.append(BasicBlock(self.in_planes, planes, s))
+            layers.append(block(self.in_planes, planes, s))
             self.in_planes = planes
         return nn.Sequential(*layers)
 
@@ -89,6 +92,10 @@ class ResNet18(nn.Module):
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         out = F.avg_pool2d(out, 4)
         return self.linear(out.view(out.size(0), -1))
+
+
+def ResNet18():
+    return ResNet(BasicBlock)
 
 
 class PreActBlock(nn.Module):
@@ -115,30 +122,8 @@ class PreActBlock(nn.Module):
         return out + shortcut
 
 
-class SENet18(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.in_planes = 64
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.layer1 = self._make_layer(64, 1)
-        self.layer2 = self._make_layer(128, 2)
-        self.layer3 = self._make_layer(256, 2)
-        self.layer4 = self._make_layer(512, 2)
-        self.linear = nn.Linear(512, 10)
-
-    def _make_layer(self, planes, stride):
-        layers = []
-        for s in [stride, 1]:
-            layers.append(PreActBlock(self.in_planes, planes, s))
-            self.in_planes = planes
-        return nn.Sequential(*layers)
-
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
-        out = F.avg_pool2d(out, 4)
-        return self.linear(out.view(out.size(0), -1))
+def SENet18():
+    return ResNet(PreActBlock)
 
 
 class XBlock(nn.Module):
