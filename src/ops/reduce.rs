@@ -8,11 +8,9 @@ use super::{cpu_f32, par_collect};
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape};
 use rayon::prelude::*;
 
-/// From this many outer rows on, [`AbsSumMid`] runs in parallel over them; below, over fixed
-/// runs of [`MID_RUN`] middle indices.
+/// From this many outer rows on, [`AbsSumMid`] runs in parallel over them; below, over the
+/// middle axis ([`super::par_sum`]).
 const MANY_ROWS: usize = 64;
-/// Middle indices per task of [`AbsSumMid`] on few rows.
-const MID_RUN: usize = 32;
 
 /// `Σ_m |x[o, m, i]|` of `x` seen as `(outer, mid, inner)`, an `(outer, inner)` tensor.
 pub struct AbsSumMid {
@@ -44,21 +42,9 @@ impl CustomOp1 for AbsSumMid {
             out.par_chunks_mut(inner).enumerate().for_each(|(o, acc)| add_rows(acc, o, 0..mid));
         } else {
             // Few long rows (ℓ1 of an ungrouped conv: one row for the whole layer, which ran
-            // on one thread at 11 GB/s): contiguous runs of the middle axis in parallel, their
-            // partial sums added in order (fixed runs, so the result does not depend on the
-            // thread count).
+            // on one thread at 11 GB/s): the middle axis split over the threads, in order.
             for (o, acc) in out.chunks_mut(inner).enumerate() {
-                let parts: Vec<Vec<f32>> = (0..mid.div_ceil(MID_RUN))
-                    .into_par_iter()
-                    .map(|r| {
-                        let mut part = vec![0f32; inner];
-                        add_rows(&mut part, o, r * MID_RUN..((r + 1) * MID_RUN).min(mid));
-                        part
-                    })
-                    .collect();
-                for part in parts {
-                    acc.iter_mut().zip(&part).for_each(|(a, p)| *a += p);
-                }
+                acc.copy_from_slice(&super::par_sum(inner, mid, || (), |m, _, part| add_rows(part, o, m..m + 1)));
             }
         }
         Ok((CpuStorage::F32(out), Shape::from((outer, inner))))

@@ -277,9 +277,9 @@ fn batch_norm_without_relu_propagates_nan() {
     assert!(y[1].is_nan(), "NaN became {}", y[1]);
 }
 
-/// Norm decay's two reductions against candle's ops: `abs_sum_mid` on few long rows (runs of
-/// the middle axis in parallel, a last run cut short) and on many short rows; `axpy` over a
-/// length its 16,384-value chunks do not divide.
+/// Norm decay's two reductions against candle's ops: `abs_sum_mid` on few long rows (the
+/// middle axis split over the threads) and on many short rows; `axpy` over a length its
+/// 16,384-value chunks do not divide.
 #[test]
 fn abs_sum_mid_and_axpy_match_candle() {
     for (i, dims) in [(1, 70, 300), (3, 33, 5), (2, 1, 9), (64, 20, 9), (100, 3, 1)].into_iter().enumerate() {
