@@ -18,7 +18,7 @@ pub struct OpTime {
     pub op: &'static str,
     /// Layers timed.
     pub layers: usize,
-    /// Sum over the layers of one call each.
+    /// Sum over the layers of one warm call each (the median of [`REPEATS`]).
     pub time: Duration,
     /// Multiply-adds of those calls (convs; 0 for BatchNorm), for the achieved rate.
     pub macs: usize,
@@ -28,13 +28,26 @@ pub struct OpTime {
     pub bytes: usize,
 }
 
-fn timed<T>(device: &Device, f: impl FnOnce() -> Result<T>) -> Result<Duration> {
-    let clock = Instant::now();
-    let out = f()?;
+/// Timed calls per op after the warm-up call; the median is reported.
+const REPEATS: usize = 3;
+
+/// The median time of [`REPEATS`] calls of `f`, after one untimed call. A single cold call
+/// overstated small layers by up to 2× (fresh pages for its output, cold caches and code),
+/// where a training step reuses the memory of the step before; the median drops a call that
+/// another tenant of the machine interrupted.
+fn timed<T>(device: &Device, f: impl Fn() -> Result<T>) -> Result<Duration> {
+    drop(f()?);
     device.synchronize()?;
-    let elapsed = clock.elapsed();
-    drop(out);
-    Ok(elapsed)
+    let mut times = Vec::with_capacity(REPEATS);
+    for _ in 0..REPEATS {
+        let clock = Instant::now();
+        let out = f()?;
+        device.synchronize()?;
+        times.push(clock.elapsed());
+        drop(out);
+    }
+    times.sort();
+    Ok(times[REPEATS / 2])
 }
 
 /// One conv layer's three timings, for the per-layer lines.
@@ -110,7 +123,7 @@ pub fn profile_layers(model: &Model, device: &Device, batch: usize) -> Result<(V
 
 /// Prints each conv layer's times and GFLOP/s: where a model's convolutions are slow.
 pub fn print_convs(convs: &[ConvTime]) {
-    println!("conv layers (ms and GFLOP/s of one call: forward | input gradient | weight gradient):");
+    println!("conv layers (ms and GFLOP/s of one warm call, median of {REPEATS}: forward | input gradient | weight gradient):");
     for c in convs {
         let cell = |t: Duration| if t.is_zero() { format!("{:>16}", "-") } else { format!("{:6.1} ms {:5.0}", 1e3 * t.as_secs_f64(), 2.0 * c.macs as f64 / t.as_secs_f64() / 1e9) };
         println!("  {:<28} {} | {} | {}", c.shape, cell(c.times[0]), cell(c.times[1]), cell(c.times[2]));
@@ -120,7 +133,7 @@ pub fn print_convs(convs: &[ConvTime]) {
 /// Prints the op table beside the measured forward + backward time of `steps` steps.
 pub fn print(rows: &[OpTime], fwd_bwd: Duration, steps: usize) {
     let step = fwd_bwd.as_secs_f64() / steps as f64;
-    println!("profile (each layer alone, one call; share of the measured forward+backward {:.1} ms):", 1e3 * step);
+    println!("profile (each layer alone, median of {REPEATS} warm calls; share of the measured forward+backward {:.1} ms):", 1e3 * step);
     let mut covered = 0.0;
     for r in rows {
         let t = r.time.as_secs_f64();
@@ -134,4 +147,28 @@ pub fn print(rows: &[OpTime], fwd_bwd: Duration, steps: usize) {
     }
     let rest = step - covered;
     println!("  {:<17} {:>10} {:10.1} ms {:5.1}%  (relu, pooling, adds, loss, grad bookkeeping)", "rest", "", 1e3 * rest, 100.0 * rest / step);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::Arch;
+
+    /// Every conv and BatchNorm layer of a model is timed once per op type (the stem without
+    /// an input gradient), and each conv line reports its layer's multiply-adds.
+    #[test]
+    fn profile_times_every_conv_and_batch_norm_layer() {
+        let model = Model::new(Arch::Vgg11, 1, &Device::Cpu).unwrap();
+        let (rows, convs) = profile_layers(&model, &Device::Cpu, 2).unwrap();
+        let count = |k: LayerKind| model.layers.iter().filter(|l| l.kind == k).count();
+        let (n_conv, n_bn) = (count(LayerKind::Conv), count(LayerKind::Bn));
+        assert_eq!((n_conv, n_bn), (8, 8));
+        let layers: Vec<usize> = rows.iter().map(|r| r.layers).collect();
+        assert_eq!(layers, vec![n_conv, n_conv - 1, n_conv, n_bn, n_bn]);
+        assert_eq!(convs.len(), n_conv);
+        assert!(convs[0].times[1].is_zero() && convs[1..].iter().all(|c| !c.times[1].is_zero()));
+        let macs: usize = model.layers.iter().filter(|l| l.kind == LayerKind::Conv).map(|l| 2 * l.forward_macs()).sum();
+        assert_eq!(rows[0].macs, macs);
+        assert!(rows.iter().all(|r| !r.time.is_zero()));
+    }
 }

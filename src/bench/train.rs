@@ -40,8 +40,8 @@ pub struct TrainBenchArgs {
     /// `stock` (candle's own ops), to measure one against another.
     #[arg(long, default_value = "fast")]
     pub kernels: String,
-    /// Also time each conv and BatchNorm layer's forward and backward in isolation and print
-    /// where a step's time goes by op type.
+    /// Also time each conv and BatchNorm layer's forward and backward in isolation (median of
+    /// 3 calls after a warm-up call) and print where a step's time goes by op type.
     #[arg(long)]
     pub profile: bool,
     /// GEMM under the fast kernels: `faer` (AVX-512 where available) or `gemm` (the crate
