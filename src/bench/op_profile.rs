@@ -158,8 +158,9 @@ mod tests {
     /// an input gradient), and each conv line reports its layer's multiply-adds.
     #[test]
     fn profile_times_every_conv_and_batch_norm_layer() {
+        let batch = 2;
         let model = Model::new(Arch::Vgg11, 1, &Device::Cpu).unwrap();
-        let (rows, convs) = profile_layers(&model, &Device::Cpu, 2).unwrap();
+        let (rows, convs) = profile_layers(&model, &Device::Cpu, batch).unwrap();
         let count = |k: LayerKind| model.layers.iter().filter(|l| l.kind == k).count();
         let (n_conv, n_bn) = (count(LayerKind::Conv), count(LayerKind::Bn));
         assert_eq!((n_conv, n_bn), (8, 8));
@@ -167,7 +168,7 @@ mod tests {
         assert_eq!(layers, vec![n_conv, n_conv - 1, n_conv, n_bn, n_bn]);
         assert_eq!(convs.len(), n_conv);
         assert!(convs[0].times[1].is_zero() && convs[1..].iter().all(|c| !c.times[1].is_zero()));
-        let macs: usize = model.layers.iter().filter(|l| l.kind == LayerKind::Conv).map(|l| 2 * l.forward_macs()).sum();
+        let macs: usize = model.layers.iter().filter(|l| l.kind == LayerKind::Conv).map(|l| batch * l.forward_macs()).sum();
         assert_eq!(rows[0].macs, macs);
         assert!(rows.iter().all(|r| !r.time.is_zero()));
     }

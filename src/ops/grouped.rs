@@ -96,12 +96,11 @@ pub fn forward(x: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
                     let o0 = gi * og + b * OB;
                     let wb = &wt[(o0 / OB) * block_len..][..block_len];
                     let yb = &mut yi[o0 * oh * ow..][..OB * oh * ow];
-                    let dims = (cg, g.kh, g.kw);
                     if in_place {
-                        Kernel { pass: Pass::Forward, planes, other: wb, dims, stride: g.stride, out: yb, oh, ow: owp }.run();
+                        Kernel { pass: Pass::Forward, planes, other: wb, cg, k: g.kh, stride: g.stride, out: yb, oh, ow: owp }.run();
                         continue;
                     }
-                    Kernel { pass: Pass::Forward, planes, other: wb, dims, stride: g.stride, out, oh, ow: owp }.run();
+                    Kernel { pass: Pass::Forward, planes, other: wb, cg, k: g.kh, stride: g.stride, out, oh, ow: owp }.run();
                     for (o, plane) in yb.chunks_mut(oh * ow).enumerate() {
                         for (r, row) in plane.chunks_mut(ow).enumerate() {
                             copy_row(row, &out[(o * oh + r) * owp..][..ow]);
@@ -136,9 +135,8 @@ pub fn backward_weight(dy: &[f32], x: &[f32], g: &Geom) -> Vec<f32> {
                         dyt[pos * OB + o] = v;
                     }
                 }
-                let dims = (cg, g.kh, g.kw);
                 let dwb = &mut acc[(o0 / OB) * block_len..][..block_len];
-                Kernel { pass: Pass::Weight, planes, other: dyt, dims, stride: g.stride, out: dwb, oh, ow }.run();
+                Kernel { pass: Pass::Weight, planes, other: dyt, cg, k: g.kh, stride: g.stride, out: dwb, oh, ow }.run();
             }
         }
     };
@@ -321,7 +319,10 @@ struct Kernel<'a> {
     pass: Pass,
     planes: &'a Planes,
     other: &'a [f32],
-    dims: (usize, usize, usize),
+    /// Input channels per group.
+    cg: usize,
+    /// Kernel size (square: [`applies`]).
+    k: usize,
     stride: usize,
     out: &'a mut [f32],
     oh: usize,
@@ -342,12 +343,11 @@ impl pulp::WithSimd for Kernel<'_> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        let Kernel { pass, planes, other, dims, stride, out, oh, ow } = self;
-        let cg = dims.0;
-        match (pass, stride, dims.1) {
+        let Kernel { pass, planes, other, cg, k, stride, out, oh, ow } = self;
+        match (pass, stride, k) {
             (Pass::Forward, 1, 1) => block::<1, 1>(planes, other, (cg, 1), out, oh, ow),
             (Pass::Forward, 1, _) => block::<1, 3>(planes, other, (cg, 3), out, oh, ow),
-            (Pass::Forward, _, k) => block::<2, 0>(planes, other, (cg, k), out, oh, ow),
+            (Pass::Forward, _, _) => block::<2, 0>(planes, other, (cg, k), out, oh, ow),
             (Pass::Weight, 1, 1) => weight_block::<1, 1>(planes, other, cg, out, oh, ow),
             (Pass::Weight, 1, _) => weight_block::<1, 3>(planes, other, cg, out, oh, ow),
             (Pass::Weight, _, 1) => weight_block::<2, 1>(planes, other, cg, out, oh, ow),
