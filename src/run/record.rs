@@ -185,40 +185,37 @@ pub fn utc_now() -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
-/// The git commit of the source normlab was built from: `NORMLAB_GIT_COMMIT` set at build
-/// time if any, else `git rev-parse` in the crate's directory (with `-dirty` for local edits),
-/// else "unknown".
+/// The git commit of the source this binary was built from (`-dirty` when its sources differed
+/// from that commit, "unknown" without git), recorded by `build.rs` at build time: a row must
+/// name the binary's source, not the tree it happens to run in.
 pub fn git_commit() -> String {
-    if let Some(c) = option_env!("NORMLAB_GIT_COMMIT") {
-        return c.to_string();
-    }
-    let dir = env!("CARGO_MANIFEST_DIR");
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    match git(&["rev-parse", "--short=12", "HEAD"]) {
-        Some(c) if !c.is_empty() => {
-            let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
-            if dirty {
-                format!("{c}-dirty")
-            } else {
-                c
-            }
-        }
-        _ => "unknown".to_string(),
-    }
+    env!("NORMLAB_GIT_COMMIT").to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The recorded commit is the one the test binary was built from: in a git checkout, HEAD
+    /// (build.rs reruns when HEAD moves), with `-dirty` only for uncommitted source edits.
+    #[test]
+    fn git_commit_is_the_built_head() {
+        let head = std::process::Command::new("git")
+            .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "--short=12", "HEAD"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+        let Some(head) = head else {
+            eprintln!("skipped: no git checkout here");
+            return;
+        };
+        let recorded = git_commit();
+        assert!(
+            recorded == head || recorded == format!("{head}-dirty"),
+            "recorded {recorded}, HEAD {head}"
+        );
+    }
 
     #[test]
     fn norm_summary_sums_and_maxes() {
