@@ -84,6 +84,12 @@ impl DeviceMaximiser {
     /// and set-pair index, from the weight on the device. Ties go to the first channel and
     /// pair, as in Theorem 1. Only this index is copied to the host.
     pub fn argmax(&self, weight: &Tensor) -> Result<(usize, usize)> {
+        Ok(self.split(self.flat_argmax(weight)?.to_scalar::<u32>()?))
+    }
+
+    /// [`Self::argmax`] left on the device as one u32 (channel × pairs + pair), so a step can
+    /// copy every layer's index to the host at once: on a GPU each copy waits for the device.
+    fn flat_argmax(&self, weight: &Tensor) -> Result<Tensor> {
         let mass = match self.kind {
             NormKind::Linf => ops::abs_sum_mid(weight, (self.out_c, self.cin_g, self.khw))?,
             NormKind::L1 => {
@@ -92,8 +98,13 @@ impl DeviceMaximiser {
             }
         };
         let values = mass.to_dtype(DType::F32)?.matmul(&self.indicator)?;
-        let flat = values.flatten_all()?.argmax(0)?.to_scalar::<u32>()? as usize;
-        Ok((flat / self.pairs.len(), flat % self.pairs.len()))
+        Ok(values.flatten_all()?.argmax(0)?)
+    }
+
+    /// (channel, pair) of a flat index from [`Self::flat_argmax`].
+    fn split(&self, flat: u32) -> (usize, usize) {
+        let flat = flat as usize;
+        (flat / self.pairs.len(), flat % self.pairs.len())
     }
 
     /// The kernel rows and columns of set pair `s`.
@@ -216,23 +227,45 @@ impl NormDecay {
 
     /// Updates every layer's h from the current weights and adds β·h to its gradient.
     pub fn apply(&mut self, params: &ParamStore, grads: &mut GradStore) -> Result<()> {
-        for layer in &mut self.layers {
-            let var = params.var(&layer.name).with_context(|| format!("norm decay: no parameter {}", layer.name))?;
+        let weights = self
+            .layers
+            .iter()
+            .map(|l| Ok(params.var(&l.name).with_context(|| format!("norm decay: no parameter {}", l.name))?))
+            .collect::<Result<Vec<_>>>()?;
+        // Every layer's maximiser first, copied to the host in one transfer: the weights do not
+        // change within the step, and on a GPU one copy per layer was one wait per layer.
+        let mut flats = Vec::with_capacity(self.layers.len());
+        let mut bn_scales = Vec::with_capacity(self.layers.len());
+        for (layer, var) in self.layers.iter().zip(&weights) {
             let w = var.as_tensor().detach();
             match &layer.target {
                 Target::Matrix(m) => {
-                    let (c, s) = m.argmax(&w)?;
+                    flats.push(m.flat_argmax(&w)?);
+                    bn_scales.push(None);
+                }
+                Target::Bn { running_var, .. } => {
+                    let scale = (params.get(running_var)?.detach() + BN_EPS)?.sqrt()?.recip()?;
+                    flats.push((w.abs()? * &scale)?.argmax(0)?);
+                    bn_scales.push(Some(scale));
+                }
+            }
+        }
+        let flats = if flats.is_empty() { Vec::new() } else { Tensor::stack(&flats, 0)?.to_vec1::<u32>()? };
+        for (((layer, var), flat), bn_scale) in self.layers.iter_mut().zip(&weights).zip(flats).zip(bn_scales) {
+            let w = var.as_tensor().detach();
+            match (&layer.target, bn_scale) {
+                (Target::Matrix(m), _) => {
+                    let (c, s) = m.split(flat);
                     layer.scale *= self.gamma;
                     if layer.scale < MIN_SCALE {
                         fold(&mut layer.h_hat, &mut layer.scale)?;
                     }
                     m.step_buffer(&layer.h_hat, layer.scale, &w, c, s, self.gamma, self.variant)?;
                 }
-                Target::Bn { running_var, channel_ids } => {
+                (Target::Bn { channel_ids, .. }, scale) => {
+                    let scale = scale.context("norm decay: a BatchNorm layer without its scale")?;
                     // Small (one value per channel): the buffer is kept unscaled.
-                    let scale = (params.get(running_var)?.detach() + BN_EPS)?.sqrt()?.recip()?;
-                    let c = (w.abs()? * &scale)?.argmax(0)?.to_scalar::<u32>()?;
-                    let mask = channel_ids.eq(c)?.to_dtype(w.dtype())?;
+                    let mask = channel_ids.eq(flat)?.to_dtype(w.dtype())?;
                     let p = ((w.sign()? * scale)? * &mask)?;
                     let decayed = (layer.h()? * self.gamma)?;
                     layer.h_hat = match self.variant {
@@ -377,6 +410,31 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn batch_norm_layer_beside_a_conv_gets_its_hand_computed_step() {
+        // A conv (as in hand_computed_linf_and_l1_steps) and a BatchNorm with γ = (0.5, −2, 1),
+        // running variance (1, 3, 15): |γ_c|/√(v_c+ε) ≈ (0.5, 1.1547, 0.25) → c* = 1, p =
+        // sign(−2)/√3 at channel 1. Both layers' maximisers travel to the host together.
+        let conv = LayerSpec { name: "c.weight".into(), kind: LayerKind::Conv, in_c: 1, in_h: 1, in_w: 2, out_c: 2, kh: 1, kw: 2, stride: 1, padding: 0, groups: 1, bias: false };
+        let bn = LayerSpec { name: "bn.weight".into(), kind: LayerKind::Bn, in_c: 3, in_h: 1, in_w: 1, out_c: 3, kh: 1, kw: 1, stride: 1, padding: 0, groups: 3, bias: true };
+        let (mut store, c) = tiny_store(&[1.0, -2.0, -0.5, 0.25]);
+        let g = store.insert("bn.weight", Tensor::new(&[0.5f32, -2.0, 1.0], &Device::Cpu).unwrap(), Role::Trainable).unwrap();
+        store.insert("bn.running_var", Tensor::new(&[1.0f32, 3.0, 15.0], &Device::Cpu).unwrap(), Role::Buffer).unwrap();
+        let mut nd = NormDecay::new(&[conv, bn], &store, NormKind::Linf, 0.1, 0.5, NdVariant::Reference, true).unwrap();
+        let loss = (c.as_tensor().sum_all().unwrap() + g.as_tensor().sum_all().unwrap()).unwrap();
+        let mut grads = loss.backward().unwrap();
+        nd.apply(&store, &mut grads).unwrap();
+        let got = |v: &candle_core::Var| grads.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let p1 = -1.0 / (3.0f32 + BN_EPS as f32).sqrt();
+        for (a, b) in got(&g).iter().zip([1.0, 1.0 + 0.1 * p1, 1.0]) {
+            assert!((a - b).abs() < 1e-6, "BatchNorm gradient {:?}", got(&g));
+        }
+        // The conv's ℓ∞ maximiser is row 0 (|1|+|−2| = 3): p = (1, −1, 0, 0).
+        for (a, b) in got(&c).iter().zip([1.1, 0.9, 1.0, 1.0]) {
+            assert!((a - b).abs() < 1e-6, "conv gradient {:?}", got(&c));
         }
     }
 
