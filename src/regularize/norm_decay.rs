@@ -230,7 +230,7 @@ impl NormDecay {
         let weights = self
             .layers
             .iter()
-            .map(|l| Ok(params.var(&l.name).with_context(|| format!("norm decay: no parameter {}", l.name))?))
+            .map(|l| params.var(&l.name).with_context(|| format!("norm decay: no parameter {}", l.name)))
             .collect::<Result<Vec<_>>>()?;
         // Every layer's maximiser first, copied to the host in one transfer: the weights do not
         // change within the step, and on a GPU one copy per layer was one wait per layer.
