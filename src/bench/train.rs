@@ -13,7 +13,7 @@ use crate::ops::conv::Threading;
 use crate::ops::gemm::{gemm_on, Engine, View};
 use crate::ops::{self, Kernels};
 use crate::optim::Sgd;
-use crate::regularize::{NdVariant, NormKind, RegConfig, Regularizer, DEFAULT_GAMMA};
+use crate::regularize::{NormKind, RegConfig, Regularizer};
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
@@ -74,16 +74,14 @@ pub struct TrainBenchArgs {
 impl TrainBenchArgs {
     /// The regularizer `--reg` and `--beta` describe.
     pub fn reg_config(&self) -> Result<RegConfig> {
-        let nd = |kind| RegConfig::NormDecay { kind, beta: self.beta, gamma: DEFAULT_GAMMA, variant: NdVariant::Reference, include_bn: false };
-        let config = match self.reg.as_str() {
+        let beta = || crate::values::Positive::new(self.beta).map_err(|e| anyhow::anyhow!("--beta: {e}"));
+        Ok(match self.reg.as_str() {
             "plain" => RegConfig::Plain,
-            "wd" => RegConfig::WeightDecay { beta: self.beta },
-            "nd-l1" => nd(NormKind::L1),
-            "nd-linf" => nd(NormKind::Linf),
+            "wd" => RegConfig::WeightDecay { beta: beta()? },
+            "nd-l1" => RegConfig::norm_decay(NormKind::L1, beta()?),
+            "nd-linf" => RegConfig::norm_decay(NormKind::Linf, beta()?),
             other => bail!("unknown --reg '{other}' for bench train: expected plain, wd, nd-l1 or nd-linf"),
-        };
-        config.validate()?;
-        Ok(config)
+        })
     }
 }
 
