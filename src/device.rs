@@ -65,15 +65,15 @@ impl std::str::FromStr for DeviceSpec {
 fn open_cuda(ordinal: usize) -> Result<Device> {
     candle_core::cuda::set_gemm_reduced_precision_f32(tf32());
     Device::new_cuda(ordinal).with_context(|| {
-        format!("cannot open cuda:{ordinal}: no usable NVIDIA GPU or driver on this machine (use --device cpu)")
+        format!("cannot open cuda:{ordinal}: no usable NVIDIA GPU or driver on this machine (or no GPU {ordinal}); run on the CPU (cpu) instead")
     })
 }
 
 #[cfg(not(feature = "cuda"))]
 fn open_cuda(ordinal: usize) -> Result<Device> {
     bail!(
-        "device cuda:{ordinal} asked for, but this normlab was built without the `cuda` feature; \
-         build it with `make cuda` (cargo build --release --features cuda,cudnn) or use --device cpu"
+        "cuda:{ordinal} asked for, but this normlab was built without the `cuda` feature: \
+         build it with `make cuda` (cargo build --release --features cuda,cudnn), or run on the CPU (cpu)"
     )
 }
 

@@ -224,8 +224,19 @@ fn parse_eps_flag(text: &str) -> Result<f64, String> {
 /// Runs `normlab train`.
 pub fn run(args: &TrainArgs) -> Result<()> {
     let cfg = args.config()?;
-    let device = DeviceSpec::parse(&args.device)?;
-    let data = crate::data::binary::load_dir(&args.data)?;
+    let device = DeviceSpec::parse(&args.device).map_err(|e| anyhow!("--device: {e}"))?;
+    if args.resume && !super::has_run(&args.out) {
+        bail!(
+            "--resume: {} holds nothing to resume (no checkpoint/, status.json or config.json): \
+             leave out --resume to start a new run there, or give the --out of the run to continue",
+            args.out.display()
+        );
+    }
+    device.open().map_err(|e| anyhow!("--device {device}: {e:#}"))?;
+    let data = crate::data::binary::load_dir(&args.data).map_err(|e| anyhow!("--data: {e:#}"))?;
+    if let Err(e) = cfg.training.check_subsets(data.train.len(), data.test.len()) {
+        bail!("--{}: {e}", e.field.replace('_', "-"));
+    }
     let outcome = super::train(&cfg, device, &data, &args.out, args.resume)?;
     let acc = outcome.test_acc.map(|a| format!("{a:.2}%")).unwrap_or_else(|| "n/a".into());
     match outcome.status {

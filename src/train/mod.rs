@@ -22,7 +22,7 @@ pub mod metrics;
 pub mod progress;
 pub mod schedule;
 
-pub use config::{AdvConfig, TrainConfig, TrainingProtocol};
+pub use config::{AdvConfig, SubsetTooLarge, TrainConfig, TrainingProtocol};
 
 use crate::data::dataset::{epoch_order, Cifar10, Split};
 use crate::device::DeviceSpec;
@@ -79,6 +79,13 @@ struct StatusFile {
 /// Images per evaluation batch.
 const EVAL_BATCH: usize = 500;
 
+/// Whether `out` holds anything a resume continues from: a checkpoint (even a damaged one),
+/// the status of an ended run, or the configuration of a run killed in its first epoch.
+pub fn has_run(out: &Path) -> bool {
+    let dir = RunDir::new(out);
+    checkpoint::exists(out) || dir.status().exists() || dir.config().exists()
+}
+
 /// Trains `cfg` on `data` on `device`, writing into `out`. With `resume`, continues from
 /// `out`'s checkpoint (or returns the recorded outcome of a run that already ended; starts
 /// afresh if there is no checkpoint); without it, `out` must not hold a run yet. A run may move
@@ -99,13 +106,21 @@ fn train_session(cfg: &TrainConfig, device: DeviceSpec, data: &Cifar10, out: &Pa
         bail!("{} already holds a training run: pass --resume to continue it, or choose another --out", out.display());
     }
     if resume && status_path.exists() {
-        let text = std::fs::read_to_string(&status_path)?;
+        let text = std::fs::read_to_string(&status_path).with_context(|| format!("cannot read {}", status_path.display()))?;
         let done: StatusFile = serde_json::from_str(&text).with_context(|| format!("{} is not a normlab status file", status_path.display()))?;
         if done.config != *cfg {
-            bail!("{} records another run: use the same settings to resume, or another --out", status_path.display());
+            bail!("{} records another run: {}", status_path.display(), cfg.differences_from(&done.config).join("; "));
         }
         return Ok(Some(done.outcome));
     }
+    if resume {
+        // A run killed before its first checkpoint has only its config.json.
+        let recorded = std::fs::read_to_string(dir.config()).ok().and_then(|t| serde_json::from_str(&t).ok()).and_then(|v| TrainConfig::from_json(v).ok());
+        if let Some(recorded) = recorded.filter(|r| r != cfg) {
+            bail!("{} records another run: {}", dir.config().display(), cfg.differences_from(&recorded).join("; "));
+        }
+    }
+    cfg.training.check_subsets(data.train.len(), data.test.len()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let train_set = subset(&data.train, cfg.training.train_subset);
     let test_set = subset(&data.test, cfg.training.test_subset);
     if train_set.is_empty() || test_set.is_empty() {
@@ -118,11 +133,15 @@ fn train_session(cfg: &TrainConfig, device: DeviceSpec, data: &Cifar10, out: &Pa
     let model = Model::new(cfg.model, cfg.seed, &device)?;
     let mut sgd = Sgd::new(cfg.training.lr.get(), cfg.training.momentum.get());
     let mut reg = Regularizer::new(cfg.regularizer, &model)?;
-    let mut state = if resume && checkpoint::exists(out) {
-        checkpoint::load(out, cfg, &model, &mut sgd, &mut reg)?
-    } else {
-        checkpoint::Progress { config: cfg.clone(), epochs_done: 0, steps_done: 0, batches_tracked: 0, train_seconds: 0.0, rows: Vec::new() }
-    };
+    let resumed = if resume && checkpoint::exists(out) { checkpoint::load(out, cfg, &model, &mut sgd, &mut reg)? } else { None };
+    let mut state = resumed.unwrap_or_else(|| checkpoint::Progress {
+        config: cfg.clone(),
+        epochs_done: 0,
+        steps_done: 0,
+        batches_tracked: 0,
+        train_seconds: 0.0,
+        rows: Vec::new(),
+    });
     let epochs = cfg.training.epochs();
     let progress = progress::Progress::new(epochs);
     if state.epochs_done > 0 {
