@@ -27,6 +27,21 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     atomic_write_with(path, |tmp| Ok(std::fs::write(tmp, bytes)?))
 }
 
+/// An error and its causes on one line, `outer: inner: …` as `{:#}` prints them, but each
+/// cause once: a cause whose text the previous one already ends with (an error that prints
+/// its source, then the source itself) is left out, so an OS error is never shown twice.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if parts.last().is_some_and(|last| last.ends_with(&text)) {
+            continue;
+        }
+        parts.push(text);
+    }
+    parts.join(": ")
+}
+
 /// Where two JSON values differ: one `(path, a, b)` per differing leaf, the path in dotted
 /// form (`training.lr`, `milestones[2]`; empty for the root), the values as compact JSON
 /// (`-` for a key one side lacks). Used to name each setting that differs between a recorded
@@ -93,6 +108,27 @@ mod tests {
             ]
         );
         assert!(json_differences(&a, &a).is_empty());
+    }
+
+    #[test]
+    fn error_text_shows_each_cause_once() {
+        #[derive(Debug)]
+        struct Echo(std::io::Error);
+        impl std::fmt::Display for Echo {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "write failed: {}", self.0)
+            }
+        }
+        impl std::error::Error for Echo {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = anyhow::Error::new(Echo(std::io::Error::from_raw_os_error(28))).context("cannot write r/x.safetensors");
+        let text = error_text(&e);
+        assert_eq!(text.matches("os error 28").count(), 1, "{text}");
+        assert!(format!("{e:#}").matches("os error 28").count() == 2, "the case this guards against");
+        assert!(text.starts_with("cannot write r/x.safetensors: write failed: "), "{text}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ fn bin() -> Command {
     let exe = std::env::var("NORMLAB_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_normlab").to_string());
     let mut c = Command::new(exe);
     c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    for k in ["NORMLAB_FAKE_EPOCH_MS", "NORMLAB_FAKE_FAIL", "NORMLAB_FAKE_PANIC", "NORMLAB_FAKE_NAN"] {
+    for k in ["NORMLAB_FAKE_EPOCH_MS", "NORMLAB_FAKE_FAIL", "NORMLAB_FAKE_PANIC", "NORMLAB_FAKE_NAN", "NORMLAB_FAKE_DISK_FULL"] {
         c.env_remove(k);
     }
     c
@@ -302,7 +302,17 @@ fn failures_panics_and_nan_are_rows_and_the_others_go_on() {
     let results = dir.path().join("results");
     let env = [("NORMLAB_FAKE_FAIL", "svc"), ("NORMLAB_FAKE_PANIC", "nd-l1"), ("NORMLAB_FAKE_NAN", "nd-linf")];
     let o = run_fake(&p, &results, &["--jobs-per-device", "2"], &env);
-    assert!(o.status.success(), "one cell's failure must not fail the run: {}", text(&o));
+    // Every cell ran; the run says how many failed and how to rerun them, and exits non-zero
+    // (so a Slurm task that ran them is not marked COMPLETED).
+    assert!(!o.status.success(), "a run with failed cells must exit non-zero: {}", text(&o));
+    let last = text(&o).trim_end().lines().last().unwrap_or("").to_string();
+    assert!(last.contains("4 cell(s) of this run failed") && last.contains("--retry-failed"), "{}", text(&o));
+    // The next run has nothing to do but says the failed rows are there and how to rerun them.
+    let o = run_fake(&p, &results, &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("4 cell(s) of this plan have a failed row") && text(&o).contains("--retry-failed"), "{}", text(&o));
+    let o = bin().args(["run", p.to_str().unwrap(), "--dry-run", "--results", results.to_str().unwrap()]).output().unwrap();
+    assert!(text(&o).contains("4 cell(s) have a failed row") && text(&o).contains("--retry-failed"), "{}", text(&o));
     let csv_path = results.join("fail.csv");
     let mut r = csv::Reader::from_path(&csv_path).unwrap();
     let h = r.headers().unwrap().clone();

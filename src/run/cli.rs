@@ -4,7 +4,9 @@
 use super::fake::FakeExecutor;
 use super::progress::format_duration;
 use crate::results::record;
+use super::environment;
 use super::scheduler::{self, CellContext, RunOptions, Shard};
+use crate::data::Cifar10;
 use crate::device::DeviceSpec;
 use crate::plan::{self, Cell, Plan};
 use anyhow::{bail, Result};
@@ -52,42 +54,48 @@ pub enum ExecutorKind {
     Fake,
 }
 
-/// Runs `normlab run`.
+/// Runs `normlab run`: checks the flags, the devices, the data and the results folder before
+/// the first cell, then runs the remaining cells. Exits non-zero (an error as the last line)
+/// when a cell of this run ended `failed`, naming `--retry-failed`.
 pub fn run(args: &RunArgs) -> Result<()> {
     let plan = plan::load_with_data(&args.plan, args.data.as_deref())?;
     let shard = args.shard.unwrap_or(Shard::ALL);
     if args.jobs_per_device == 0 {
-        bail!("--jobs-per-device 0: expected at least 1");
+        bail!("--jobs-per-device 0: expected at least 1 cell at once per device");
     }
     if args.dry_run {
         return dry_run(&plan, &args.results, shard, args.devices.len() * args.jobs_per_device);
     }
+    environment::check_devices(&args.devices, "--devices")?;
+    environment::check_results_folder(&args.results, "--results")?;
     let store = scheduler::open_store(&args.results, &plan)?;
+    let mine = |id: &str| plan.cells.iter().any(|c| c.id == id && shard.contains(c));
     if args.retry_failed {
-        let n = store.remove_failed()?;
+        let n = store.remove_failed(mine)?;
         eprintln!("removed {n} failed row(s) from {}: those cells run again", store.path().display());
     }
     let done = store.done_ids()?;
     let remaining = plan.cells.iter().filter(|c| shard.contains(c) && !done.contains(&c.id)).count();
-    if args.executor == ExecutorKind::Real {
-        if remaining == 0 {
-            eprintln!("plan {}: all {} cell(s) of this shard have a row in {}; nothing to run", plan.name, plan.cells.iter().filter(|c| shard.contains(c)).count(), store.path().display());
-            return Ok(());
-        }
-        if !plan::data_dir_complete(&plan.data.dir) {
-            bail!(
-                "{} does not hold CIFAR-10 in binary layout yet: import it first with \
-                 `normlab data --source {} --out {}` (or `make data`)",
-                plan.data.dir.display(),
-                plan.data.sources.first().map(String::as_str).unwrap_or("SRC"),
-                plan.data.dir.display()
-            );
-        }
+    let failed_before = store.failed_ids()?.iter().filter(|id| mine(id)).count();
+    let retry = retry_command(args);
+    if failed_before > 0 {
+        eprintln!(
+            "{failed_before} cell(s) of this plan{} have a failed row (see its message column in {}) and do not run again: \
+             fix the cause, then rerun them with `{retry}`",
+            if shard == Shard::ALL { String::new() } else { format!("'s shard {}/{}", shard.index, shard.count) },
+            store.path().display()
+        );
     }
-    let data = match args.executor {
-        ExecutorKind::Real => Some(crate::data::load_dir(&plan.data.dir)?),
-        ExecutorKind::Fake => None,
-    };
+    if remaining == 0 {
+        eprintln!(
+            "plan {}: all {} cell(s) of this shard have a row in {}; nothing to run",
+            plan.name,
+            plan.cells.iter().filter(|c| shard.contains(c)).count(),
+            store.path().display()
+        );
+        return Ok(());
+    }
+    let data = check_data(&plan, args.executor)?;
     let fake = FakeExecutor::from_env()?;
     let executor = |cell: &Cell, ctx: &CellContext| match &data {
         Some(data) => super::executor::execute(cell, ctx, data),
@@ -110,7 +118,59 @@ pub fn run(args: &RunArgs) -> Result<()> {
         s.skipped,
         scheduler::results_path(&args.results, &plan).display()
     );
+    if s.failed > 0 {
+        bail!(
+            "{} cell(s) of this run failed (their error is in the message column of {}): fix the cause, then rerun them with `{retry}`",
+            s.failed,
+            scheduler::results_path(&args.results, &plan).display()
+        );
+    }
     Ok(())
+}
+
+/// The data checks before the first cell: the plan's data folder, if complete, must match its
+/// import record (sizes and checksums) and hold at least the plan's subsets. The real
+/// executor needs the folder and gets it loaded; the fake runs without data.
+fn check_data(plan: &Plan, executor: ExecutorKind) -> Result<Option<Cifar10>> {
+    let dir = &plan.data.dir;
+    if !plan::data_dir_complete(dir) {
+        if executor == ExecutorKind::Fake {
+            return Ok(None);
+        }
+        bail!(
+            "{} does not hold CIFAR-10 in binary layout yet: import it first with \
+             `normlab data --source {} --out {}` (or `make data`), or give the folder with --data",
+            dir.display(),
+            plan.data.sources.first().map(String::as_str).unwrap_or("SRC"),
+            dir.display()
+        );
+    }
+    match crate::data::integrity::verify(dir)? {
+        crate::data::integrity::Verified::Ok(_) => {}
+        crate::data::integrity::Verified::Unchecked(note) => eprintln!("note: {note}"),
+    }
+    let (train, test) = crate::data::binary::split_sizes(dir)?;
+    plan.check_against_data(train, test)?;
+    Ok(match executor {
+        ExecutorKind::Real => Some(crate::data::load_dir(dir)?),
+        ExecutorKind::Fake => None,
+    })
+}
+
+/// The command that reruns this run's failed cells: the same plan, results folder and shard.
+fn retry_command(args: &RunArgs) -> String {
+    let mut c = format!("normlab run {}", args.plan.display());
+    if args.results != Path::new("results") {
+        c.push_str(&format!(" --results {}", args.results.display()));
+    }
+    if let Some(d) = &args.data {
+        c.push_str(&format!(" --data {}", d.display()));
+    }
+    if let Some(s) = args.shard {
+        c.push_str(&format!(" --shard {}/{}", s.index, s.count));
+    }
+    c.push_str(" --retry-failed");
+    c
 }
 
 /// Prints the plan's cells with their state and the estimated time left.
@@ -132,7 +192,12 @@ fn dry_run(plan: &Plan, results: &Path, shard: Shard, workers: usize) -> Result<
     );
     let data = &plan.data;
     if plan::data_dir_complete(&data.dir) {
-        println!("data: {} (ready)", data.dir.display());
+        let state = match crate::data::integrity::check_sizes(&data.dir) {
+            Ok(None) => "ready: sizes match its import record".to_string(),
+            Ok(Some(_)) => "ready, no import record to check it against".to_string(),
+            Err(e) => format!("damaged: {}", crate::util::error_text(&e)),
+        };
+        println!("data: {} ({state})", data.dir.display());
     } else {
         println!("data: {} (absent: import it with `normlab data --source {} --out {}`)", data.dir.display(), data.sources.first().map(String::as_str).unwrap_or("SRC"), data.dir.display());
     }
@@ -152,6 +217,13 @@ fn dry_run(plan: &Plan, results: &Path, shard: Shard, workers: usize) -> Result<
             }
         };
         println!("{:>4}  {:<12}  {:<22}  {}", cell.index, cell.id, state, cell.describe());
+    }
+    let failed = mine.iter().filter(|c| status_of(c).as_deref() == Some("failed")).count();
+    if failed > 0 {
+        println!(
+            "{failed} cell(s) have a failed row and do not run again until it is removed: `normlab run {} --retry-failed` reruns them",
+            plan.path.display()
+        );
     }
     let per_model = scheduler::measured_seconds(&store)?;
     match scheduler::estimate_seconds(&remaining, &per_model, workers) {

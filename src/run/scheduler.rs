@@ -110,6 +110,8 @@ pub struct RunSummary {
     pub ran: usize,
     /// Of those, with status other than ok.
     pub not_ok: usize,
+    /// Of those, with status `failed` (the run then exits non-zero).
+    pub failed: usize,
     /// Cells skipped because another process held them or wrote their row first.
     pub skipped: usize,
 }
@@ -159,7 +161,8 @@ pub fn estimate_seconds(cells: &[&Cell], per_model: &HashMap<String, f64>, worke
 
 /// Runs this shard's cells of `plan` that have no row yet, appending one row each to
 /// `<results_dir>/<plan>.csv`. A cell's error, panic or NaN becomes its row's status; an
-/// error of the results file itself stops the run.
+/// error of the results file itself, and a cell's error that comes from the machine (a full
+/// disk, a read-only folder: [`super::environment::problem`]), stop the run without a row.
 pub fn run_plan(plan: &Plan, results_dir: &Path, opts: &RunOptions, executor: &Executor) -> Result<RunSummary> {
     if opts.devices.is_empty() || opts.jobs_per_device == 0 {
         bail!("no workers: give at least one device and --jobs-per-device ≥ 1");
@@ -200,6 +203,9 @@ pub fn run_plan(plan: &Plan, results_dir: &Path, opts: &RunOptions, executor: &E
                             sm.ran += 1;
                             if status != CellStatus::Ok {
                                 sm.not_ok += 1;
+                            }
+                            if status == CellStatus::Failed {
+                                sm.failed += 1;
                             }
                         }
                         Ok(Outcome::Skipped) => summary.lock().expect("summary lock").skipped += 1,
@@ -249,7 +255,10 @@ fn run_one(
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| executor(cell, &ctx)));
     let mut rec = match result {
         Ok(Ok(rec)) => rec,
-        Ok(Err(e)) => CellRecord::failed(format!("{e:#}"), t0.elapsed().as_secs_f64()),
+        Ok(Err(e)) if super::environment::problem(&e).is_some() => {
+            bail!(super::environment::stop_message(&format!("cell {} {}", cell.id, cell.describe()), &e))
+        }
+        Ok(Err(e)) => CellRecord::failed(crate::util::error_text(&e), t0.elapsed().as_secs_f64()),
         Err(payload) => {
             let what = payload
                 .downcast_ref::<&str>()
@@ -385,13 +394,32 @@ mod tests {
             }
         };
         let s = run_plan(&p, dir.path(), &opts(1, 2), &exec).unwrap();
-        assert_eq!((s.ran, s.not_ok), (12, 5));
+        assert_eq!((s.ran, s.not_ok, s.failed), (12, 5, 3));
         let st = statuses(dir.path(), &p);
         let of = |i: usize| st.iter().find(|(id, _)| *id == p.cells[i].id).unwrap().1.clone();
         assert_eq!([of(0), of(1), of(2), of(3), of(4), of(5)], ["failed", "failed", "nan", "failed", "diverged", "ok"]);
         let text = std::fs::read_to_string(dir.path().join("t.csv")).unwrap();
         assert_eq!(text.lines().count(), 13, "one line per row, messages included:\n{text}");
         assert!(text.contains("panicked: boom") && text.contains("out of memory on two lines"));
+    }
+
+    #[test]
+    fn a_full_disk_stops_the_run_without_a_failed_row() {
+        let p = plan();
+        let dir = tempfile::tempdir().unwrap();
+        let exec = |cell: &Cell, _: &CellContext| -> Result<CellRecord> {
+            if cell.index == 3 {
+                let e = std::io::Error::from_raw_os_error(28);
+                return Err(anyhow::Error::new(e).context("cannot write r/t/cells/x/checkpoint/epoch-1.safetensors"));
+            }
+            Ok(good(cell))
+        };
+        let err = run_plan(&p, dir.path(), &opts(1, 1), &exec).unwrap_err().to_string();
+        assert!(err.contains("epoch-1.safetensors") && err.matches("os error 28").count() == 1, "{err}");
+        assert!(err.contains("no row was written"), "{err}");
+        let st = statuses(dir.path(), &p);
+        assert_eq!(st.len(), 3, "cells 0-2 finished before cell 3 stopped the run: {st:?}");
+        assert!(st.iter().all(|(_, s)| s == "ok"), "{st:?}");
     }
 
     #[test]

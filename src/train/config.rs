@@ -68,8 +68,13 @@ impl std::fmt::Display for SubsetTooLarge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} = {} is larger than the {} split, which holds {} images: lower it to at most {}, or leave it out to use the whole split",
-            self.field, self.asked, self.split, self.available, self.available
+            "{} = {} is larger than the {} split, which holds {} images: lower it to at most {}{}",
+            self.field,
+            self.asked,
+            self.split,
+            self.available,
+            self.available,
+            if self.field.ends_with("subset") { ", or leave it out to use the whole split" } else { "" }
         )
     }
 }

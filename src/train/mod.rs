@@ -518,6 +518,94 @@ mod tests {
         assert!(train(&other, &data, &b, true).is_err());
     }
 
+    /// Copies run folder `from` into `to` (a killed run, to damage in several ways).
+    fn copy_run(from: &Path, to: &Path) {
+        for entry in std::fs::read_dir(from).unwrap().flatten() {
+            let target = to.join(entry.file_name());
+            if entry.path().is_dir() {
+                std::fs::create_dir_all(&target).unwrap();
+                copy_run(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), &target).unwrap();
+            }
+        }
+    }
+
+    /// A run killed after epoch 2 of 3 whose newest checkpoint (or its record) was then
+    /// damaged resumes from what is left and ends bit-identical to an uninterrupted run; the
+    /// damaged file is set aside, not deleted.
+    #[test]
+    fn a_damaged_checkpoint_is_set_aside_and_the_run_ends_as_an_uninterrupted_one() {
+        let data = synthetic(32, 16);
+        let cfg = tiny(RegConfig::norm_decay(NormKind::Linf, Positive(1e-3)), 3);
+        let dir = tempfile::tempdir().unwrap();
+        let reference = dir.path().join("reference");
+        train(&cfg, &data, &reference, false).unwrap();
+        let killed = dir.path().join("killed");
+        assert!(train_session(&cfg, &data, &killed, false, Some(2)).unwrap().is_none());
+        let ck = killed.join("checkpoint");
+        let mut names: Vec<String> = std::fs::read_dir(&ck).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        assert_eq!(names, ["epoch-1.json", "epoch-1.safetensors", "epoch-2.json", "epoch-2.safetensors", "latest.json"], "two checkpoints kept");
+        let cut = |p: &Path, keep: f64| {
+            let b = std::fs::read(p).unwrap();
+            std::fs::write(p, &b[..(b.len() as f64 * keep) as usize]).unwrap();
+        };
+        let flip = |p: &Path| {
+            let mut b = std::fs::read(p).unwrap();
+            let k = b.len() - 100;
+            b[k] ^= 0x40;
+            std::fs::write(p, b).unwrap();
+        };
+        type Damage = Box<dyn Fn(&Path)>;
+        let cases: Vec<(&str, Damage, &str)> = vec![
+            ("truncated tensors", Box::new(move |c: &Path| cut(&c.join("epoch-2.safetensors"), 0.5)), "epoch-2.safetensors.damaged"),
+            ("empty tensors", Box::new(move |c: &Path| cut(&c.join("epoch-2.safetensors"), 0.0)), "epoch-2.safetensors.damaged"),
+            ("one flipped byte", Box::new(move |c: &Path| flip(&c.join("epoch-2.safetensors"))), "epoch-2.safetensors.damaged"),
+            ("missing tensors", Box::new(|c: &Path| std::fs::remove_file(c.join("epoch-2.safetensors")).unwrap()), "epoch-2.json.damaged"),
+            ("truncated latest.json", Box::new(move |c: &Path| cut(&c.join("latest.json"), 0.6)), "latest.json.damaged"),
+            ("empty latest.json and epoch record", Box::new(move |c: &Path| {
+                cut(&c.join("latest.json"), 0.0);
+                cut(&c.join("epoch-2.json"), 0.0);
+            }), "epoch-2.json.damaged"),
+            ("both checkpoints", Box::new(move |c: &Path| {
+                cut(&c.join("epoch-2.safetensors"), 0.3);
+                flip(&c.join("epoch-1.safetensors"));
+            }), "epoch-1.safetensors.damaged"),
+        ];
+        for (what, damage, set_aside) in cases {
+            let case = dir.path().join(what.replace(' ', "-"));
+            std::fs::create_dir_all(&case).unwrap();
+            copy_run(&killed, &case);
+            damage(&case.join("checkpoint"));
+            let done = train(&cfg, &data, &case, true).unwrap_or_else(|e| panic!("{what}: {e:#}"));
+            assert_eq!(done.status, RunStatus::Finished, "{what}");
+            assert_eq!(weights(&case), weights(&reference), "{what}: the resumed run must end where an uninterrupted one does");
+            assert!(case.join("checkpoint").join(set_aside).exists(), "{what}: {set_aside} not set aside");
+            let rows = std::fs::read_to_string(case.join("metrics.csv")).unwrap().lines().count();
+            assert_eq!(rows, 4, "{what}: one metrics row per epoch");
+            std::fs::remove_dir_all(&case).unwrap();
+        }
+    }
+
+    #[test]
+    fn resuming_with_other_settings_names_each_difference() {
+        let data = synthetic(32, 16);
+        let cfg = tiny(RegConfig::Plain, 2);
+        let dir = tempfile::tempdir().unwrap();
+        assert!(train_session(&cfg, &data, dir.path(), false, Some(1)).unwrap().is_none());
+        let mut other = cfg.clone();
+        other.training.lr = Positive(0.1);
+        other.seed = 9;
+        let err = format!("{:#}", train(&other, &data, dir.path(), true).unwrap_err());
+        assert!(err.contains("latest.json belongs to another run"), "{err}");
+        assert!(err.contains("seed: 1 recorded, 9 given") && err.contains("training.lr: 0.01 recorded, 0.1 given"), "{err}");
+        let mut big = cfg.clone();
+        big.training.train_subset = Some(nz(33));
+        let err = format!("{:#}", train(&big, &data, &dir.path().join("new"), false).unwrap_err());
+        assert!(err.contains("train_subset = 33") && err.contains("holds 32 images"), "{err}");
+    }
+
     #[test]
     fn non_finite_loss_is_recorded_as_diverged() {
         let data = synthetic(32, 16);
