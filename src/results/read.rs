@@ -186,11 +186,13 @@ pub fn read_file(path: &Path) -> Result<ResultsFile> {
         let rec = match rec {
             Ok(rec) => rec,
             Err(e) => {
-                problems.push(format!("line {line}: not a valid CSV row ({e})"));
-                continue;
+                here.push(format!("it is not a valid CSV row ({e})"));
+                csv::StringRecord::new()
             }
         };
-        if rec.len() != headers.len() {
+        if !here.is_empty() {
+            // Reported below.
+        } else if rec.len() != headers.len() {
             here.push(if rec.len() < headers.len() {
                 format!("has {} of the header's {} fields: the row was cut short", rec.len(), headers.len())
             } else {
@@ -292,4 +294,74 @@ pub fn read_file(path: &Path) -> Result<ResultsFile> {
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::record::{self, CellRecord, NormSummary, Provenance};
+
+    /// A results file of `n` ok rows of a small plan, as `normlab run` writes it.
+    fn file(n: usize) -> (tempfile::TempDir, std::path::PathBuf, Vec<String>) {
+        let src = r#"(name: "t", data: (sources: ["Cargo.toml"]), models: [vgg11], regularizers: [weight_decay(betas: [1e-2, 1e-3, 1e-4])])"#;
+        let plan = crate::plan::parse(Path::new("t.ron"), src).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.csv");
+        let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_path(&path).unwrap();
+        w.write_record(record::header(&plan.eps)).unwrap();
+        let prov = Provenance { device: "cpu".into(), version: "0".into(), git_commit: "x".into() };
+        for cell in plan.cells.iter().take(n) {
+            let rec = CellRecord {
+                status: CellStatus::Ok,
+                clean_acc: Some(0.8),
+                robust_acc: vec![0.4],
+                certified_acc: Some(0.0),
+                norms: Some(NormSummary::from_layers(&[(2.0, 3.0)])),
+                train_seconds: 1.0,
+                eval_seconds: 1.0,
+                message: String::new(),
+            };
+            w.write_record(record::row("t", &plan.eps, cell, &rec, &prov, "2026-12-07T00:00:00Z").unwrap()).unwrap();
+        }
+        w.flush().unwrap();
+        let ids = plan.cells.iter().map(|c| c.id.clone()).collect();
+        (dir, path, ids)
+    }
+
+    #[test]
+    fn a_valid_file_reads_and_each_problem_is_named_by_line() {
+        let (_d, path, ids) = file(3);
+        let f = read_file(&path).unwrap();
+        assert_eq!((f.rows.len(), f.lines.clone()), (3, vec![2, 3, 4]));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let write = |t: String| std::fs::write(&path, t).unwrap();
+        // An accuracy of 1.7 on line 3, and a copy of line 2 as line 5.
+        write(format!("{}\n{}\n{}\n{}\n{}\n", lines[0], lines[1], lines[2].replacen(",0.8,", ",1.7,", 1), lines[3], lines[1]));
+        let err = read_file(&path).unwrap_err().to_string();
+        assert!(err.contains("line 3: clean_acc = 1.7 on an ok row lies outside [0, 1]"), "{err}");
+        assert!(err.contains(&format!("line 5: a second row of cell {} (the first is line 2)", ids[0])), "{err}");
+        // A last line cut short by a killed writer is skipped with a note.
+        write(format!("{}\n{}\n{}", lines[0], lines[1], &lines[2][..lines[2].len() - 20]));
+        let f = read_file(&path).unwrap();
+        assert_eq!(f.rows.len(), 1);
+        assert!(f.notes[0].contains("line 3 ends without a newline"), "{:?}", f.notes);
+        // The same cut in the middle of the file is refused.
+        write(format!("{}\n{}\n{}\n", lines[0], &lines[2][..lines[2].len() - 20], lines[1]));
+        let err = read_file(&path).unwrap_err().to_string();
+        assert!(err.contains("line 2:"), "{err}");
+    }
+
+    #[test]
+    fn keeping_a_plan_s_cells_names_the_others_and_refuses_a_foreign_file() {
+        let (_d, path, ids) = file(3);
+        let mut f = read_file(&path).unwrap();
+        let plan: HashSet<String> = ids[..2].iter().cloned().collect();
+        f.keep_plan_cells(&path, "t", &plan).unwrap();
+        assert_eq!(f.rows.len(), 2);
+        assert!(f.notes[0].contains("1 row(s) are not cells of plan t") && f.notes[0].contains("line 4"), "{:?}", f.notes);
+        let mut f = read_file(&path).unwrap();
+        let err = f.keep_plan_cells(&path, "other", &HashSet::new()).unwrap_err().to_string();
+        assert!(err.contains("--plan other: none of the 3 row(s)"), "{err}");
+    }
 }
