@@ -20,7 +20,7 @@ use crate::models::{Arch, Model};
 use crate::norms::NormKind;
 use crate::optim::Sgd;
 use crate::regularize::{NdVariant, RegConfig, Regularizer};
-use crate::values::{Eps, Fraction, NonEmpty, Positive};
+use crate::values::{Fraction, NonEmpty, Positive, Radius};
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use serde::Serialize;
@@ -168,10 +168,11 @@ pub fn compare_attack(arch: Arch, device: &Device, n: usize) -> Result<Vec<Check
     let split = Split::new(images, y.to_vec1::<u32>()?.iter().map(|&l| l as u8).collect())?;
     let cfg = AttackConfig {
         attacks: NonEmpty(vec![AttackKind::ApgdCe, AttackKind::ApgdT]),
-        eps: NonEmpty(vec![Eps(2.0 / 255.0)]),
+        eps: NonEmpty(vec![Radius(2.0 / 255.0)]),
         n: std::num::NonZeroUsize::new(n).context("compare_attack needs n ≥ 1")?,
         seed: 3,
         iters: std::num::NonZeroU32::new(10).expect("10 > 0"),
+        ..AttackConfig::default()
     };
     let mut reports = Vec::new();
     for dev in [&Device::Cpu, device] {

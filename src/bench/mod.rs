@@ -1,7 +1,9 @@
 //! `normlab bench ...`: measured speed claims, each subcommand timing alternatives in one run
 //! on one machine (norm formulas against power iteration and FFT + SVD; a training step
-//! against the machine's matmul rate).
+//! against the machine's matmul rate; the AutoAttack standard suite against AutoAttack's own
+//! code).
 
+pub mod attack;
 pub mod norms;
 pub mod op_profile;
 pub mod train;
@@ -23,6 +25,9 @@ pub enum BenchCommand {
     Norms(norms::BenchNormsArgs),
     /// Images/s of a training step, its split into phases, and GFLOP/s against the matmul rate.
     Train(train::TrainBenchArgs),
+    /// `normlab attack --suite standard` against AutoAttack (pyautoattack) on the same
+    /// checkpoint and images: robust accuracy after each attack and the images/s ratio.
+    Attack(attack::AttackBenchArgs),
 }
 
 /// Runs `normlab bench`.
@@ -30,5 +35,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
     match args.command {
         BenchCommand::Norms(a) => norms::run(a),
         BenchCommand::Train(a) => train::run(&a),
+        BenchCommand::Attack(a) => attack::run(&a),
     }
 }

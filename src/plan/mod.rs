@@ -9,7 +9,8 @@ pub mod cell;
 pub mod error;
 pub mod schema;
 
-pub use crate::values::Eps;
+pub use crate::values::{Eps, Radius};
+use crate::results::RobustColumn;
 pub use cell::{cell_id, expand, Cell, CellConfig};
 pub use error::PlanError;
 pub use schema::{DataSpec, EvaluationSpec, NdVariant, PlanFile, RegularizerSpec, TrainingSpec};
@@ -26,8 +27,9 @@ pub struct Plan {
     pub path: PathBuf,
     /// Where the data is.
     pub data: DataSpec,
-    /// The ℓ∞ radii of the robust-accuracy columns, in order (empty: robust accuracy off).
-    pub eps: Vec<Eps>,
+    /// The robust-accuracy columns (radius, norm, suite), in order (empty: robust accuracy
+    /// off).
+    pub robust: Vec<RobustColumn>,
     /// Every cell of the grid, in grid order.
     pub cells: Vec<Cell>,
     /// The plan as written (with defaults filled in).
@@ -93,8 +95,8 @@ pub fn parse_with_data(path: &Path, source: &str, data_dir: Option<&Path>) -> Re
     validate(path, source, &file)?;
     let cells = expand(&file);
     check_distinct(path, source, &cells)?;
-    let eps = file.evaluation.robust.as_ref().map(|r| r.eps.0.clone()).unwrap_or_default();
-    Ok(Plan { name: file.name.0.clone(), path: path.to_path_buf(), data: file.data.clone(), eps, cells, file, source: source.to_string() })
+    let robust = RobustColumn::of(file.evaluation.robust.as_ref());
+    Ok(Plan { name: file.name.0.clone(), path: path.to_path_buf(), data: file.data.clone(), robust, cells, file, source: source.to_string() })
 }
 
 /// Adds the hint a RON error lacks: how to fix the most common slips.

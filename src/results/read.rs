@@ -62,12 +62,10 @@ pub fn eps_columns(rows: &[ResultRow]) -> Vec<String> {
     rows.first().map(|r| r.robust.iter().map(|(e, _)| e.clone()).collect()).unwrap_or_default()
 }
 
-/// `1_255` → `1/255`, `0_004` → `0.004`.
+/// `1_255` → `1/255`, `0_004` → `0.004`, `0_5_l2_standard` → `0.5 (ℓ2, standard)`: a robust
+/// column's radius, with its norm and suite where they are not the paper's.
 pub fn eps_label(suffix: &str) -> String {
-    match suffix.strip_suffix("_255") {
-        Some(k) => format!("{k}/255"),
-        None => suffix.replacen('_', ".", 1),
-    }
+    super::record::robust_label(suffix)
 }
 
 /// The columns a results file must have: the row's identity, its configuration (whose hash

@@ -128,7 +128,7 @@ pub fn cell_dir(results_dir: &Path, plan: &Plan, cell: &Cell) -> PathBuf {
 
 /// Opens the plan's results store.
 pub fn open_store(results_dir: &Path, plan: &Plan) -> Result<ResultsStore> {
-    ResultsStore::open(&results_path(results_dir, plan), record::header(&plan.eps))
+    ResultsStore::open(&results_path(results_dir, plan), record::header(&plan.robust))
 }
 
 /// Mean seconds (train + eval) per cell of earlier rows with status ok, per model, for
@@ -279,23 +279,23 @@ fn run_one(
         version: opts.version.clone(),
         git_commit: opts.git_commit.clone(),
     };
-    let row = match record::row(&plan.name, &plan.eps, cell, &rec, &prov, &record::utc_now()) {
+    let row = match record::row(&plan.name, &plan.robust, cell, &rec, &prov, &record::utc_now()) {
         Ok(row) => row,
         Err(e) => {
             // The executor broke the contract (e.g. wrong number of radii): a failed cell.
             let bad = CellRecord::failed(format!("{e:#}"), rec.train_seconds);
             rec = bad;
-            record::row(&plan.name, &plan.eps, cell, &rec, &prov, &record::utc_now())?
+            record::row(&plan.name, &plan.robust, cell, &rec, &prov, &record::utc_now())?
         }
     };
     if !store.append(&row)? {
         return Ok(Outcome::Skipped);
     }
-    progress.finished(&summary_line(cell, &rec, &plan.eps));
+    progress.finished(&summary_line(cell, &rec, &plan.robust));
     Ok(Outcome::Appended(rec.status))
 }
 
-fn summary_line(cell: &Cell, rec: &CellRecord, eps: &[crate::plan::Eps]) -> String {
+fn summary_line(cell: &Cell, rec: &CellRecord, eps: &[crate::results::RobustColumn]) -> String {
     let mut s = format!("cell {} ({}): {}", cell.id, cell.describe(), rec.status.as_str());
     if let Some(c) = rec.clean_acc {
         s.push_str(&format!(", clean {:.1}%", 100.0 * c));
