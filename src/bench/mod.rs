@@ -4,6 +4,7 @@
 
 pub mod norms;
 pub mod op_profile;
+pub mod stack;
 pub mod train;
 
 use anyhow::Result;
@@ -23,6 +24,8 @@ pub enum BenchCommand {
     Norms(norms::BenchNormsArgs),
     /// Images/s of a training step, its split into phases, and GFLOP/s against the matmul rate.
     Train(train::TrainBenchArgs),
+    /// Cells per hour of training K cells of a plan's row as one stack against one by one.
+    Stack(stack::StackBenchArgs),
 }
 
 /// Runs `normlab bench`.
@@ -30,5 +33,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
     match args.command {
         BenchCommand::Norms(a) => norms::run(a),
         BenchCommand::Train(a) => train::run(&a),
+        BenchCommand::Stack(a) => stack::run(&a),
     }
 }
