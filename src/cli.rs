@@ -23,7 +23,7 @@ pub enum Command {
     Data(crate::data::cli::DataArgs),
     /// Per-layer norms (l1, linf, l2 bound, spectral) of a model, or of two checkpoints side by side.
     Norms(crate::norms::cli::NormsArgs),
-    /// Time alternatives on this machine (`bench norms`, `bench train`).
+    /// Time alternatives on this machine (`bench norms`, `bench train`, `bench stack`).
     Bench(crate::bench::BenchArgs),
     /// Train a model on CIFAR-10 with one regularizer (the paper's protocol).
     Train(crate::train::cli::TrainArgs),

@@ -69,6 +69,25 @@ fn open_cuda(ordinal: usize) -> Result<Device> {
     })
 }
 
+/// The free memory of a CUDA device in bytes, as its driver counts it (what `normlab run
+/// --stack auto` sizes stacks from).
+#[cfg(feature = "cuda")]
+pub fn free_memory(device: &Device) -> Result<u64> {
+    match device {
+        Device::Cuda(d) => {
+            let (free, _total) = d.cuda_stream().context().mem_get_info().map_err(|e| anyhow::anyhow!("cannot read the GPU's free memory: {e:?}"))?;
+            Ok(free as u64)
+        }
+        other => bail!("free device memory asked of {other:?}, which is not a CUDA device"),
+    }
+}
+
+/// The free memory of a CUDA device: an error on a build without the `cuda` feature.
+#[cfg(not(feature = "cuda"))]
+pub fn free_memory(device: &Device) -> Result<u64> {
+    bail!("free memory of {device:?} asked for, but this normlab was built without the `cuda` feature")
+}
+
 #[cfg(not(feature = "cuda"))]
 fn open_cuda(ordinal: usize) -> Result<Device> {
     bail!(

@@ -6,6 +6,7 @@
 pub mod attack;
 pub mod norms;
 pub mod op_profile;
+pub mod stack;
 pub mod train;
 
 use anyhow::Result;
@@ -28,6 +29,8 @@ pub enum BenchCommand {
     /// `normlab attack --suite standard` against AutoAttack (pyautoattack) on the same
     /// checkpoint and images: robust accuracy after each attack and the images/s ratio.
     Attack(attack::AttackBenchArgs),
+    /// Cells per hour of training K cells of a plan's row as one stack against one by one.
+    Stack(stack::StackBenchArgs),
 }
 
 /// Runs `normlab bench`.
@@ -36,5 +39,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
         BenchCommand::Norms(a) => norms::run(a),
         BenchCommand::Train(a) => train::run(&a),
         BenchCommand::Attack(a) => attack::run(&a),
+        BenchCommand::Stack(a) => stack::run(&a),
     }
 }

@@ -17,6 +17,8 @@ use std::path::Path;
 pub const RECORD_BYTES: usize = 1 + IMAGE_BYTES;
 /// Records per batch file in the full data set.
 pub const FULL_RECORDS_PER_FILE: usize = 10_000;
+/// Training images of the full dataset.
+pub const TRAIN_IMAGES: usize = TRAIN_FILES.len() * FULL_RECORDS_PER_FILE;
 /// The five training batch files, in order.
 pub const TRAIN_FILES: [&str; 5] = ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"];
 /// The test batch file.

@@ -25,6 +25,9 @@ pub struct Conv2d {
     pub padding: usize,
     /// Channel groups.
     pub groups: usize,
+    /// Copies side by side (a stacked model's slices, [`super::StackedModel`]; 1 otherwise):
+    /// `weight` and `bias` hold them stacked along their first dimension.
+    pub stack: usize,
 }
 
 impl Conv2d {
@@ -32,6 +35,9 @@ impl Conv2d {
     /// backward pass computes input gradients only (what attacks need).
     pub fn forward(&self, x: &Tensor, track: bool) -> candle_core::Result<Tensor> {
         let (w, b) = (tracked(&self.weight, track), self.bias.as_ref().map(|b| tracked(b, track)));
+        if self.stack > 1 {
+            return ops::stack::conv2d(x, &w, b.as_ref(), self.stride, self.padding, self.groups, self.stack);
+        }
         ops::conv2d(x, &w, b.as_ref(), self.stride, self.padding, self.groups)
     }
 }
@@ -45,12 +51,18 @@ pub struct Linear {
     pub weight: Tensor,
     /// Bias of length out.
     pub bias: Option<Tensor>,
+    /// Copies side by side, as [`Conv2d::stack`]; stacked, the layer maps `(N, K·in)` to
+    /// `(K, N, out)`.
+    pub stack: usize,
 }
 
 impl Linear {
     /// Applies `x · Wᵀ + b` (weights as constants unless `track`).
     pub fn forward(&self, x: &Tensor, track: bool) -> candle_core::Result<Tensor> {
         let (w, b) = (tracked(&self.weight, track), self.bias.as_ref().map(|b| tracked(b, track)));
+        if self.stack > 1 {
+            return ops::stack::linear(x, &w, b.as_ref(), self.stack);
+        }
         ops::linear(x, &w, b.as_ref())
     }
 }
@@ -111,23 +123,40 @@ pub struct Builder {
     pub layers: Vec<LayerSpec>,
     rng: ChaCha8Rng,
     device: Device,
+    stack: usize,
 }
 
 impl Builder {
     /// A builder whose initial weights are drawn from `rng` and placed on `device`.
     pub fn new(rng: ChaCha8Rng, device: &Device) -> Self {
-        Self { store: ParamStore::new(), layers: Vec::new(), rng, device: device.clone() }
+        Self::stacked(rng, device, 1)
+    }
+
+    /// A builder of a model with `stack` copies side by side ([`super::StackedModel`]): each
+    /// tensor holds `stack` copies of the single model's along its first dimension, every copy
+    /// the same draw from `rng` (so each slice starts where the single model does). The layer
+    /// list describes one copy.
+    pub fn stacked(rng: ChaCha8Rng, device: &Device, stack: usize) -> Self {
+        Self { store: ParamStore::new(), layers: Vec::new(), rng, device: device.clone(), stack: stack.max(1) }
+    }
+
+    /// `stack` copies of `data` (one copy's values, of `shape`) side by side on the device.
+    fn stacked_tensor(&self, data: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
+        let mut shape = shape.to_vec();
+        shape[0] *= self.stack;
+        let data = if self.stack == 1 { data } else { data.repeat(self.stack) };
+        Ok(Tensor::from_vec(data, shape, &Device::Cpu)?.to_device(&self.device)?)
     }
 
     fn uniform(&mut self, shape: &[usize], bound: f64) -> Result<Tensor> {
         let n: usize = shape.iter().product();
         let dist = Uniform::new_inclusive(-bound as f32, bound as f32);
         let data: Vec<f32> = (0..n).map(|_| dist.sample(&mut self.rng)).collect();
-        Ok(Tensor::from_vec(data, shape, &Device::Cpu)?.to_device(&self.device)?)
+        self.stacked_tensor(data, shape)
     }
 
     fn constant(&self, len: usize, value: f32) -> Result<Tensor> {
-        Ok(Tensor::full(value, len, &self.device)?)
+        Ok(Tensor::full(value, len * self.stack, &self.device)?)
     }
 
     /// A conv layer `prefix` on an `in_c × in_hw.0 × in_hw.1` input, PyTorch-initialised
@@ -170,7 +199,7 @@ impl Builder {
         };
         let name = spec.name.clone();
         self.layers.push(spec);
-        Ok(Conv2d { name, weight, bias, stride, padding, groups })
+        Ok(Conv2d { name, weight, bias, stride, padding, groups, stack: self.stack })
     }
 
     /// A linear layer `prefix`, PyTorch-initialised (U(±1/√in) for weight and bias).
@@ -183,7 +212,7 @@ impl Builder {
         let bias = Some(self.store.insert(&format!("{prefix}.bias"), b, Role::Trainable)?.as_tensor().clone());
         let name = spec.name.clone();
         self.layers.push(spec);
-        Ok(Linear { name, weight, bias })
+        Ok(Linear { name, weight, bias, stack: self.stack })
     }
 
     /// A BatchNorm2d layer `prefix` over `c` channels of an `in_hw` map (γ = 1, β = 0, running

@@ -10,10 +10,12 @@ pub mod regnet;
 pub mod resnet;
 pub mod senet;
 pub mod spec;
+pub mod stacked;
 pub mod vgg;
 
 pub use params::{ParamStore, Role};
 pub use spec::{LayerKind, LayerSpec};
+pub use stacked::StackedModel;
 
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
@@ -105,7 +107,11 @@ impl Model {
     /// Builds `arch` with PyTorch's default init drawn from `seed`, on `device`. The same seed
     /// gives the same weights on every device.
     pub fn new(arch: Arch, seed: u64, device: &Device) -> Result<Self> {
-        let mut b = layers::Builder::new(ChaCha8Rng::seed_from_u64(seed), device);
+        Self::build(arch, layers::Builder::new(ChaCha8Rng::seed_from_u64(seed), device))
+    }
+
+    /// Builds `arch`'s layers through `b` (which decides the initial weights and the stack).
+    fn build(arch: Arch, mut b: layers::Builder) -> Result<Self> {
         let net = match arch {
             Arch::Vgg11 => Net::Vgg(vgg::Vgg::build(&mut b)?),
             Arch::Resnet18 => Net::Resnet(resnet::ResNet::build(&mut b)?),

@@ -17,6 +17,7 @@ pub mod pointwise;
 pub mod reduce;
 #[cfg(test)]
 mod reference;
+pub mod stack;
 pub mod winograd;
 
 use candle_core::{bail, CpuStorage, DType, Layout, Result, Tensor, Var, D};
@@ -159,9 +160,18 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize,
         x.conv2d(weight, padding, stride, 1, groups)?
     };
     match bias {
-        Some(b) if fast(&y) && b.dtype() == DType::F32 => y.apply_op2(&b.contiguous()?, pointwise::ChannelBias),
-        Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?),
+        Some(b) => add_channel_bias(&y, b),
         None => Ok(y),
+    }
+}
+
+/// `y + b` with one value of `b` per channel of `y (n, c, h, w)`: on the CPU one pass
+/// ([`pointwise::ChannelBias`]).
+fn add_channel_bias(y: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if fast(y) && b.dtype() == DType::F32 {
+        y.apply_op2(&b.contiguous()?, pointwise::ChannelBias)
+    } else {
+        y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?)
     }
 }
 

@@ -10,6 +10,7 @@
 //! one model.
 
 pub mod norm_decay;
+pub mod stacked;
 pub mod svc;
 pub mod weight_decay;
 
@@ -148,6 +149,23 @@ impl Regularizer {
     /// The configuration this regularizer was built from.
     pub fn config(&self) -> &RegConfig {
         &self.config
+    }
+
+    /// Norm decay's live state, when this is norm decay (a stacked model's slices drive it
+    /// through [`stacked`]).
+    pub fn norm_decay_mut(&mut self) -> Option<&mut NormDecay> {
+        match &mut self.state {
+            State::NormDecay(nd) => Some(nd),
+            _ => None,
+        }
+    }
+
+    /// SVC's live state, when this is SVC.
+    pub fn svc_mut(&mut self) -> Option<&mut svc::Svc> {
+        match &mut self.state {
+            State::Svc(s) => Some(s),
+            _ => None,
+        }
     }
 
     /// Transforms the gradients of one step in place (between `backward()` and the optimizer

@@ -197,6 +197,33 @@ fn fold(h_hat: &mut Tensor, scale: &mut f64) -> Result<()> {
     Ok(())
 }
 
+/// Every decayed layer's maximiser, still on the device ([`NormDecay::find`]).
+pub struct Maximisers {
+    flats: Vec<Tensor>,
+    bn_scales: Vec<Option<Tensor>>,
+}
+
+impl Maximisers {
+    /// The layers' maximiser indices as one u32 tensor on the device (so a step copies them to
+    /// the host at once: on a GPU each copy waits for the device); `None` without layers.
+    pub fn indices(&self) -> Result<Option<Tensor>> {
+        if self.flats.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Tensor::stack(&self.flats, 0)?))
+    }
+
+    /// The number of layers.
+    pub fn len(&self) -> usize {
+        self.flats.len()
+    }
+
+    /// Whether there are no layers.
+    pub fn is_empty(&self) -> bool {
+        self.flats.is_empty()
+    }
+}
+
 /// Norm decay's live state for one model: one running buffer per decayed layer.
 pub struct NormDecay {
     beta: f64,
@@ -227,32 +254,60 @@ impl NormDecay {
 
     /// Updates every layer's h from the current weights and adds β·h to its gradient.
     pub fn apply(&mut self, params: &ParamStore, grads: &mut GradStore) -> Result<()> {
-        let weights = self
+        let vars = self
             .layers
             .iter()
             .map(|l| params.var(&l.name).with_context(|| format!("norm decay: no parameter {}", l.name)))
             .collect::<Result<Vec<_>>>()?;
-        // Every layer's maximiser first, copied to the host in one transfer: the weights do not
-        // change within the step, and on a GPU one copy per layer was one wait per layer.
-        let mut flats = Vec::with_capacity(self.layers.len());
-        let mut bn_scales = Vec::with_capacity(self.layers.len());
-        for (layer, var) in self.layers.iter().zip(&weights) {
-            let w = var.as_tensor().detach();
+        let weights: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().detach()).collect();
+        let found = self.find(&weights, &|name| Ok(params.get(name)?.detach()))?;
+        let flats = match found.indices()? {
+            Some(t) => t.to_vec1::<u32>()?,
+            None => Vec::new(),
+        };
+        self.step(&weights, found, &flats)?;
+        for (i, var) in vars.iter().enumerate() {
+            let Some(g) = grads.get(var.as_tensor()) else { continue };
+            let g = self.decayed(i, g)?;
+            grads.insert(var.as_tensor(), g);
+        }
+        Ok(())
+    }
+
+    /// The weight names of the decayed layers, in the order [`NormDecay::find`] and
+    /// [`NormDecay::step`] take their weights.
+    pub fn layer_names(&self) -> impl Iterator<Item = &str> {
+        self.layers.iter().map(|l| l.name.as_str())
+    }
+
+    /// Every layer's maximiser, left on the device: `weights` are the layers' weights (in
+    /// [`NormDecay::layer_names`] order, detached), `tensor(name)` any other tensor of the
+    /// model (a BatchNorm layer's running variance).
+    pub fn find(&self, weights: &[Tensor], tensor: &dyn Fn(&str) -> Result<Tensor>) -> Result<Maximisers> {
+        let mut found = Maximisers { flats: Vec::with_capacity(self.layers.len()), bn_scales: Vec::with_capacity(self.layers.len()) };
+        for (layer, w) in self.layers.iter().zip(weights) {
             match &layer.target {
                 Target::Matrix(m) => {
-                    flats.push(m.flat_argmax(&w)?);
-                    bn_scales.push(None);
+                    found.flats.push(m.flat_argmax(w)?);
+                    found.bn_scales.push(None);
                 }
                 Target::Bn { running_var, .. } => {
-                    let scale = (params.get(running_var)?.detach() + BN_EPS)?.sqrt()?.recip()?;
-                    flats.push((w.abs()? * &scale)?.argmax(0)?);
-                    bn_scales.push(Some(scale));
+                    let scale = (tensor(running_var)? + BN_EPS)?.sqrt()?.recip()?;
+                    found.flats.push((w.abs()? * &scale)?.argmax(0)?);
+                    found.bn_scales.push(Some(scale));
                 }
             }
         }
-        let flats = if flats.is_empty() { Vec::new() } else { Tensor::stack(&flats, 0)?.to_vec1::<u32>()? };
-        for (((layer, var), flat), bn_scale) in self.layers.iter_mut().zip(&weights).zip(flats).zip(bn_scales) {
-            let w = var.as_tensor().detach();
+        Ok(found)
+    }
+
+    /// Updates every layer's h from the maximisers `find` found (`flats`: their indices, copied
+    /// to the host) on the same `weights`.
+    pub fn step(&mut self, weights: &[Tensor], found: Maximisers, flats: &[u32]) -> Result<()> {
+        if flats.len() != self.layers.len() || weights.len() != self.layers.len() {
+            bail!("norm decay: {} maximisers and {} weights for {} layers", flats.len(), weights.len(), self.layers.len());
+        }
+        for (((layer, w), &flat), bn_scale) in self.layers.iter_mut().zip(weights).zip(flats).zip(found.bn_scales) {
             match (&layer.target, bn_scale) {
                 (Target::Matrix(m), _) => {
                     let (c, s) = m.split(flat);
@@ -260,7 +315,7 @@ impl NormDecay {
                     if layer.scale < MIN_SCALE {
                         fold(&mut layer.h_hat, &mut layer.scale)?;
                     }
-                    m.step_buffer(&layer.h_hat, layer.scale, &w, c, s, self.gamma, self.variant)?;
+                    m.step_buffer(&layer.h_hat, layer.scale, w, c, s, self.gamma, self.variant)?;
                 }
                 (Target::Bn { channel_ids, .. }, scale) => {
                     let scale = scale.context("norm decay: a BatchNorm layer without its scale")?;
@@ -275,11 +330,14 @@ impl NormDecay {
                     layer.scale = 1.0;
                 }
             }
-            let Some(g) = grads.get(var.as_tensor()) else { continue };
-            let g = ops::axpy(g, self.beta * layer.scale, &layer.h_hat)?;
-            grads.insert(var.as_tensor(), g);
         }
         Ok(())
+    }
+
+    /// Layer `i`'s gradient `g` (in [`NormDecay::layer_names`] order) plus β·h.
+    pub fn decayed(&self, i: usize, g: &Tensor) -> Result<Tensor> {
+        let layer = self.layers.get(i).with_context(|| format!("norm decay has no layer {i}"))?;
+        Ok(ops::axpy(g, self.beta * layer.scale, &layer.h_hat)?)
     }
 
     /// The buffers h by layer weight name (for checkpoints).

@@ -36,23 +36,35 @@ impl Svc {
 
     /// Clips every conv when optimizer step `step` (from 1) is a multiple of the period.
     pub fn after_step(&mut self, params: &ParamStore, step: usize) -> Result<()> {
-        if step.is_multiple_of(self.every) {
+        if self.due(step) {
             self.clip_all(params)?;
         }
         Ok(())
     }
 
+    /// Whether optimizer step `step` (from 1) ends with a clipping.
+    pub fn due(&self, step: usize) -> bool {
+        step.is_multiple_of(self.every)
+    }
+
     /// Clips every conv's singular values at C now (on the host, then back to the device).
     pub fn clip_all(&mut self, params: &ParamStore) -> Result<()> {
+        let var = |name: &str| params.var(name).with_context(|| format!("svc: no parameter {name}"));
+        self.clip_with(&|name| Ok(var(name)?.as_tensor().detach()), &mut |name, t| Ok(var(name)?.set(&t)?))
+    }
+
+    /// [`Svc::clip_all`] on weights read by `weight(name)` and written back by `store(name,
+    /// clipped)` (a model's variables, or one slice of a stacked model's).
+    pub fn clip_with(&mut self, weight: &dyn Fn(&str) -> Result<Tensor>, store: &mut dyn FnMut(&str, Tensor) -> Result<()>) -> Result<()> {
         let mut worst = 0f64;
         for spec in &self.convs {
-            let var = params.var(&spec.name).with_context(|| format!("svc: no parameter {}", spec.name))?;
-            let w: Vec<f32> = var.as_tensor().detach().flatten_all()?.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.to_vec1()?;
+            let w = weight(&spec.name)?;
+            let values: Vec<f32> = w.flatten_all()?.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.to_vec1()?;
             let (clipped, crop_error) =
-                clip_grouped_conv_kernel(&w, spec.out_c, spec.in_c, spec.kh, spec.kw, spec.in_h, spec.groups, self.clip, self.measure_crop_error);
+                clip_grouped_conv_kernel(&values, spec.out_c, spec.in_c, spec.kh, spec.kw, spec.in_h, spec.groups, self.clip, self.measure_crop_error);
             worst = worst.max(crop_error.unwrap_or(0.0));
-            let t = Tensor::from_vec(clipped, var.shape(), &Device::Cpu)?.to_dtype(var.dtype())?.to_device(var.device())?;
-            var.set(&t)?;
+            let t = Tensor::from_vec(clipped, w.shape(), &Device::Cpu)?.to_dtype(w.dtype())?.to_device(w.device())?;
+            store(&spec.name, t)?;
         }
         self.last_crop_error = worst;
         Ok(())

@@ -4,24 +4,29 @@
 
 use crate::models::ParamStore;
 use anyhow::Result;
-use candle_core::backprop::GradStore;
+use candle_core::{backprop::GradStore, Tensor};
 
 /// Adds β·θ to the gradient of every trainable parameter of `params` present in `grads`.
 pub fn apply(params: &ParamStore, grads: &mut GradStore, beta: f64) -> Result<()> {
     for e in params.trainable() {
         let theta = e.var.as_tensor();
         let Some(g) = grads.get(theta) else { continue };
-        let decayed = (g.detach() + (theta.detach() * beta)?)?;
+        let decayed = decayed(g, theta, beta)?;
         grads.insert(theta, decayed);
     }
     Ok(())
+}
+
+/// `g + β·θ`: one parameter's decayed gradient (also a slice of a stacked model's).
+pub fn decayed(g: &Tensor, theta: &Tensor, beta: f64) -> Result<Tensor> {
+    Ok((g.detach() + (theta.detach() * beta)?)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::models::Role;
-    use candle_core::{Device, Tensor};
+    use candle_core::Device;
 
     #[test]
     fn adds_beta_theta_to_trainable_gradients_only() {

@@ -5,12 +5,13 @@ use super::fake::FakeExecutor;
 use super::progress::format_duration;
 use crate::results::record;
 use super::environment;
-use super::scheduler::{self, CellContext, RunOptions, Shard};
+use super::scheduler::{self, CellContext, RunOptions, Shard, StackContext, Stacking};
+use super::stack::StackMode;
 use crate::data::Cifar10;
 use crate::device::DeviceSpec;
 use crate::plan::{self, Cell, Plan};
-use anyhow::{bail, Result};
-use std::path::{Path, PathBuf};
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Arguments of `normlab run`.
@@ -40,6 +41,16 @@ pub struct RunArgs {
     /// Remove the rows of failed cells first, so those cells run again.
     #[arg(long)]
     pub retry_failed: bool,
+    /// Cells that differ only in their regularizer train together in one process as one
+    /// stacked model (same initial weights and batches): at most K per stack, `auto` (as many
+    /// as the device's free memory holds, from one step's measured memory) or `off` (each cell
+    /// alone). Each cell's rows and files are the same either way.
+    #[arg(long, default_value = "auto", value_parser = StackMode::parse)]
+    pub stack: StackMode,
+    /// With --dry-run: estimate the remaining cells' training time on the first of --devices
+    /// in stacks from the speeds `normlab bench stack --out FILE` measured there.
+    #[arg(long, requires = "dry_run")]
+    pub speed: Option<PathBuf>,
     /// Test only: `fake` replaces training and evaluation by a deterministic stand-in.
     #[arg(long, hide = true, value_enum, default_value_t = ExecutorKind::Real)]
     pub executor: ExecutorKind,
@@ -64,7 +75,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         bail!("--jobs-per-device 0: expected at least 1 cell at once per device");
     }
     if args.dry_run {
-        return dry_run(&plan, &args.results, shard, args.devices.len() * args.jobs_per_device);
+        return dry_run(&plan, args, shard);
     }
     environment::check_devices(&args.devices, "--devices")?;
     environment::check_results_folder(&args.results, "--results")?;
@@ -101,6 +112,14 @@ pub fn run(args: &RunArgs) -> Result<()> {
         Some(data) => super::executor::execute(cell, ctx, data),
         None => fake.run(cell, ctx),
     };
+    let units = |cells: &[&Cell]| super::stack::stacks(cells, args.stack, &args.devices, args.jobs_per_device, &|line| eprintln!("{line}"));
+    let train_stack = |cells: &[&Cell], ctx: &StackContext| -> Result<()> {
+        let data = data.as_ref().context("stacks train only with the real executor")?;
+        let runs: Vec<_> = cells.iter().zip(&ctx.work_dirs).map(|(c, dir)| (c.config.train.clone(), dir.clone())).collect();
+        crate::train::stack::train_stack(&runs, ctx.device, data)?;
+        Ok(())
+    };
+    let stacking = Stacking { units: &units, train: &train_stack };
     let opts = RunOptions {
         devices: args.devices.clone(),
         jobs_per_device: args.jobs_per_device,
@@ -109,7 +128,8 @@ pub fn run(args: &RunArgs) -> Result<()> {
         git_commit: record::git_commit(),
         device_note: if args.executor == ExecutorKind::Fake { " (fake)".to_string() } else { String::new() },
     };
-    let s = scheduler::run_plan(&plan, &args.results, &opts, &executor)?;
+    let stacked = args.executor == ExecutorKind::Real && args.stack != StackMode::Off;
+    let s = scheduler::run_plan_stacked(&plan, &args.results, &opts, &executor, stacked.then_some(&stacking))?;
     eprintln!(
         "plan {}: {} cell(s) finished in this run ({} not ok), {} skipped (held or written by another process); results in {}",
         plan.name,
@@ -174,7 +194,8 @@ fn retry_command(args: &RunArgs) -> String {
 }
 
 /// Prints the plan's cells with their state and the estimated time left.
-fn dry_run(plan: &Plan, results: &Path, shard: Shard, workers: usize) -> Result<()> {
+fn dry_run(plan: &Plan, args: &RunArgs, shard: Shard) -> Result<()> {
+    let (results, workers) = (&args.results, args.devices.len() * args.jobs_per_device);
     let store = scheduler::open_store(results, plan)?;
     let rows = store.read_rows()?;
     let (id_col, status_col) = (store.column(record::col::CELL_ID).expect("cell_id column"), store.column(record::col::STATUS).expect("status column"));
@@ -236,5 +257,59 @@ fn dry_run(plan: &Plan, results: &Path, shard: Shard, workers: usize) -> Result<
         ),
         None => println!("time left: unknown until a cell has finished (no measured speed yet)"),
     }
+    print_stacks(&remaining, args, workers)
+}
+
+/// The stacks `--stack` would train the `remaining` cells in and, with `--speed`, their
+/// training time on the first device at the measured stacked speeds.
+fn print_stacks(remaining: &[&Cell], args: &RunArgs, workers: usize) -> Result<()> {
+    let max = match args.stack {
+        StackMode::Off => 1,
+        StackMode::Size(k) => k,
+        // Sized from memory at run time; shown whole.
+        StackMode::Auto => usize::MAX,
+    };
+    let stacks = super::stack::group(remaining, &mut |_| Ok(max))?;
+    let cells = |s: &[usize]| s.iter().map(|&i| remaining[i]).collect::<Vec<_>>();
+    let sizes: Vec<String> = stacks.iter().filter(|s| s.len() > 1).map(|s| format!("{} ({} cells)", remaining[s[0]].config.train.model, s.len())).collect();
+    println!(
+        "stacks (--stack {}{}): {} of the {} remaining cells train in {} stack(s){}{}",
+        args.stack,
+        if args.stack == StackMode::Auto { ", sized from free memory at run time; shown whole" } else { "" },
+        stacks.iter().filter(|s| s.len() > 1).map(Vec::len).sum::<usize>(),
+        remaining.len(),
+        sizes.len(),
+        if sizes.is_empty() { "" } else { ": " },
+        sizes.join(", ")
+    );
+    let Some(path) = &args.speed else { return Ok(()) };
+    let speeds = super::stack::read_speeds(path)?;
+    let device = args.devices.first().map(|d| d.to_string()).unwrap_or_default();
+    let mut total = 0.0;
+    let mut unmeasured = 0;
+    for s in &stacks {
+        let stack = cells(s);
+        match super::stack::stack_seconds(&stack, &device, &speeds) {
+            Some((secs, at)) => {
+                total += secs;
+                println!(
+                    "  {} ×{}: {:.2} {device}-hours of training ({:.0} images/s measured for a stack of {} on {})",
+                    stack[0].config.train.model,
+                    stack.len(),
+                    secs / 3600.0,
+                    at.images_per_s,
+                    at.k,
+                    at.measured_at
+                );
+            }
+            None => unmeasured += stack.len(),
+        }
+    }
+    println!(
+        "training: about {:.1} {device}-hours for the measured stacks ({:.1} h on {workers} worker(s)){}; evaluation comes on top",
+        total / 3600.0,
+        total / 3600.0 / workers.max(1) as f64,
+        if unmeasured > 0 { format!("; {unmeasured} cell(s) of models not measured on {device} in {} left out", path.display()) } else { String::new() }
+    );
     Ok(())
 }

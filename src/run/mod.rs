@@ -13,6 +13,7 @@ pub mod executor;
 pub mod fake;
 pub mod progress;
 pub mod scheduler;
+pub mod stack;
 
 pub use crate::results::{CellRecord, CellStatus, NormSummary};
-pub use scheduler::{run_plan, CellContext, Executor, RunOptions, RunSummary, Shard};
+pub use scheduler::{run_plan, run_plan_stacked, CellContext, Executor, RunOptions, RunSummary, Shard, StackContext, StackTrainer, Stacking};

@@ -21,6 +21,7 @@ pub mod config;
 pub mod metrics;
 pub mod progress;
 pub mod schedule;
+pub mod stack;
 
 pub use config::{AdvConfig, SubsetTooLarge, TrainConfig, TrainingProtocol};
 
@@ -77,7 +78,7 @@ struct StatusFile {
 }
 
 /// Images per evaluation batch.
-const EVAL_BATCH: usize = 500;
+pub(crate) const EVAL_BATCH: usize = 500;
 
 /// Whether `out` holds anything a resume continues from: a checkpoint (even a damaged one),
 /// the status of an ended run, or the configuration of a run killed in its first epoch.
@@ -105,13 +106,10 @@ fn train_session(cfg: &TrainConfig, device: DeviceSpec, data: &Cifar10, out: &Pa
     if !resume && (checkpoint::exists(out) || status_path.exists()) {
         bail!("{} already holds a training run: pass --resume to continue it, or choose another --out", out.display());
     }
-    if resume && status_path.exists() {
-        let text = std::fs::read_to_string(&status_path).with_context(|| format!("cannot read {}", status_path.display()))?;
-        let done: StatusFile = serde_json::from_str(&text).with_context(|| format!("{} is not a normlab status file", status_path.display()))?;
-        if done.config != *cfg {
-            bail!("{} records another run: {}", status_path.display(), cfg.differences_from(&done.config).join("; "));
+    if resume {
+        if let Some(outcome) = recorded_outcome(out, cfg)? {
+            return Ok(Some(outcome));
         }
-        return Ok(Some(done.outcome));
     }
     if resume {
         // A run killed before its first checkpoint has only its config.json.
@@ -157,10 +155,7 @@ fn train_session(cfg: &TrainConfig, device: DeviceSpec, data: &Cifar10, out: &Pa
         }
         match run_epoch(cfg, &model, &mut sgd, &mut reg, &train_set, &test_set, &device, &mut state, &progress)? {
             EpochEnd::Done(row) => {
-                progress.line(&format!(
-                    "epoch {}/{epochs} lr {:.0e} loss {:.4} train {:.2}% test {:.2}% {:.0} img/s {:.1} s (regularizer {:.2} s) l1 sum {:.1} linf sum {:.1}",
-                    row.epoch, row.lr, row.train_loss, row.train_acc, row.test_acc, row.images_per_s, row.seconds, row.reg_seconds, row.l1_sum, row.linf_sum
-                ));
+                progress.line(&epoch_line(&row, epochs));
                 state.rows.push(row);
                 state.epochs_done += 1;
                 state.batches_tracked = model.batches_tracked();
@@ -170,23 +165,61 @@ fn train_session(cfg: &TrainConfig, device: DeviceSpec, data: &Cifar10, out: &Pa
             EpochEnd::Diverged { step } => {
                 progress.finish();
                 progress.line(&format!("diverged: non-finite loss at step {step} of epoch {}; stopping", epoch + 1));
-                metrics::write_csv(&dir.metrics(), &state.rows)?;
-                let outcome = outcome_of(&state, RunStatus::Diverged { epoch: epoch + 1 });
-                write_status(&status_path, cfg, &outcome)?;
-                return Ok(Some(outcome));
+                return Ok(Some(write_diverged(out, cfg, &state, epoch + 1)?));
             }
         }
     }
     progress.finish();
-    metrics::write_csv(&dir.metrics(), &state.rows)?;
-    model.save(&dir.model())?;
-    crate::util::atomic_write(&dir.norms(), render_csv(&model_norms(&model, true)?)?.as_bytes())?;
-    let outcome = outcome_of(&state, RunStatus::Finished);
-    write_status(&status_path, cfg, &outcome)?;
-    Ok(Some(outcome))
+    Ok(Some(write_finished(out, cfg, &state, &model)?))
 }
 
-fn subset(split: &Split, n: Option<std::num::NonZeroUsize>) -> Cow<'_, Split> {
+/// The outcome `out`'s status file records, if the run there has ended; an error if it records
+/// another run.
+pub(crate) fn recorded_outcome(out: &Path, cfg: &TrainConfig) -> Result<Option<TrainOutcome>> {
+    let status_path = RunDir::new(out).status();
+    if !status_path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&status_path)?;
+    let done: StatusFile = serde_json::from_str(&text).with_context(|| format!("{} is not a normlab status file", status_path.display()))?;
+    if done.config != *cfg {
+        bail!("{} records another run: {}", status_path.display(), cfg.differences_from(&done.config).join("; "));
+    }
+    Ok(Some(done.outcome))
+}
+
+/// What a run that finished leaves in `out`: metrics.csv, model.safetensors, norms.csv and
+/// status.json.
+pub(crate) fn write_finished(out: &Path, cfg: &TrainConfig, state: &checkpoint::Progress, model: &Model) -> Result<TrainOutcome> {
+    let dir = RunDir::new(out);
+    metrics::write_csv(&dir.metrics(), &state.rows)?;
+    model.save(&dir.model())?;
+    crate::util::atomic_write(&dir.norms(), render_csv(&model_norms(model, true)?)?.as_bytes())?;
+    let outcome = outcome_of(state, RunStatus::Finished);
+    write_status(&dir.status(), cfg, &outcome)?;
+    Ok(outcome)
+}
+
+/// What a run whose loss stopped being finite in `epoch` (from 1) leaves in `out`: the
+/// metrics of the epochs before it and status.json.
+pub(crate) fn write_diverged(out: &Path, cfg: &TrainConfig, state: &checkpoint::Progress, epoch: usize) -> Result<TrainOutcome> {
+    let dir = RunDir::new(out);
+    metrics::write_csv(&dir.metrics(), &state.rows)?;
+    let outcome = outcome_of(state, RunStatus::Diverged { epoch });
+    write_status(&dir.status(), cfg, &outcome)?;
+    Ok(outcome)
+}
+
+/// The line a run prints after each epoch.
+pub(crate) fn epoch_line(row: &metrics::EpochRow, epochs: usize) -> String {
+    format!(
+        "epoch {}/{epochs} lr {:.0e} loss {:.4} train {:.2}% test {:.2}% {:.0} img/s {:.1} s (regularizer {:.2} s) l1 sum {:.1} linf sum {:.1}",
+        row.epoch, row.lr, row.train_loss, row.train_acc, row.test_acc, row.images_per_s, row.seconds, row.reg_seconds, row.l1_sum, row.linf_sum
+    )
+}
+
+/// The first `n` images of `split` (all when `n` is absent or larger).
+pub(crate) fn subset(split: &Split, n: Option<std::num::NonZeroUsize>) -> Cow<'_, Split> {
     match n {
         Some(n) if n.get() < split.len() => Cow::Owned(split.prefix(n.get())),
         _ => Cow::Borrowed(split),
