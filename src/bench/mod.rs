@@ -2,8 +2,11 @@
 //! on one machine (norm formulas against power iteration and FFT + SVD; a training step
 //! against the machine's matmul rate).
 
+pub mod counts;
+pub mod device_clock;
 pub mod norms;
 pub mod op_profile;
+pub mod record;
 pub mod train;
 
 use anyhow::Result;
@@ -23,6 +26,9 @@ pub enum BenchCommand {
     Norms(norms::BenchNormsArgs),
     /// Images/s of a training step, its split into phases, and GFLOP/s against the matmul rate.
     Train(train::TrainBenchArgs),
+    /// Appends a row to bench/gpu-speed.csv from the RESULT lines of a `bench train` output and
+    /// a `bench/pytorch_train.py` output for the same model.
+    Record(record::RecordArgs),
 }
 
 /// Runs `normlab bench`.
@@ -30,5 +36,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
     match args.command {
         BenchCommand::Norms(a) => norms::run(a),
         BenchCommand::Train(a) => train::run(&a),
+        BenchCommand::Record(a) => record::run(&a),
     }
 }

@@ -79,6 +79,7 @@ impl CudaDevice {
         &self,
         len: usize,
     ) -> Result<cudarc::driver::CudaSlice<T>> {
+        crate::counters::bump(crate::counters::Counter::Allocs);
         self.stream.alloc::<T>(len).w()
     }
 
@@ -86,6 +87,8 @@ impl CudaDevice {
         &self,
         len: usize,
     ) -> Result<cudarc::driver::CudaSlice<T>> {
+        crate::counters::bump(crate::counters::Counter::Allocs);
+        crate::counters::bump(crate::counters::Counter::Memsets);
         self.stream.alloc_zeros::<T>(len).w()
     }
 
@@ -106,6 +109,7 @@ impl CudaDevice {
         if cuda_graph_htod_cache_enabled() && !src.is_empty() {
             return self.memcpy_htod_capture_cached(src, dst);
         }
+        crate::counters::bump(crate::counters::Counter::Htod);
         self.stream.memcpy_htod(src, dst).w()
     }
 
@@ -114,7 +118,8 @@ impl CudaDevice {
         src: &Src,
     ) -> Result<Vec<T>> {
         self.check_capture_copy("clone_dtoh")?;
-        self.stream.clone_dtoh(src).w()
+        crate::counters::bump(crate::counters::Counter::Dtoh);
+        crate::counters::wait(|| self.stream.clone_dtoh(src)).w()
     }
 
     pub fn memcpy_dtod<
@@ -126,6 +131,7 @@ impl CudaDevice {
         src: &Src,
         dst: &mut Dst,
     ) -> Result<()> {
+        crate::counters::bump(crate::counters::Counter::Dtod);
         self.stream.memcpy_dtod(src, dst).w()
     }
 
@@ -139,7 +145,8 @@ impl CudaDevice {
         dst: &mut Dst,
     ) -> Result<()> {
         self.check_capture_copy("memcpy_dtoh")?;
-        self.stream.memcpy_dtoh(src, dst).w()
+        crate::counters::bump(crate::counters::Counter::Dtoh);
+        crate::counters::wait(|| self.stream.memcpy_dtoh(src, dst)).w()
     }
 
     pub fn clone_htod<
@@ -152,6 +159,8 @@ impl CudaDevice {
         if cuda_graph_htod_cache_enabled() && !src.is_empty() {
             return self.clone_htod_capture_cached(src);
         }
+        crate::counters::bump(crate::counters::Counter::Allocs);
+        crate::counters::bump(crate::counters::Counter::Htod);
         self.stream.clone_htod(src).w()
     }
 
@@ -280,6 +289,8 @@ macro_rules! builder_arg {
 
 impl CudaFunc {
     pub fn builder(&self) -> cudarc::driver::LaunchArgs<'_> {
+        // normlab counters: every launch of a candle (or custom) kernel takes a builder here.
+        crate::counters::bump(crate::counters::Counter::Launches);
         self.stream.launch_builder(&self.func)
     }
 }
@@ -809,7 +820,7 @@ impl BackendDevice for CudaDevice {
     }
 
     fn synchronize(&self) -> Result<()> {
-        self.stream.synchronize().map_err(crate::Error::wrap)?;
+        crate::counters::wait(|| self.stream.synchronize()).map_err(crate::Error::wrap)?;
         Ok(())
     }
 }

@@ -80,6 +80,8 @@ impl SlicePtrOrNull<usize> {
                 );
             }
 
+            crate::counters::bump(crate::counters::Counter::Allocs);
+            crate::counters::bump(crate::counters::Counter::Htod);
             let slice = Arc::new(dev.cuda_stream().clone_htod(&params).w()?);
             let mut cache = cache.lock().unwrap();
             let slice = cache.entry(key).or_insert_with(|| slice).clone();
@@ -125,6 +127,8 @@ impl Map1 for Clone {
         _: &CudaDevice,
         _: &Layout,
     ) -> Result<CudaSlice<T>> {
+        crate::counters::bump(crate::counters::Counter::Allocs);
+        crate::counters::bump(crate::counters::Counter::Dtod);
         s.try_clone().w()
     }
 }
@@ -1762,6 +1766,8 @@ impl BackendStorage for CudaStorage {
                 );
             }
         }
+        crate::counters::bump(crate::counters::Counter::Dtoh);
+        crate::counters::wait(|| -> Result<CpuStorage> {
         match &self.slice {
             CudaStorageSlice::U8(slice) => {
                 let cpu_storage = slice.stream().clone_dtoh(slice).w()?;
@@ -1812,6 +1818,7 @@ impl BackendStorage for CudaStorage {
             }
             .into()),
         }
+        })
     }
 
     fn where_cond(
@@ -2264,6 +2271,7 @@ impl BackendStorage for CudaStorage {
     ) -> Result<Self> {
         let elem_count = b * m * n;
         let dev = &self.device;
+        crate::counters::bump(crate::counters::Counter::Blas);
         let slice = match (&self.slice, &rhs.slice) {
             (CudaStorageSlice::BF16(lhs), CudaStorageSlice::BF16(rhs)) => {
                 let lhs = &lhs.slice(lhs_l.start_offset()..);
