@@ -339,7 +339,7 @@ fn one_step(model: &Model, reg: &mut Regularizer, sgd: &mut Sgd, split: &Split, 
     t.data = clock.elapsed();
     let clock = Instant::now();
     let logits = model.forward(&x, true)?;
-    let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+    let loss = crate::ops::cross_entropy(&logits, &y)?;
     sync()?;
     t.forward = clock.elapsed();
     let clock = Instant::now();
@@ -347,11 +347,11 @@ fn one_step(model: &Model, reg: &mut Regularizer, sgd: &mut Sgd, split: &Split, 
     sync()?;
     t.backward = clock.elapsed();
     let clock = Instant::now();
-    reg.apply(model, &mut grads)?;
+    let terms = reg.apply(model, &mut grads)?;
     sync()?;
     t.regularizer = clock.elapsed();
     let clock = Instant::now();
-    sgd.step(&model.params, &grads)?;
+    sgd.step(&model.params, &grads, &terms)?;
     sync()?;
     t.optimizer = clock.elapsed();
     Ok((t, loss.detach()))

@@ -55,12 +55,22 @@ pub struct ModuleStore {
     mdls: [Option<Arc<cudarc::driver::CudaModule>>; kernels::ALL_IDS.len()],
 }
 
+/// Kernel functions already looked up (normlab patch): candle looked each one up in its module
+/// (`cuModuleGetFunction`, under a lock) at every launch. Keyed by module (index of a candle
+/// kernels module, or a custom module's name) then function name, so a hit allocates nothing.
+#[derive(Default)]
+struct FunctionCache {
+    kernels: HashMap<usize, HashMap<String, CudaFunction>>,
+    custom: HashMap<String, HashMap<String, CudaFunction>>,
+}
+
 #[derive(Clone)]
 pub struct CudaDevice {
     id: DeviceId,
     context: Arc<cudarc::driver::CudaContext>,
     modules: Arc<std::sync::RwLock<ModuleStore>>,
     custom_modules: Arc<std::sync::RwLock<HashMap<String, Arc<cudarc::driver::CudaModule>>>>,
+    functions: Arc<std::sync::RwLock<FunctionCache>>,
     stream: Arc<cudarc::driver::CudaStream>,
     pub(crate) blas: Arc<cudarc::cublas::CudaBlas>,
     curand: Arc<Mutex<CudaRng>>,
@@ -328,6 +338,17 @@ impl CudaDevice {
         module_name: &str,
         ptx: &str,
     ) -> Result<CudaFunc> {
+        let cached = self.functions.read().unwrap().custom.get(module_name).and_then(|m| m.get(fn_name)).cloned();
+        if let Some(func) = cached {
+            return Ok(CudaFunc { func, stream: self.stream.clone() });
+        }
+        let func = self.load_custom_func(fn_name, module_name, ptx)?;
+        let mut fs = self.functions.write().unwrap();
+        fs.custom.entry(module_name.to_string()).or_default().insert(fn_name.to_string(), func.func.clone());
+        Ok(func)
+    }
+
+    fn load_custom_func(&self, fn_name: &str, module_name: &str, ptx: &str) -> Result<CudaFunc> {
         let ms = self.custom_modules.read().unwrap();
         if let Some(mdl) = ms.get(module_name).as_ref() {
             let func = mdl.load_function(fn_name).w()?;
@@ -348,6 +369,17 @@ impl CudaDevice {
     }
 
     pub fn get_or_load_func(&self, fn_name: &str, mdl: &kernels::Module) -> Result<CudaFunc> {
+        let cached = self.functions.read().unwrap().kernels.get(&mdl.index()).and_then(|m| m.get(fn_name)).cloned();
+        if let Some(func) = cached {
+            return Ok(CudaFunc { func, stream: self.stream.clone() });
+        }
+        let func = self.load_func(fn_name, mdl)?;
+        let mut fs = self.functions.write().unwrap();
+        fs.kernels.entry(mdl.index()).or_default().insert(fn_name.to_string(), func.func.clone());
+        Ok(func)
+    }
+
+    fn load_func(&self, fn_name: &str, mdl: &kernels::Module) -> Result<CudaFunc> {
         let ms = self.modules.read().unwrap();
         if let Some(mdl) = ms.mdls[mdl.index()].as_ref() {
             let func = mdl.load_function(fn_name).w()?;
@@ -396,6 +428,7 @@ impl CudaDevice {
             curand: Arc::new(Mutex::new(CudaRng(curand))),
             modules: Arc::new(std::sync::RwLock::new(module_store)),
             custom_modules: Arc::new(std::sync::RwLock::new(HashMap::new())),
+            functions: Arc::new(std::sync::RwLock::new(FunctionCache::default())),
             seed_value: Arc::new(RwLock::new(299792458)),
         })
     }

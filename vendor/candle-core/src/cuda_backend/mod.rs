@@ -62,9 +62,20 @@ impl crate::scalar::Scalar {
     }
 }
 
+/// Distinct layouts the parameter cache keeps at most (normlab patch): past this, layouts are
+/// uploaded per launch as before, so an unbounded variety of shapes cannot grow it forever.
+const CUDA_PARAM_CACHE_MAX_ENTRIES: usize = 16384;
+
 impl SlicePtrOrNull<usize> {
     pub fn params_from_vec(dev: &CudaDevice, params: Vec<usize>) -> Result<Self> {
-        if device::cuda_graph_htod_cache_enabled() {
+        // normlab patch: the content-addressed cache of layout parameters is used always, not
+        // only under the CUDA-graph guard. A training step launches the same few hundred
+        // layouts every step; each was an allocation and a host->device copy per launch. The
+        // cached buffers are read-only and live as long as the process.
+        let full = CUDA_PARAM_CACHE
+            .get()
+            .is_some_and(|c| c.lock().unwrap().len() >= CUDA_PARAM_CACHE_MAX_ENTRIES);
+        if device::cuda_graph_htod_cache_enabled() || !full {
             let key = (dev.id(), params.clone());
             let cache = CUDA_PARAM_CACHE.get_or_init(|| Mutex::new(HashMap::new()));
             if let Some(slice) = cache.lock().unwrap().get(&key).cloned() {
