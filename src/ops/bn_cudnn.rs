@@ -12,6 +12,7 @@
 //! Checked against the CPU's fused BatchNorm by `normlab selftest --device cuda:0` (train
 //! logits, running statistics, gradients).
 
+use super::cuda_ptr::not_on_cpu;
 use super::cudnn::{address, alpha_beta, check, ptr, slice_address, tensor_address, with_context, BN_MODE};
 use candle_core::backend::BackendStorage;
 use candle_core::counters::{record, Counter};
@@ -44,9 +45,6 @@ pub struct CudnnBatchNormTrain {
     pub momentum: f64,
 }
 
-fn not_on_cpu<T>() -> Result<T> {
-    bail!("normlab's cuDNN BatchNorm runs on CUDA tensors only")
-}
 
 impl CustomOp3 for CudnnBatchNormTrain {
     fn name(&self) -> &'static str {
@@ -54,7 +52,7 @@ impl CustomOp3 for CudnnBatchNormTrain {
     }
 
     fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-        not_on_cpu()
+        not_on_cpu("cuDNN BatchNorm")
     }
 
     fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout, s3: &CudaStorage, l3: &Layout) -> Result<(CudaStorage, Shape)> {
@@ -126,7 +124,7 @@ impl CustomOp2 for CudnnBatchNormBackward {
     }
 
     fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-        not_on_cpu()
+        not_on_cpu("cuDNN BatchNorm")
     }
 
     fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout) -> Result<(CudaStorage, Shape)> {

@@ -12,6 +12,7 @@
 //! Checked against the CPU by `normlab selftest --device cuda:0`.
 
 use super::conv::Geom;
+use super::cuda_ptr::not_on_cpu;
 use super::cudnn::{address, slice_address, with_context, ConvKey, Pass};
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CudaStorage, CustomOp2, Layout, Result, Shape, Tensor};
@@ -38,9 +39,6 @@ fn run(g: Geom, pass: Pass, s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2:
     Ok(CudaStorage::wrap_cuda_slice(out, dev))
 }
 
-fn not_on_cpu<T>() -> Result<T> {
-    bail!("normlab's cuDNN convolution runs on CUDA tensors only")
-}
 
 impl CustomOp2 for CudnnConv2d {
     fn name(&self) -> &'static str {
@@ -48,7 +46,7 @@ impl CustomOp2 for CudnnConv2d {
     }
 
     fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-        not_on_cpu()
+        not_on_cpu("cuDNN convolution")
     }
 
     fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout) -> Result<(CudaStorage, Shape)> {
@@ -77,7 +75,7 @@ impl CustomOp2 for BackwardData {
     }
 
     fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-        not_on_cpu()
+        not_on_cpu("cuDNN convolution")
     }
 
     fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout) -> Result<(CudaStorage, Shape)> {
@@ -103,7 +101,7 @@ impl CustomOp2 for BackwardFilter {
     }
 
     fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-        not_on_cpu()
+        not_on_cpu("cuDNN convolution")
     }
 
     fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout) -> Result<(CudaStorage, Shape)> {

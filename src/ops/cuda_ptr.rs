@@ -39,6 +39,11 @@ pub(crate) fn u32_address(t: &Tensor, what: &str) -> Result<u64> {
     typed_tensor_address::<u32>(t, what)
 }
 
+/// The error of a CUDA-only custom op asked to run on the CPU; `what` names the op.
+pub(crate) fn not_on_cpu<T>(what: &str) -> Result<T> {
+    bail!("normlab's CUDA {what} runs on CUDA tensors only")
+}
+
 /// The address of an owned output buffer.
 pub(crate) fn slice_address(s: &CudaSlice<f32>) -> u64 {
     let (ptr, _sync) = s.device_ptr(s.stream());

@@ -167,7 +167,7 @@ pub fn nd_update_cpu(w: &[f32], h_hat: &mut [f32], ind: &[f32], flat: u32, s: &N
         let sgn = f32::from(wv > 0.0) - f32::from(wv < 0.0);
         let p = sgn * m;
         let old = h_hat[idx];
-        h_hat[idx] = if s.paper { old + p * paper_coef } else { old * (m * -1.0 + 1.0) + p * inv_scale };
+        h_hat[idx] = if s.paper { old + p * paper_coef } else { old * (-m + 1.0) + p * inv_scale };
     }
 }
 

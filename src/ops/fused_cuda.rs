@@ -10,7 +10,7 @@
 //! plus one copy to the host per step. The CPU twins the tests hold them to are in
 //! [`super::fused`]; `normlab selftest --device cuda:0` compares each with the CPU.
 
-use super::cuda_ptr::{address, slice_address, tensor_address, u32_address};
+use super::cuda_ptr::{address, not_on_cpu, slice_address, tensor_address, u32_address};
 use super::fused::{NdShape, SgdEntry, SGD_MAX};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda::cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
@@ -37,9 +37,6 @@ fn cuda_device(d: &Device) -> Result<&CudaDevice> {
     }
 }
 
-fn not_on_cpu<T>(what: &str) -> Result<T> {
-    bail!("normlab's CUDA {what} runs on CUDA tensors only (the CPU path is super::fused's twin)")
-}
 
 /// Launches kernel `name` over `cfg` with `args` (device addresses and scalars, pushed in the
 /// order the kernel declares them).

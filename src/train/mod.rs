@@ -240,7 +240,7 @@ fn run_epoch(
         let (logits, loss) = training_loss(model, &x, &y, cfg.adv.as_ref(), seed)?;
         let hits = logits.argmax(1)?.eq(&y)?.to_dtype(DType::F32)?.sum_all()?;
         stats.push(&loss, &hits, idx.len())?;
-        let svc_due = matches!(reg.config(), RegConfig::Svc { every, .. } if (state.steps_done + 1) % every == 0);
+        let svc_due = matches!(reg.config(), RegConfig::Svc { every, .. } if (state.steps_done + 1).is_multiple_of(*every));
         if stats.due(step_stats::READ_EVERY) || svc_due {
             if let Some(step) = stats.read()? {
                 // The steps after the diverged one do not count, as when each step was read.
