@@ -20,6 +20,7 @@ use crate::models::{Arch, Model};
 use crate::norms::NormKind;
 use crate::optim::Sgd;
 use crate::regularize::{NdVariant, RegConfig, Regularizer};
+use crate::values::{Eps, Fraction, NonEmpty, Positive};
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use serde::Serialize;
@@ -128,10 +129,10 @@ fn train_logits_and_weight_grads(model: &Model, x: &Tensor, y: &Tensor) -> Resul
 /// The regularizers checked: one optimizer step of each, after the same backward pass.
 fn regularizers() -> Vec<RegConfig> {
     vec![
-        RegConfig::WeightDecay { beta: 1e-2 },
-        RegConfig::NormDecay { kind: NormKind::L1, beta: 1e-2, gamma: 0.5, variant: NdVariant::Reference, include_bn: false },
-        RegConfig::NormDecay { kind: NormKind::Linf, beta: 1e-2, gamma: 0.5, variant: NdVariant::Paper, include_bn: true },
-        RegConfig::Svc { clip: 1.0, every: 1 },
+        RegConfig::WeightDecay { beta: Positive(1e-2) },
+        RegConfig::norm_decay(NormKind::L1, Positive(1e-2)),
+        RegConfig::NormDecay { norm: NormKind::Linf, beta: Positive(1e-2), gamma: Fraction(0.5), variant: NdVariant::Paper, include_bn: true },
+        RegConfig::Svc { clip: Positive(1.0), every: std::num::NonZeroU32::MIN },
     ]
 }
 
@@ -264,12 +265,18 @@ pub fn compare_attack(arch: Arch, device: &Device, n: usize) -> Result<Vec<Check
     let (x, y) = fixed_batch(n)?;
     let images: Vec<u8> = x.flatten_all()?.to_vec1::<f32>()?.iter().map(|v| (v * 255.0).round() as u8).collect();
     let split = Split::new(images, y.to_vec1::<u32>()?.iter().map(|&l| l as u8).collect())?;
-    let cfg = AttackConfig { eps: 2.0 / 255.0, n, seed: 3, attacks: vec![AttackKind::ApgdCe, AttackKind::ApgdT], iters: 10, batch: n };
+    let cfg = AttackConfig {
+        attacks: NonEmpty(vec![AttackKind::ApgdCe, AttackKind::ApgdT]),
+        eps: NonEmpty(vec![Eps(2.0 / 255.0)]),
+        n: std::num::NonZeroUsize::new(n).context("compare_attack needs n ≥ 1")?,
+        seed: 3,
+        iters: std::num::NonZeroU32::new(10).expect("10 > 0"),
+    };
     let mut reports = Vec::new();
     for dev in [&Device::Cpu, device] {
         let model = Model::new(arch, 7, dev)?;
         let f = |t: &Tensor| model.forward(t, false);
-        reports.push(protocol::evaluate(&f, &split, &cfg, dev)?);
+        reports.push(protocol::evaluate(&f, &split, &cfg, n, dev)?.remove(0));
     }
     let margins = |r: &protocol::RobustReport| Tensor::new(r.margins.as_slice(), &Device::Cpu);
     let name = arch.name();

@@ -95,8 +95,8 @@ const GOOD: &str = r#"(
 fn the_good_plan_is_accepted() {
     let p = plan::parse(Path::new("plans/good.ron"), GOOD).unwrap();
     assert_eq!(p.cells.len(), 2);
-    assert_eq!(p.cells[0].config.training.epochs, 120, "defaults are the paper's");
-    assert_eq!(p.cells[0].config.training.milestones, vec![75, 90, 100]);
+    assert_eq!(p.cells[0].config.train.training.epochs.get(), 120, "defaults are the paper's");
+    assert_eq!(p.cells[0].config.train.training.milestones, vec![75, 90, 100]);
 }
 
 #[test]

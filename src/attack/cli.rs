@@ -5,6 +5,7 @@ use super::certified::{certify, certify_both, Certified};
 use super::protocol::{evaluate_with_progress, AttackConfig, AttackKind, RobustReport};
 use super::parse_eps;
 use crate::models::{Arch, Model};
+use crate::values::{Eps, NonEmpty};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 
@@ -34,7 +35,7 @@ pub struct AttackArgs {
     pub attacks: AttackList,
     /// Iterations per attack run (AutoAttack: 100).
     #[arg(long, default_value_t = 100)]
-    pub iters: usize,
+    pub iters: u32,
     /// Images per forward/backward batch.
     #[arg(long, default_value_t = 256)]
     pub batch: usize,
@@ -71,15 +72,25 @@ fn parse_attacks_arg(text: &str) -> Result<AttackList, String> {
     AttackKind::parse_list(text).map(AttackList).map_err(|e| format!("{e:#}"))
 }
 
+impl AttackArgs {
+    /// The protocol the flags describe; a zero count is an error naming its flag.
+    pub fn config(&self) -> Result<AttackConfig> {
+        let n = std::num::NonZeroUsize::new(self.n).context("attack n = 0: draw at least one test image (--n)")?;
+        let iters = std::num::NonZeroU32::new(self.iters).context("attack iters = 0: give at least 1 iteration (--iters)")?;
+        let attacks = NonEmpty::new(self.attacks.0.clone()).map_err(|e| anyhow::anyhow!("--attacks: {e}"))?;
+        Ok(AttackConfig { attacks, eps: NonEmpty(vec![Eps(self.eps)]), n, seed: self.seed, iters })
+    }
+}
+
 /// Runs `normlab attack`.
 pub fn run(args: &AttackArgs) -> Result<()> {
     let arch = Arch::parse(&args.model)?;
     let device = crate::device::open(&args.device)?;
     let model = Model::load(arch, &args.checkpoint, &device).with_context(|| format!("loading {} checkpoint {}", arch, args.checkpoint.display()))?;
     let data = crate::data::binary::load_dir(&args.data).with_context(|| format!("loading CIFAR-10 from {}", args.data.display()))?;
-    let cfg = AttackConfig { eps: args.eps, n: args.n, seed: args.seed, attacks: args.attacks.0.clone(), iters: args.iters, batch: args.batch };
     let f = |x: &candle_core::Tensor| model.forward(x, false);
-    let report = evaluate_with_progress(&f, &data.test, &cfg, &device, args.format == Format::Text)?;
+    let mut reports = evaluate_with_progress(&f, &data.test, &args.config()?, args.batch, &device, args.format == Format::Text)?;
+    let report = reports.remove(0);
     let certs = if args.no_spectral { vec![certify(&model, &report.margins, args.eps)?] } else { certify_both(&model, &report.margins, args.eps)?.to_vec() };
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&json(args, arch, &report, &certs)?)?),

@@ -8,6 +8,7 @@ use super::apgd::{apgd, ApgdConfig, ApgdLoss};
 use super::pgd::{fgsm, pgd, PgdConfig};
 use super::{argmax_rows, check_in_ball, logits_in_chunks, Adversarial, Logits};
 use crate::data::Split;
+use crate::values::{Eps, NonEmpty};
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -16,21 +17,26 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Instant;
 
-/// The attacks the protocol can run.
+/// The attacks the protocol can run. In plans and JSON they are written `apgd_ce` (a cell id's
+/// shape); `apgd-ce` is read too, and is the name on the command line and in results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "snake_case")]
 pub enum AttackKind {
     /// One signed-gradient step of size ε on CE.
     Fgsm,
     /// PGD on CE: `iters` steps of 2.5·ε/iters from a random start (Madry et al.).
     Pgd,
     /// APGD on CE (AutoAttack's first attack).
+    #[serde(alias = "apgd-ce")]
     ApgdCe,
     /// APGD on the targeted DLR loss, the 9 runner-up classes as targets (AutoAttack's second).
+    #[serde(alias = "apgd-t")]
     ApgdT,
     /// APGD on the untargeted DLR loss.
+    #[serde(alias = "apgd-dlr")]
     ApgdDlr,
 }
 
@@ -74,52 +80,50 @@ impl std::fmt::Display for AttackKind {
     }
 }
 
-/// What to measure: radius, sample, attacks.
+/// What to measure: the attacks, the radii, the sample. A plan's `evaluation.robust` is this
+/// type (its JSON is part of a cell's id: keep the field order), and `normlab attack` builds
+/// it from its flags; every value in it is valid by construction.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct AttackConfig {
-    /// ℓ∞ radius in input units (1/255 in the paper).
-    pub eps: f64,
-    /// Test images drawn at random.
-    pub n: usize,
+    /// Attacks, run in order on the survivors of the previous ones (paper: AutoAttack's
+    /// apgd_ce then apgd_t).
+    pub attacks: NonEmpty<AttackKind>,
+    /// ℓ∞ radii in input units, one robust accuracy each (paper: 1/255).
+    pub eps: NonEmpty<Eps>,
+    /// Test images drawn at random (paper: 1,024).
+    pub n: NonZeroUsize,
     /// Seed of the image draw and of the attacks' random starts.
     pub seed: u64,
-    /// Attacks, run in order on the survivors of the previous ones.
-    pub attacks: Vec<AttackKind>,
-    /// Iterations per attack run (100 in AutoAttack's standard version).
-    pub iters: usize,
-    /// Images per forward/backward batch.
-    pub batch: usize,
+    /// Iterations per attack run (AutoAttack's standard version: 100).
+    pub iters: NonZeroU32,
 }
 
 impl Default for AttackConfig {
     /// The paper's protocol: ε = 1/255, 1,024 images, APGD-CE then APGD-T, 100 iterations.
     fn default() -> Self {
-        Self { eps: 1.0 / 255.0, n: 1024, seed: 0, attacks: vec![AttackKind::ApgdCe, AttackKind::ApgdT], iters: 100, batch: 256 }
+        Self {
+            attacks: NonEmpty(vec![AttackKind::ApgdCe, AttackKind::ApgdT]),
+            eps: NonEmpty(vec![Eps(1.0 / 255.0)]),
+            n: NonZeroUsize::new(1024).expect("1024 > 0"),
+            seed: 0,
+            iters: NonZeroU32::new(100).expect("100 > 0"),
+        }
     }
 }
 
 impl AttackConfig {
-    /// Errors naming the field when a setting cannot be run on a test split of `available` images.
-    pub fn validate(&self, available: usize) -> Result<()> {
-        if !self.eps.is_finite() || !(0.0..=1.0).contains(&self.eps) {
-            bail!("attack eps = {} is outside [0, 1] (inputs are images in [0, 1]; e.g. 1/255 = 0.0039)", self.eps);
-        }
-        if self.n == 0 {
-            bail!("attack n = 0: draw at least one test image");
-        }
-        if self.n > available {
+    /// Errors naming the field when the configuration cannot be run on a test split of
+    /// `available` images.
+    pub fn check_available(&self, available: usize) -> Result<()> {
+        if self.n.get() > available {
             bail!("attack n = {} but the test split holds {available} images: lower n", self.n);
         }
-        if self.attacks.is_empty() {
-            bail!("attack list is empty: give e.g. apgd-ce,apgd-t");
-        }
-        if self.iters == 0 {
-            bail!("attack iters = 0: give at least 1 iteration");
-        }
-        if self.batch == 0 {
-            bail!("attack batch = 0: give at least 1 image per batch");
-        }
         Ok(())
+    }
+
+    fn iters(&self) -> usize {
+        self.iters.get() as usize
     }
 }
 
@@ -156,32 +160,51 @@ pub struct RobustReport {
     /// what certified accuracy is computed from.
     #[serde(skip)]
     pub margins: Vec<f64>,
+    /// Per drawn image (in `indices` order): whether it is classified correctly.
+    #[serde(skip)]
+    pub correct: Vec<bool>,
+    /// Per drawn image: the position in `attacks` of the attack that flipped it; `None` where
+    /// it was misclassified already or no attack flipped it (robust).
+    #[serde(skip)]
+    pub flipped_by: Vec<Option<usize>>,
 }
 
-/// Evaluates `f` on `split` (the test set) as configured, without progress output.
-pub fn evaluate(f: &Logits, split: &Split, cfg: &AttackConfig, device: &Device) -> Result<RobustReport> {
-    evaluate_with_progress(f, split, cfg, device, false)
+impl RobustReport {
+    /// Per drawn image: robust (correct, and no attack flipped it).
+    pub fn robust(&self) -> Vec<bool> {
+        self.correct.iter().zip(&self.flipped_by).map(|(&c, f)| c && f.is_none()).collect()
+    }
+}
+
+/// Evaluates `f` on `split` (the test set) as configured, one report per radius in `cfg.eps`
+/// order, without progress output. `batch`: images per forward/backward pass.
+pub fn evaluate(f: &Logits, split: &Split, cfg: &AttackConfig, batch: usize, device: &Device) -> Result<Vec<RobustReport>> {
+    evaluate_with_progress(f, split, cfg, batch, device, false)
 }
 
 /// As [`evaluate`], drawing a progress bar per attack on stderr when `progress` (indicatif
-/// hides it when stderr is not a terminal).
-pub fn evaluate_with_progress(f: &Logits, split: &Split, cfg: &AttackConfig, device: &Device, progress: bool) -> Result<RobustReport> {
-    cfg.validate(split.len())?;
+/// hides it when stderr is not a terminal). The draw and the clean pass are shared by the
+/// radii; each report's `seconds` and `forward_images` include the clean pass.
+pub fn evaluate_with_progress(f: &Logits, split: &Split, cfg: &AttackConfig, batch: usize, device: &Device, progress: bool) -> Result<Vec<RobustReport>> {
+    cfg.check_available(split.len())?;
+    if batch == 0 {
+        bail!("attack batch = 0: give at least 1 image per batch");
+    }
     let start = Instant::now();
     let passes = Cell::new(0u64);
     let counted = |x: &Tensor| {
         passes.set(passes.get() + x.dim(0)? as u64);
         f(x)
     };
-
-    let indices = draw(split.len(), cfg.n, cfg.seed);
+    let n = cfg.n.get();
+    let indices = draw(split.len(), n, cfg.seed);
     let labels: Vec<u32> = indices.iter().map(|&i| split.labels[i] as u32).collect();
-    let mut margins = Vec::with_capacity(cfg.n);
-    let mut correct = Vec::with_capacity(cfg.n);
+    let mut margins = Vec::with_capacity(n);
+    let mut correct = Vec::with_capacity(n);
     let mut classes = 0;
-    for chunk in indices.chunks(cfg.batch) {
+    for chunk in indices.chunks(batch) {
         let (x, _) = split.batch(chunk, device)?;
-        let rows = logits_in_chunks(&counted, &x, cfg.batch)?;
+        let rows = logits_in_chunks(&counted, &x, batch)?;
         classes = rows.first().map_or(classes, |r| r.len());
         for ((row, pred), &i) in rows.iter().zip(argmax_rows(&rows)).zip(chunk) {
             let y = split.labels[i] as usize;
@@ -189,43 +212,60 @@ pub fn evaluate_with_progress(f: &Logits, split: &Split, cfg: &AttackConfig, dev
             correct.push(pred as usize == y);
         }
     }
-    // Positions (into `indices`) still robust: at first, the correctly classified ones.
-    let mut survivors: Vec<usize> = (0..cfg.n).filter(|&p| correct[p]).collect();
-    let clean = survivors.len();
-    let mut robust_acc_after = Vec::new();
-    let mut attack_seconds = Vec::new();
-    for &kind in &cfg.attacks {
-        let t0 = Instant::now();
-        if !survivors.is_empty() {
-            let idx: Vec<usize> = survivors.iter().map(|&p| indices[p]).collect();
-            let (x, _) = split.batch(&idx, device)?;
-            let y: Vec<u32> = survivors.iter().map(|&p| labels[p]).collect();
-            let bar = bar(progress, kind, bar_length(kind, cfg, survivors.len()));
-            let tick = || bar.inc(1);
-            let adv = run_attack(kind, &counted, &x, &y, classes, cfg, &tick)?;
-            bar.finish_and_clear();
-            check_in_ball(&x, &adv.x_adv, cfg.eps)?;
-            let preds = argmax_rows(&logits_in_chunks(&counted, &adv.x_adv, cfg.batch)?);
-            survivors = survivors.iter().zip(&preds).zip(&y).filter(|((_, p), y)| p == y).map(|((&s, _), _)| s).collect();
+    let (clean_seconds, clean_passes) = (start.elapsed().as_secs_f64(), passes.get());
+    // Positions (into `indices`) correctly classified: the points every radius starts from.
+    let clean: Vec<usize> = (0..n).filter(|&p| correct[p]).collect();
+    let mut reports = Vec::with_capacity(cfg.eps.0.len());
+    for &eps in cfg.eps.iter() {
+        let t_eps = Instant::now();
+        passes.set(clean_passes);
+        let mut survivors = clean.clone();
+        let mut flipped_by = vec![None; n];
+        let mut robust_acc_after = Vec::new();
+        let mut attack_seconds = Vec::new();
+        for (a, &kind) in cfg.attacks.iter().enumerate() {
+            let t0 = Instant::now();
+            if !survivors.is_empty() {
+                let idx: Vec<usize> = survivors.iter().map(|&p| indices[p]).collect();
+                let (x, _) = split.batch(&idx, device)?;
+                let y: Vec<u32> = survivors.iter().map(|&p| labels[p]).collect();
+                let bar = bar(progress, kind, bar_length(kind, cfg, batch, survivors.len()));
+                let tick = || bar.inc(1);
+                let adv = run_attack(kind, &counted, &x, &y, classes, eps.get(), cfg, batch, &tick)?;
+                bar.finish_and_clear();
+                check_in_ball(&x, &adv.x_adv, eps.get())?;
+                let preds = argmax_rows(&logits_in_chunks(&counted, &adv.x_adv, batch)?);
+                let before = std::mem::take(&mut survivors);
+                for ((s, p), y) in before.into_iter().zip(&preds).zip(&y) {
+                    if p == y {
+                        survivors.push(s);
+                    } else {
+                        flipped_by[s] = Some(a);
+                    }
+                }
+            }
+            attack_seconds.push(t0.elapsed().as_secs_f64());
+            robust_acc_after.push(survivors.len() as f64 / n as f64);
         }
-        attack_seconds.push(t0.elapsed().as_secs_f64());
-        robust_acc_after.push(survivors.len() as f64 / cfg.n as f64);
+        reports.push(RobustReport {
+            n,
+            eps: eps.get(),
+            seed: cfg.seed,
+            iters: cfg.iters(),
+            attacks: cfg.attacks.iter().map(|a| a.name().to_string()).collect(),
+            clean_acc: clean.len() as f64 / n as f64,
+            robust_acc: survivors.len() as f64 / n as f64,
+            robust_acc_after,
+            attack_seconds,
+            forward_images: passes.get(),
+            seconds: clean_seconds + t_eps.elapsed().as_secs_f64(),
+            indices: indices.clone(),
+            margins: margins.clone(),
+            correct: correct.clone(),
+            flipped_by,
+        });
     }
-    Ok(RobustReport {
-        n: cfg.n,
-        eps: cfg.eps,
-        seed: cfg.seed,
-        iters: cfg.iters,
-        attacks: cfg.attacks.iter().map(|a| a.name().to_string()).collect(),
-        clean_acc: clean as f64 / cfg.n as f64,
-        robust_acc: survivors.len() as f64 / cfg.n as f64,
-        robust_acc_after,
-        attack_seconds,
-        forward_images: passes.get(),
-        seconds: start.elapsed().as_secs_f64(),
-        indices,
-        margins,
-    })
+    Ok(reports)
 }
 
 /// `n` distinct indices out of `len`, drawn from `seed` (a seeded shuffle, first n).
@@ -242,13 +282,14 @@ pub fn margin(row: &[f32], y: usize) -> f64 {
     row[y] as f64 - other
 }
 
-/// Runs one attack of the protocol on the survivors `x` with labels `y` (of `classes` classes).
+/// Runs one attack of the protocol at radius `eps` on the survivors `x` with labels `y` (of
+/// `classes` classes).
 #[allow(clippy::too_many_arguments)]
-fn run_attack(kind: AttackKind, f: &Logits, x: &Tensor, y: &[u32], classes: usize, cfg: &AttackConfig, tick: &dyn Fn()) -> Result<Adversarial> {
-    let apgd_cfg = |loss| ApgdConfig { iters: cfg.iters, seed: cfg.seed, batch: cfg.batch, ..ApgdConfig::standard(loss, cfg.eps) };
+fn run_attack(kind: AttackKind, f: &Logits, x: &Tensor, y: &[u32], classes: usize, eps: f64, cfg: &AttackConfig, batch: usize, tick: &dyn Fn()) -> Result<Adversarial> {
+    let apgd_cfg = |loss| ApgdConfig { iters: cfg.iters(), seed: cfg.seed, batch, ..ApgdConfig::standard(loss, eps) };
     match kind {
-        AttackKind::Fgsm => fgsm(f, x, y, cfg.eps, cfg.batch),
-        AttackKind::Pgd => pgd(f, x, y, &PgdConfig { seed: cfg.seed, batch: cfg.batch, ..PgdConfig::madry(cfg.eps, cfg.iters) }, tick),
+        AttackKind::Fgsm => fgsm(f, x, y, eps, batch),
+        AttackKind::Pgd => pgd(f, x, y, &PgdConfig { seed: cfg.seed, batch, ..PgdConfig::madry(eps, cfg.iters()) }, tick),
         AttackKind::ApgdCe => apgd(f, x, y, &apgd_cfg(ApgdLoss::Ce), tick),
         AttackKind::ApgdDlr => apgd(f, x, y, &apgd_cfg(ApgdLoss::Dlr), tick),
         AttackKind::ApgdT => {
@@ -260,14 +301,14 @@ fn run_attack(kind: AttackKind, f: &Logits, x: &Tensor, y: &[u32], classes: usiz
 }
 
 /// Iterations (batches × runs × steps) an attack ticks through at most.
-fn bar_length(kind: AttackKind, cfg: &AttackConfig, points: usize) -> u64 {
-    let batches = points.div_ceil(cfg.batch) as u64;
+fn bar_length(kind: AttackKind, cfg: &AttackConfig, batch: usize, points: usize) -> u64 {
+    let batches = points.div_ceil(batch) as u64;
     let runs = match kind {
         AttackKind::Fgsm => return batches,
         AttackKind::ApgdT => 9,
         _ => 1,
     };
-    batches * runs * cfg.iters as u64
+    batches * runs * cfg.iters() as u64
 }
 
 fn bar(progress: bool, kind: AttackKind, len: u64) -> ProgressBar {
@@ -309,14 +350,25 @@ mod tests {
     }
 
     fn cfg(eps: f64) -> AttackConfig {
-        AttackConfig { eps, n: 20, seed: 1, attacks: AttackKind::ALL.to_vec(), iters: 8, batch: 7 }
+        AttackConfig {
+            attacks: NonEmpty(AttackKind::ALL.to_vec()),
+            eps: NonEmpty(vec![Eps(eps)]),
+            n: NonZeroUsize::new(20).unwrap(),
+            seed: 1,
+            iters: NonZeroU32::new(8).unwrap(),
+        }
+    }
+
+    /// The one report of a one-radius configuration, in batches of 7.
+    fn evaluate_one(f: &Logits, s: &Split, c: &AttackConfig) -> Result<RobustReport> {
+        Ok(evaluate(f, s, c, 7, &Device::Cpu)?.remove(0))
     }
 
     #[test]
     fn zero_radius_gives_robust_equal_to_clean() {
         let f = tiny_net();
         let s = split(&f, 24);
-        let r = evaluate(&f, &s, &cfg(0.0), &Device::Cpu).unwrap();
+        let r = evaluate_one(&f, &s, &cfg(0.0)).unwrap();
         assert!(r.clean_acc > 0.5 && r.clean_acc < 1.0, "{}", r.clean_acc);
         assert_eq!(r.robust_acc, r.clean_acc);
         assert_eq!(r.robust_acc_after, vec![r.clean_acc; 5]);
@@ -328,23 +380,41 @@ mod tests {
     fn robust_accuracy_never_grows_with_the_radius() {
         let f = tiny_net();
         let s = split(&f, 24);
+        let radii = [0.0, 0.5 / 255.0, 1.0 / 255.0, 4.0 / 255.0, 16.0 / 255.0, 64.0 / 255.0];
+        let c = AttackConfig { attacks: NonEmpty(vec![AttackKind::ApgdCe, AttackKind::ApgdT]), eps: NonEmpty(radii.iter().map(|&e| Eps(e)).collect()), ..cfg(0.0) };
+        let reports = evaluate(&f, &s, &c, 7, &Device::Cpu).unwrap();
+        assert_eq!(reports.len(), radii.len());
         let mut last = 1.0;
-        for eps in [0.0, 0.5 / 255.0, 1.0 / 255.0, 4.0 / 255.0, 16.0 / 255.0, 64.0 / 255.0] {
-            let r = evaluate(&f, &s, &AttackConfig { attacks: vec![AttackKind::ApgdCe, AttackKind::ApgdT], ..cfg(eps) }, &Device::Cpu).unwrap();
+        for (r, eps) in reports.iter().zip(radii) {
+            assert_eq!(r.eps, eps);
             assert!(r.robust_acc <= last, "ε = {eps}: {} after {last}", r.robust_acc);
             assert!(r.robust_acc_after.windows(2).all(|w| w[1] <= w[0]));
             assert!(r.robust_acc <= r.clean_acc);
             last = r.robust_acc;
         }
         assert_eq!(last, 0.0, "at ε = 64/255 the tiny net should fall everywhere");
+        // Per image: a flip is booked to one attack, only on correctly classified points, and
+        // the robust images are exactly what the accuracy counts.
+        for r in &reports {
+            assert_eq!(r.robust().iter().filter(|&&b| b).count() as f64 / 20.0, r.robust_acc);
+            for (i, f) in r.flipped_by.iter().enumerate() {
+                assert!(f.is_none() || r.correct[i], "image {i} flipped without being correct");
+                assert!(f.is_none_or(|a| a < 2));
+            }
+            let (correct, after_first) = (r.correct.iter().filter(|&&c| c).count(), r.flipped_by.iter().filter(|f| **f == Some(0)).count());
+            assert_eq!((correct - after_first) as f64 / 20.0, r.robust_acc_after[0]);
+        }
+        // Several radii in one call give what each radius gives alone.
+        let alone = evaluate_one(&f, &s, &AttackConfig { eps: NonEmpty(vec![Eps(radii[3])]), ..c.clone() }).unwrap();
+        assert_eq!(alone.robust_acc_after, reports[3].robust_acc_after);
     }
 
     #[test]
     fn same_seed_same_report_and_the_draw_follows_the_seed() {
         let f = tiny_net();
         let s = split(&f, 24);
-        let c = AttackConfig { attacks: vec![AttackKind::Pgd, AttackKind::ApgdDlr], ..cfg(2.0 / 255.0) };
-        let (a, b) = (evaluate(&f, &s, &c, &Device::Cpu).unwrap(), evaluate(&f, &s, &c, &Device::Cpu).unwrap());
+        let c = AttackConfig { attacks: NonEmpty(vec![AttackKind::Pgd, AttackKind::ApgdDlr]), ..cfg(2.0 / 255.0) };
+        let (a, b) = (evaluate_one(&f, &s, &c).unwrap(), evaluate_one(&f, &s, &c).unwrap());
         assert_eq!((a.robust_acc_after, a.indices), (b.robust_acc_after, b.indices.clone()));
         assert_ne!(draw(24, 20, 1), draw(24, 20, 2));
         let mut sorted = b.indices;
@@ -357,22 +427,20 @@ mod tests {
     fn bad_settings_name_the_field() {
         let f = tiny_net();
         let s = split(&f, 8);
-        let cases = [
-            (AttackConfig { n: 9, ..cfg(0.0) }, "test split holds 8"),
-            (AttackConfig { n: 0, ..cfg(0.0) }, "n = 0"),
-            (AttackConfig { eps: 1.5, n: 4, ..cfg(0.0) }, "eps = 1.5"),
-            (AttackConfig { attacks: vec![], n: 4, ..cfg(0.0) }, "attack list is empty"),
-            (AttackConfig { iters: 0, n: 4, ..cfg(0.0) }, "iters = 0"),
-            (AttackConfig { batch: 0, n: 4, ..cfg(0.0) }, "batch = 0"),
-        ];
-        for (c, want) in cases {
-            let err = format!("{:#}", evaluate(&f, &s, &c, &Device::Cpu).unwrap_err());
-            assert!(err.contains(want), "{err}");
-        }
+        let err = format!("{:#}", evaluate_one(&f, &s, &AttackConfig { n: NonZeroUsize::new(9).unwrap(), ..cfg(0.0) }).unwrap_err());
+        assert!(err.contains("test split holds 8"), "{err}");
+        let err = format!("{:#}", evaluate(&f, &s, &AttackConfig { n: NonZeroUsize::new(4).unwrap(), ..cfg(0.0) }, 0, &Device::Cpu).unwrap_err());
+        assert!(err.contains("batch = 0"), "{err}");
         assert_eq!(AttackKind::parse_list("apgd-ce, APGD-T").unwrap(), vec![AttackKind::ApgdCe, AttackKind::ApgdT]);
         assert!(AttackKind::parse_list("apgd-ce,cw").unwrap_err().to_string().contains("'cw'"));
         let json = serde_json::to_string(&AttackConfig::default()).unwrap();
-        assert!(json.contains("\"apgd-ce\"") && json.contains("\"apgd-t\""), "{json}");
+        assert_eq!(json, r#"{"attacks":["apgd_ce","apgd_t"],"eps":[0.00392156862745098],"n":1024,"seed":0,"iters":100}"#);
         assert_eq!(serde_json::from_str::<AttackConfig>(&json).unwrap(), AttackConfig::default());
+        // The command line's names are read too; invalid values cannot be.
+        let kebab = json.replace("apgd_ce", "apgd-ce");
+        assert_eq!(serde_json::from_str::<AttackConfig>(&kebab).unwrap(), AttackConfig::default());
+        for bad in [json.replace("1024", "0"), json.replace("\"iters\":100", "\"iters\":0"), json.replace("[\"apgd_ce\",\"apgd_t\"]", "[]")] {
+            assert!(serde_json::from_str::<AttackConfig>(&bad).is_err(), "{bad}");
+        }
     }
 }

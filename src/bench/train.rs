@@ -16,7 +16,7 @@ use crate::ops::conv::Threading;
 use crate::ops::gemm::{gemm_on, Engine, View};
 use crate::ops::{self, Kernels};
 use crate::optim::Sgd;
-use crate::regularize::{NdVariant, NormKind, RegConfig, Regularizer, DEFAULT_GAMMA};
+use crate::regularize::{NormKind, RegConfig, Regularizer};
 use anyhow::{bail, Result};
 use candle_core::counters::Counts;
 use candle_core::{DType, Device, Tensor};
@@ -78,16 +78,14 @@ pub struct TrainBenchArgs {
 impl TrainBenchArgs {
     /// The regularizer `--reg` and `--beta` describe.
     pub fn reg_config(&self) -> Result<RegConfig> {
-        let nd = |kind| RegConfig::NormDecay { kind, beta: self.beta, gamma: DEFAULT_GAMMA, variant: NdVariant::Reference, include_bn: false };
-        let config = match self.reg.as_str() {
+        let beta = || crate::values::Positive::new(self.beta).map_err(|e| anyhow::anyhow!("--beta: {e}"));
+        Ok(match self.reg.as_str() {
             "plain" => RegConfig::Plain,
-            "wd" => RegConfig::WeightDecay { beta: self.beta },
-            "nd-l1" => nd(NormKind::L1),
-            "nd-linf" => nd(NormKind::Linf),
+            "wd" => RegConfig::WeightDecay { beta: beta()? },
+            "nd-l1" => RegConfig::norm_decay(NormKind::L1, beta()?),
+            "nd-linf" => RegConfig::norm_decay(NormKind::Linf, beta()?),
             other => bail!("unknown --reg '{other}' for bench train: expected plain, wd, nd-l1 or nd-linf"),
-        };
-        config.validate()?;
-        Ok(config)
+        })
     }
 }
 
@@ -438,7 +436,7 @@ mod tests {
     fn a_training_step_has_stable_nonzero_counts() {
         let device = Device::Cpu;
         let model = Model::new(Arch::Vgg11, 1, &device).unwrap();
-        let nd = RegConfig::NormDecay { kind: NormKind::L1, beta: 1e-3, gamma: DEFAULT_GAMMA, variant: NdVariant::Reference, include_bn: false };
+        let nd = RegConfig::norm_decay(NormKind::L1, crate::values::Positive::new(1e-3).unwrap());
         let mut reg = Regularizer::new(nd, &model).unwrap();
         let mut sgd = Sgd::new(0.01, 0.9);
         let split = synthetic_split(8, 3).unwrap();

@@ -8,12 +8,11 @@
 pub mod cell;
 pub mod error;
 pub mod schema;
-pub mod values;
 
-pub use cell::{cell_id, expand, paper_milestones, Cell, CellConfig, Regularizer, TrainingProtocol};
+pub use crate::values::Eps;
+pub use cell::{cell_id, expand, Cell, CellConfig};
 pub use error::PlanError;
-pub use schema::{AdvSpec, Attack, DataSpec, EvaluationSpec, NdVariant, PlanFile, RegularizerSpec, RobustSpec, TrainingSpec};
-pub use values::Eps;
+pub use schema::{DataSpec, EvaluationSpec, NdVariant, PlanFile, RegularizerSpec, TrainingSpec};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -82,21 +81,9 @@ fn explain_ron_error(message: &str) -> String {
 
 /// The checks that need the whole plan: milestones inside the run, a non-empty grid, data.
 fn validate(path: &Path, source: &str, file: &PlanFile) -> Result<(), PlanError> {
-    let t = &file.training;
-    if let Some(ms) = &t.milestones {
-        let epochs = t.epochs.get();
-        for (i, &m) in ms.iter().enumerate() {
-            if m == 0 || m >= epochs || (i > 0 && m <= ms[i - 1]) {
-                return Err(PlanError::at_key(
-                    path,
-                    source,
-                    "milestones",
-                    format!(
-                        "milestones {ms:?}: expected strictly increasing epochs in 1..{epochs} (epochs is {epochs}); \
-                         leave the key out for the paper's 75/90/100 of 120 scaled to the run"
-                    ),
-                ));
-            }
+    if file.training.milestones.is_some() {
+        if let Err(e) = file.training.protocol().validate() {
+            return Err(PlanError::at_key(path, source, "milestones", e));
         }
     }
     if !file.plain && file.regularizers.is_empty() {

@@ -2,9 +2,12 @@
 //! as the default of every field, so a plan states only what differs. Every struct denies
 //! unknown keys: a misspelt key is an error at its line, never a silently ignored setting.
 
-use super::values::{Eps, Fraction, NonEmpty, PlanName, Positive};
+use crate::attack::AttackConfig;
 use crate::models::Arch;
 use crate::norms::NormKind;
+use crate::regularize::{RegConfig, DEFAULT_GAMMA, DEFAULT_SVC_EVERY};
+use crate::train::{AdvConfig, TrainingProtocol};
+use crate::values::{Fraction, NonEmpty, PlanName, Positive};
 use serde::{Deserialize, Serialize};
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
@@ -64,7 +67,9 @@ impl Default for DataSpec {
     }
 }
 
-/// One regularizer with the strengths to try (paper.md §4).
+/// One regularizer with the strengths to try (paper.md §4): a row of the grid. Each strength
+/// becomes one cell's [`RegConfig`] (the training loop's own type, see [`Self::settings`]); the
+/// other fields are that type's, with the same defaults.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum RegularizerSpec {
@@ -100,16 +105,29 @@ pub enum RegularizerSpec {
 }
 
 fn svc_every() -> NonZeroU32 {
-    NonZeroU32::new(100).expect("100 > 0")
+    DEFAULT_SVC_EVERY
 }
 
 fn half() -> Fraction {
-    Fraction(0.5)
+    DEFAULT_GAMMA
 }
 
 /// Which norm-decay update (paper.md §3): the training loop's own type, so a plan names
 /// exactly what `normlab train --nd-variant` takes.
 pub use crate::regularize::NdVariant;
+
+impl RegularizerSpec {
+    /// The regularizer of each strength, in the plan's order.
+    pub fn settings(&self) -> Vec<RegConfig> {
+        match self {
+            Self::WeightDecay { betas } => betas.iter().map(|&beta| RegConfig::WeightDecay { beta }).collect(),
+            Self::Svc { clips, every } => clips.iter().map(|&clip| RegConfig::Svc { clip, every: *every }).collect(),
+            &Self::NormDecay { norm, ref betas, gamma, variant, include_bn } => {
+                betas.iter().map(|&beta| RegConfig::NormDecay { norm, beta, gamma, variant, include_bn }).collect()
+            }
+        }
+    }
+}
 
 /// The training protocol (paper.md §5 defaults).
 #[derive(Debug, Clone, Deserialize)]
@@ -133,82 +151,40 @@ pub struct TrainingSpec {
     /// Measure per-epoch test accuracy on the first N test records only (absent: all).
     pub test_subset: Option<NonZeroUsize>,
     /// Training modes, one cell each: `none` (standard), `pgd(...)`, `trades(...)`.
-    pub adv: NonEmpty<AdvSpec>,
+    pub adv: NonEmpty<AdvConfig>,
 }
 
 impl Default for TrainingSpec {
     fn default() -> Self {
+        let paper = TrainingProtocol::paper();
         Self {
-            epochs: NonZeroU32::new(120).expect("120 > 0"),
-            lr: Positive(0.01),
-            momentum: Fraction(0.9),
-            batch: NonZeroUsize::new(128).expect("128 > 0"),
+            epochs: paper.epochs,
+            lr: paper.lr,
+            momentum: paper.momentum,
+            batch: paper.batch,
             milestones: None,
             seeds: NonEmpty(vec![1]),
             train_subset: None,
             test_subset: None,
-            adv: NonEmpty(vec![AdvSpec::None]),
+            adv: NonEmpty(vec![AdvConfig::None]),
         }
     }
 }
 
-/// Standard or adversarial training (paper.md §7 defaults: PGD-10, ε 8/255, step 2/255).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum AdvSpec {
-    /// Standard training on clean images.
-    None,
-    /// PGD adversarial training (Madry et al.).
-    Pgd {
-        /// Radius (default 8/255).
-        #[serde(default = "adv_eps")]
-        eps: Eps,
-        /// Step size (default 2/255).
-        #[serde(default = "adv_step")]
-        step: Eps,
-        /// Steps (default 10).
-        #[serde(default = "adv_steps")]
-        steps: NonZeroU32,
-    },
-    /// TRADES (Zhang et al.).
-    Trades {
-        /// Radius (default 8/255).
-        #[serde(default = "adv_eps")]
-        eps: Eps,
-        /// Step size (default 2/255).
-        #[serde(default = "adv_step")]
-        step: Eps,
-        /// Steps (default 10).
-        #[serde(default = "adv_steps")]
-        steps: NonZeroU32,
-        /// The TRADES trade-off β (default 6).
-        #[serde(default = "trades_beta")]
-        beta: Positive,
-    },
-}
-
-impl AdvSpec {
-    /// `none`, `pgd` or `trades`: the results column's value.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::Pgd { .. } => "pgd",
-            Self::Trades { .. } => "trades",
+impl TrainingSpec {
+    /// The protocol every cell of the plan trains with (milestones resolved: the paper's,
+    /// scaled to `epochs`, unless given).
+    pub fn protocol(&self) -> TrainingProtocol {
+        TrainingProtocol {
+            epochs: self.epochs,
+            lr: self.lr,
+            momentum: self.momentum,
+            batch: self.batch,
+            milestones: self.milestones.clone().unwrap_or_else(|| crate::train::schedule::scaled_milestones(self.epochs.get())),
+            train_subset: self.train_subset,
+            test_subset: self.test_subset,
         }
     }
-}
-
-fn adv_eps() -> Eps {
-    Eps(8.0 / 255.0)
-}
-fn adv_step() -> Eps {
-    Eps(2.0 / 255.0)
-}
-fn adv_steps() -> NonZeroU32 {
-    NonZeroU32::new(10).expect("10 > 0")
-}
-fn trades_beta() -> Positive {
-    Positive(6.0)
 }
 
 /// The evaluation protocol (paper.md §5 defaults).
@@ -218,71 +194,14 @@ pub struct EvaluationSpec {
     /// Clean accuracy on the first N test images (absent: the full 10,000, as the paper).
     pub clean_subset: Option<NonZeroUsize>,
     /// Robust accuracy (absent: the paper's APGD-CE + APGD-T at 1/255 on 1,024 images;
-    /// `None`: not measured).
-    pub robust: Option<RobustSpec>,
+    /// `None`: not measured): the attack protocol's own configuration.
+    pub robust: Option<AttackConfig>,
     /// Certified accuracy from the layers' ℓ∞ norms (default true).
     pub certified: bool,
 }
 
 impl Default for EvaluationSpec {
     fn default() -> Self {
-        Self { clean_subset: None, robust: Some(RobustSpec::default()), certified: true }
-    }
-}
-
-/// Empirical robust accuracy: the attacks run in order on the points still standing.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RobustSpec {
-    /// Attacks in order (paper: AutoAttack's apgd_ce then apgd_t).
-    pub attacks: NonEmpty<Attack>,
-    /// ℓ∞ radii, one robust-accuracy column each (paper: 1/255).
-    pub eps: NonEmpty<Eps>,
-    /// Test images drawn at random (paper: 1,024).
-    pub n: NonZeroUsize,
-    /// Seed of the draw.
-    pub seed: u64,
-    /// Iterations per attack (AutoAttack standard: 100).
-    pub iters: NonZeroU32,
-}
-
-impl Default for RobustSpec {
-    fn default() -> Self {
-        Self {
-            attacks: NonEmpty(vec![Attack::ApgdCe, Attack::ApgdT]),
-            eps: NonEmpty(vec![Eps(1.0 / 255.0)]),
-            n: NonZeroUsize::new(1024).expect("1024 > 0"),
-            seed: 0,
-            iters: NonZeroU32::new(100).expect("100 > 0"),
-        }
-    }
-}
-
-/// The attacks `normlab attack` knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Attack {
-    /// One signed-gradient step.
-    Fgsm,
-    /// Projected gradient descent.
-    Pgd,
-    /// APGD on cross-entropy.
-    ApgdCe,
-    /// Targeted APGD on the DLR loss (9 target classes).
-    ApgdT,
-    /// APGD on the DLR loss.
-    ApgdDlr,
-}
-
-impl Attack {
-    /// The name `normlab attack --attacks` takes: `apgd-ce`, `apgd-t`, ...
-    pub fn cli_name(self) -> &'static str {
-        match self {
-            Self::Fgsm => "fgsm",
-            Self::Pgd => "pgd",
-            Self::ApgdCe => "apgd-ce",
-            Self::ApgdT => "apgd-t",
-            Self::ApgdDlr => "apgd-dlr",
-        }
+        Self { clean_subset: None, robust: Some(AttackConfig::default()), certified: true }
     }
 }

@@ -4,8 +4,10 @@
 //! Each is a transform on candle's [`GradStore`] between `backward()` and the optimizer step
 //! ([`Regularizer::apply`]); SVC changes the weights themselves, so it runs after the step
 //! ([`Regularizer::after_step`], every `every` steps) and once more when training ends
-//! ([`Regularizer::finish`]). [`RegConfig`] is the serializable description (what plans and
-//! checkpoints store); [`Regularizer`] is the live state built from it for one model.
+//! ([`Regularizer::finish`]). [`RegConfig`] is the one description of a regularizer at one
+//! strength: `normlab train`'s flags build it, a plan's cells hold it (its JSON is part of a
+//! cell's id), checkpoints record it; [`Regularizer`] is the live state built from it for
+//! one model.
 
 pub mod norm_decay;
 pub mod svc;
@@ -16,42 +18,49 @@ pub use norm_decay::{NdVariant, NormDecay};
 
 use crate::models::Model;
 use crate::optim::GradTerms;
+use crate::values::{Fraction, Positive};
 use anyhow::{bail, Result};
 use candle_core::{backprop::GradStore, Tensor};
 use serde::{Deserialize, Serialize};
+use std::num::NonZeroU32;
 
 /// The paper's running-average factor γ of norm decay.
-pub const DEFAULT_GAMMA: f64 = 0.5;
+pub const DEFAULT_GAMMA: Fraction = Fraction(0.5);
 /// SVC's period in optimizer steps (Sedghi et al. 2019, as the paper runs it).
-pub const DEFAULT_SVC_EVERY: usize = 100;
+pub const DEFAULT_SVC_EVERY: NonZeroU32 = NonZeroU32::new(100).expect("100 > 0");
 
-/// Which regularizer a run uses, and its strength.
+/// Which regularizer a run uses, and its strength. Every value it holds is valid by
+/// construction (strengths > 0, γ in [0, 1), a period of at least one step).
+///
+/// Its JSON shape (`{"kind":"norm_decay","norm":"l1","beta":0.001,...}`) is part of every
+/// plan cell's id: a field added later must be skipped when it has its old meaning, or the
+/// ids of finished cells change.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "reg", rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RegConfig {
     /// No regularization.
     Plain,
     /// Coupled weight decay, g ← g + β·θ on every trainable parameter (torch SGD's
     /// `weight_decay`).
     WeightDecay {
-        /// Strength β > 0.
-        beta: f64,
+        /// Strength β.
+        beta: Positive,
     },
     /// Singular value clipping of every conv at `clip`, every `every` steps and at the end.
     Svc {
-        /// The bound C > 0 on every singular value of each conv's operator.
-        clip: f64,
+        /// The bound C on every singular value of each conv's operator.
+        clip: Positive,
         /// Period in optimizer steps (the paper: 100).
-        every: usize,
+        every: NonZeroU32,
     },
     /// Norm decay (Algorithm 1) of the ℓ1 or ℓ∞ norm of every conv and linear layer.
     NormDecay {
         /// ℓ1 or ℓ∞.
-        kind: NormKind,
-        /// Strength β > 0.
-        beta: f64,
-        /// Running-average factor γ ∈ [0, 1) (the paper: 0.5).
-        gamma: f64,
+        norm: NormKind,
+        /// Strength β.
+        beta: Positive,
+        /// Running-average factor γ (the paper: 0.5).
+        gamma: Fraction,
         /// Reference code's update (default) or the poster's pseudo-code.
         variant: NdVariant,
         /// Also decay BatchNorm layers (their eval-mode diagonal map).
@@ -67,8 +76,8 @@ impl RegConfig {
             Self::Plain => "plain",
             Self::WeightDecay { .. } => "wd",
             Self::Svc { .. } => "svc",
-            Self::NormDecay { kind: NormKind::L1, .. } => "nd-l1",
-            Self::NormDecay { kind: NormKind::Linf, .. } => "nd-linf",
+            Self::NormDecay { norm: NormKind::L1, .. } => "nd-l1",
+            Self::NormDecay { norm: NormKind::Linf, .. } => "nd-linf",
         }
     }
 
@@ -76,38 +85,38 @@ impl RegConfig {
     pub fn strength(&self) -> Option<f64> {
         match *self {
             Self::Plain => None,
-            Self::WeightDecay { beta } | Self::NormDecay { beta, .. } => Some(beta),
-            Self::Svc { clip, .. } => Some(clip),
+            Self::WeightDecay { beta } | Self::NormDecay { beta, .. } => Some(beta.get()),
+            Self::Svc { clip, .. } => Some(clip.get()),
         }
     }
 
-    /// Checks the hyper-parameters; the error names the field and the valid range.
-    pub fn validate(&self) -> Result<()> {
-        let positive = |what: &str, v: f64| -> Result<()> {
-            if !(v.is_finite() && v > 0.0) {
-                bail!("{} needs {what} > 0 (a finite number), got {v}", self.name());
-            }
-            Ok(())
-        };
-        match *self {
-            Self::Plain => Ok(()),
-            Self::WeightDecay { beta } => positive("--beta", beta),
-            Self::Svc { clip, every } => {
-                positive("--clip", clip)?;
-                if every == 0 {
-                    bail!("svc needs a period of at least 1 step, got 0");
-                }
-                Ok(())
-            }
-            Self::NormDecay { beta, gamma, .. } => {
-                positive("--beta", beta)?;
-                if !(0.0..1.0).contains(&gamma) {
-                    bail!("{} needs 0 <= --gamma < 1, got {gamma}", self.name());
-                }
-                Ok(())
-            }
+    /// Norm decay with the paper's γ and update at strength `beta` on all conv and linear
+    /// layers.
+    pub fn norm_decay(norm: NormKind, beta: Positive) -> Self {
+        Self::NormDecay { norm, beta, gamma: DEFAULT_GAMMA, variant: NdVariant::Reference, include_bn: false }
+    }
+
+    /// A one-line description: `wd β=1e-3`, `svc C=1`, `plain`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Plain => "plain".to_string(),
+            Self::Svc { clip, .. } => format!("svc C={}", clip.get()),
+            _ => format!("{} β={:e}", self.name(), self.strength().unwrap_or_default()),
         }
     }
+}
+
+/// Rewrites a regularizer recorded by normlab before 2026-12-07 (`{"reg":"norm-decay",
+/// "kind":"l1",...}` in checkpoints and status files) into today's shape, so runs started by
+/// an older build still resume. Any other value is returned unchanged.
+pub fn upgrade_legacy(value: serde_json::Value) -> serde_json::Value {
+    let serde_json::Value::Object(mut map) = value else { return value };
+    let Some(serde_json::Value::String(reg)) = map.remove("reg") else { return serde_json::Value::Object(map) };
+    if let Some(norm) = map.remove("kind") {
+        map.insert("norm".to_string(), norm);
+    }
+    map.insert("kind".to_string(), reg.replace('-', "_").into());
+    serde_json::Value::Object(map)
 }
 
 /// The live regularizer of one training run: its configuration plus whatever state it keeps
@@ -127,13 +136,12 @@ impl Regularizer {
     /// Builds the regularizer for `model` (norm decay precomputes its per-layer position-set
     /// indicators on the model's device here, once).
     pub fn new(config: RegConfig, model: &Model) -> Result<Self> {
-        config.validate()?;
         let state = match config {
             RegConfig::Plain | RegConfig::WeightDecay { .. } => State::Stateless,
-            RegConfig::NormDecay { kind, beta, gamma, variant, include_bn } => {
-                State::NormDecay(NormDecay::new(&model.layers, &model.params, kind, beta, gamma, variant, include_bn)?)
+            RegConfig::NormDecay { norm, beta, gamma, variant, include_bn } => {
+                State::NormDecay(NormDecay::new(&model.layers, &model.params, norm, beta.get(), gamma.get(), variant, include_bn)?)
             }
-            RegConfig::Svc { clip, every } => State::Svc(svc::Svc::new(&model.layers, clip, every)?),
+            RegConfig::Svc { clip, every } => State::Svc(svc::Svc::new(&model.layers, clip.get(), every.get() as usize)?),
         };
         Ok(Self { config, state })
     }
@@ -151,8 +159,8 @@ impl Regularizer {
     pub fn apply(&mut self, model: &Model, grads: &mut GradStore) -> Result<GradTerms> {
         let fused = model.params.trainable().next().is_some_and(|e| crate::ops::fused::on(e.var.device()));
         match (&self.config, &mut self.state) {
-            (RegConfig::WeightDecay { beta }, _) if fused => Ok(weight_decay::terms(&model.params, grads, *beta)),
-            (RegConfig::WeightDecay { beta }, _) => weight_decay::apply(&model.params, grads, *beta).map(|_| GradTerms::default()),
+            (RegConfig::WeightDecay { beta }, _) if fused => Ok(weight_decay::terms(&model.params, grads, beta.get())),
+            (RegConfig::WeightDecay { beta }, _) => weight_decay::apply(&model.params, grads, beta.get()).map(|_| GradTerms::default()),
             (_, State::NormDecay(nd)) => nd.apply(&model.params, grads, fused),
             _ => Ok(GradTerms::default()),
         }
@@ -201,24 +209,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn config_round_trips_through_json() {
-        let c = RegConfig::NormDecay { kind: NormKind::Linf, beta: 1e-3, gamma: 0.5, variant: NdVariant::Paper, include_bn: true };
+    fn config_round_trips_through_json_in_the_cell_id_shape() {
+        let c = RegConfig::NormDecay { norm: NormKind::Linf, beta: Positive(1e-3), gamma: Fraction(0.5), variant: NdVariant::Paper, include_bn: true };
         let text = serde_json::to_string(&c).unwrap();
-        assert!(text.contains("\"reg\":\"norm-decay\"") && text.contains("\"kind\":\"linf\""), "{text}");
+        assert_eq!(text, r#"{"kind":"norm_decay","norm":"linf","beta":0.001,"gamma":0.5,"variant":"paper","include_bn":true}"#);
         assert_eq!(serde_json::from_str::<RegConfig>(&text).unwrap(), c);
         assert_eq!(c.name(), "nd-linf");
+        assert_eq!(serde_json::to_string(&RegConfig::Plain).unwrap(), r#"{"kind":"plain"}"#);
     }
 
     #[test]
-    fn validation_rejects_bad_strengths() {
-        assert!(RegConfig::WeightDecay { beta: 0.0 }.validate().is_err());
-        assert!(RegConfig::WeightDecay { beta: f64::NAN }.validate().is_err());
-        assert!(RegConfig::Svc { clip: -1.0, every: 100 }.validate().is_err());
-        assert!(RegConfig::Svc { clip: 1.0, every: 0 }.validate().is_err());
-        let nd = |beta, gamma| RegConfig::NormDecay { kind: NormKind::L1, beta, gamma, variant: NdVariant::Reference, include_bn: false };
-        assert!(nd(1e-3, 1.0).validate().is_err());
-        assert!(nd(-1e-3, 0.5).validate().is_err());
-        assert!(nd(1e-3, 0.5).validate().is_ok());
-        assert!(RegConfig::Plain.validate().is_ok());
+    fn invalid_values_cannot_be_read() {
+        for bad in [
+            r#"{"kind":"weight_decay","beta":0}"#,
+            r#"{"kind":"weight_decay","beta":-1}"#,
+            r#"{"kind":"svc","clip":1,"every":0}"#,
+            r#"{"kind":"norm_decay","norm":"l1","beta":0.001,"gamma":1,"variant":"reference","include_bn":false}"#,
+            r#"{"kind":"weight_decay","beta":0.1,"extra":1}"#,
+        ] {
+            assert!(serde_json::from_str::<RegConfig>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn legacy_shape_is_upgraded() {
+        let old = serde_json::json!({"reg":"norm-decay","kind":"l1","beta":0.01,"gamma":0.5,"variant":"reference","include_bn":false});
+        let c: RegConfig = serde_json::from_value(upgrade_legacy(old)).unwrap();
+        assert_eq!(c, RegConfig::norm_decay(NormKind::L1, Positive(0.01)));
+        let wd: RegConfig = serde_json::from_value(upgrade_legacy(serde_json::json!({"reg":"weight-decay","beta":0.1}))).unwrap();
+        assert_eq!(wd, RegConfig::WeightDecay { beta: Positive(0.1) });
+        let today = serde_json::json!({"kind":"plain"});
+        assert_eq!(upgrade_legacy(today.clone()), today);
     }
 }

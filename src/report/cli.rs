@@ -3,7 +3,8 @@
 //! the cells' own CSV files only.
 
 use super::plots::{self, LayerCell};
-use super::{results, table};
+use super::table;
+use crate::results::{self, Layout};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -68,8 +69,8 @@ pub fn expected_cells(plan: &crate::plan::Plan) -> Vec<table::Expected> {
     plan.cells
         .iter()
         .map(|c| {
-            let r = &c.config.regularizer;
-            (c.config.model.name().to_string(), c.config.adv.label().to_string(), r.label().to_string(), r.strength())
+            let (t, r) = (&c.config.train, &c.config.train.regularizer);
+            (t.model.name().to_string(), t.adv.label().to_string(), r.name().to_string(), r.strength())
         })
         .collect()
 }
@@ -88,7 +89,7 @@ pub fn render(results_csv: &Path, out: &Path, format: Format, compare: Option<(S
     }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let plan = rows[0].plan.clone();
-    let cells_root = results_csv.parent().unwrap_or(Path::new(".")).join(&plan).join("cells");
+    let layout = Layout::of_csv(results_csv);
     let grid = table::build(&rows, expected);
     let eps = grid.eps.first().cloned();
     let mut written = Written::default();
@@ -113,14 +114,14 @@ pub fn render(results_csv: &Path, out: &Path, format: Format, compare: Option<(S
             let find = |id: &str| rows.iter().find(|r| r.cell_id == id).cloned().with_context(|| format!("--compare: no row with cell id {id} in {}", results_csv.display()));
             Some((find(a)?, find(b)?))
         }
-        None => plots::pick_layer_cells(&rows, &cells_root),
+        None => plots::pick_layer_cells(&rows, &layout),
     };
     if let Some((a, b)) = pair {
-        let cell = |r: &results::ResultRow| LayerCell { label: plots::describe(r), norms_csv: cells_root.join(&r.cell_id).join("norms.csv") };
+        let cell = |r: &results::ResultRow| LayerCell { label: plots::describe(r), norms_csv: layout.cell(&r.plan, &r.cell_id).norms() };
         let caption = format!("Per-layer norms: {} against {}", plots::describe(&a), plots::describe(&b));
         plot("layer_norms.svg", &caption, plots::layer_norms(&cell(&a), &cell(&b), &out.join("layer_norms.svg"))?);
     }
-    plot("training_curves.svg", "Training curves", plots::training_curves(&rows, &cells_root, &out.join("training_curves.svg"))?);
+    plot("training_curves.svg", "Training curves", plots::training_curves(&rows, &layout, &out.join("training_curves.svg"))?);
 
     if matches!(format, Format::Md | Format::Both) {
         let ok = rows.iter().filter(|r| r.status == "ok").count();

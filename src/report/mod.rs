@@ -7,5 +7,4 @@
 pub mod cli;
 pub mod paper;
 pub mod plots;
-pub mod results;
 pub mod table;

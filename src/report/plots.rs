@@ -4,7 +4,8 @@
 //! (norms.csv, metrics.csv) and is skipped when it has nothing to show.
 
 use super::paper::{self, same_strength};
-use super::results::{eps_label, ResultRow};
+use crate::results::read::{eps_label, ResultRow};
+use crate::results::Layout;
 use anyhow::{anyhow, Context, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -526,7 +527,7 @@ pub fn layer_norms(a: &LayerCell, b: &LayerCell, path: &Path) -> Result<bool> {
 
 /// Test accuracy per epoch from each cell's metrics.csv, one panel per model, a line per
 /// cell coloured by regularizer.
-pub fn training_curves(rows: &[ResultRow], cells_root: &Path, path: &Path) -> Result<bool> {
+pub fn training_curves(rows: &[ResultRow], layout: &Layout, path: &Path) -> Result<bool> {
     let mut per_model: Vec<(String, Vec<TrainLine>)> = Vec::new();
     // Lines in table order: regularizer, then strongest setting first.
     let order = |r: &ResultRow| {
@@ -536,7 +537,7 @@ pub fn training_curves(rows: &[ResultRow], cells_root: &Path, path: &Path) -> Re
     let mut sorted: Vec<&ResultRow> = rows.iter().collect();
     sorted.sort_by(|a, b| order(a).partial_cmp(&order(b)).unwrap_or(std::cmp::Ordering::Equal));
     for r in sorted {
-        let f = cells_root.join(&r.cell_id).join("metrics.csv");
+        let f = layout.cell(&r.plan, &r.cell_id).metrics();
         let all = |_: &csv::StringRecord, _: &csv::StringRecord| true;
         let (Some(ep), Some(acc)) = (csv_column(&f, "epoch", &all), csv_column(&f, "test_acc", &all)) else { continue };
         if ep.is_empty() || ep.len() != acc.len() {
@@ -617,8 +618,8 @@ pub fn training_curves(rows: &[ResultRow], cells_root: &Path, path: &Path) -> Re
 /// Picks two cells for the per-layer comparison: a standard plain cell and an adversarially
 /// trained one of the same model if any (paper §7), else the plain cell and the strongest
 /// norm-decay (or other) cell of the first model with norms.csv files.
-pub fn pick_layer_cells(rows: &[ResultRow], cells_root: &Path) -> Option<(ResultRow, ResultRow)> {
-    let has = |r: &&ResultRow| r.status == "ok" && cells_root.join(&r.cell_id).join("norms.csv").exists();
+pub fn pick_layer_cells(rows: &[ResultRow], layout: &Layout) -> Option<(ResultRow, ResultRow)> {
+    let has = |r: &&ResultRow| r.status == "ok" && layout.cell(&r.plan, &r.cell_id).norms().exists();
     let usable: Vec<&ResultRow> = rows.iter().filter(has).collect();
     for plain in usable.iter().filter(|r| r.regularizer == "plain" && r.adv == "none") {
         let same_model = |r: &&&ResultRow| r.model == plain.model && r.cell_id != plain.cell_id;

@@ -3,7 +3,7 @@
 //! model, and the paper's finding checked per model. Renders as Markdown or LaTeX.
 
 use super::paper::{self, same_strength};
-use super::results::{eps_label, ResultRow};
+use crate::results::read::{eps_label, ResultRow};
 use std::collections::BTreeMap;
 
 /// A table column: one regularizer at one strength.
@@ -118,7 +118,7 @@ pub type Expected = (String, String, String, Option<f64>);
 /// Arranges rows into the grid; `expected` (from the plan, if known) adds the rows and
 /// columns of cells that have no result yet, so a partial file shows what is missing.
 pub fn build(rows: &[ResultRow], expected: &[Expected]) -> Grid {
-    let eps = super::results::eps_columns(rows);
+    let eps = crate::results::read::eps_columns(rows);
     let mut keys: Vec<RowKey> = Vec::new();
     let mut columns: Vec<Column> = Vec::new();
     let seen = rows.iter().map(|r| (r.model.clone(), r.adv.clone(), r.regularizer.clone(), r.strength));

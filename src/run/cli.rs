@@ -3,7 +3,7 @@
 
 use super::fake::FakeExecutor;
 use super::progress::format_duration;
-use super::record;
+use crate::results::record;
 use super::scheduler::{self, CellContext, RunOptions, Shard};
 use crate::device::DeviceSpec;
 use crate::plan::{self, Cell, Plan};
@@ -117,7 +117,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
 fn dry_run(plan: &Plan, results: &Path, shard: Shard, workers: usize) -> Result<()> {
     let store = scheduler::open_store(results, plan)?;
     let rows = store.read_rows()?;
-    let (id_col, status_col) = (store.column("cell_id").expect("cell_id column"), store.column("status").expect("status column"));
+    let (id_col, status_col) = (store.column(record::col::CELL_ID).expect("cell_id column"), store.column(record::col::STATUS).expect("status column"));
     let status_of = |cell: &Cell| rows.iter().find(|r| &r[id_col] == cell.id.as_str()).map(|r| r[status_col].to_string());
     let mine: Vec<&Cell> = plan.cells.iter().filter(|c| shard.contains(c)).collect();
     let done = plan.cells.iter().filter(|c| status_of(c).is_some()).count();

@@ -10,9 +10,10 @@
 //! labels (`plain`, `wd`, `svc`, `nd-l1`, `nd-linf`) whose cells return an error, panic, or
 //! report a NaN robust accuracy.
 
-use super::record::{CellRecord, CellStatus, NormSummary};
+use crate::results::{CellRecord, CellStatus, NormSummary, RunDir};
 use super::scheduler::CellContext;
-use crate::plan::{Cell, Regularizer};
+use crate::plan::Cell;
+use crate::regularize::RegConfig;
 use anyhow::{bail, Context, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -47,7 +48,8 @@ impl FakeExecutor {
     /// Runs one fake cell.
     pub fn run(&self, cell: &Cell, ctx: &CellContext) -> Result<CellRecord> {
         let c = &cell.config;
-        let label = c.regularizer.label().to_string();
+        let (t, epochs) = (&c.train, c.train.training.epochs.get());
+        let label = t.regularizer.name().to_string();
         let t0 = Instant::now();
         let state = ctx.work_dir.join("fake_checkpoint.txt");
         let mut epoch: u32 = match std::fs::read_to_string(&state) {
@@ -56,17 +58,17 @@ impl FakeExecutor {
         };
         let mut rng = ChaCha8Rng::seed_from_u64(u64::from_str_radix(&cell.id, 16).unwrap_or(0));
         let (u_clean, u_robust, u_norm): (f64, f64, f64) = (rng.gen(), rng.gen(), rng.gen());
-        let effect = strength_effect(&c.regularizer);
+        let effect = strength_effect(&t.regularizer);
         let clean = 0.86 + 0.07 * u_clean - 0.03 * effect;
-        while epoch < c.training.epochs {
+        while epoch < epochs {
             std::thread::sleep(Duration::from_millis(self.epoch_ms));
             epoch += 1;
             let mut metrics = String::from("epoch,lr,train_loss,train_acc,test_acc,seconds\n");
             for e in 1..=epoch {
-                let f = e as f64 / c.training.epochs as f64;
-                metrics.push_str(&format!("{e},{},{:.4},{:.4},{:.4},0.1\n", c.training.lr, 2.3 * (1.0 - 0.8 * f), 0.3 + 0.6 * f, clean * (0.4 + 0.6 * f)));
+                let f = e as f64 / epochs as f64;
+                metrics.push_str(&format!("{e},{},{:.4},{:.4},{:.4},0.1\n", t.training.lr.get(), 2.3 * (1.0 - 0.8 * f), 0.3 + 0.6 * f, clean * (0.4 + 0.6 * f)));
             }
-            crate::util::atomic_write(&ctx.work_dir.join("metrics.csv"), metrics.as_bytes())?;
+            crate::util::atomic_write(&RunDir::new(&ctx.work_dir).metrics(), metrics.as_bytes())?;
             crate::util::atomic_write(&state, epoch.to_string().as_bytes())?;
         }
         if self.fail.contains(&label) {
@@ -82,7 +84,7 @@ impl FakeExecutor {
             let kind = if i == 7 { "linear" } else { "conv" };
             norms.push_str(&format!("layer{i}.weight,{kind},64,8,8,64,3,3,1,1,1,{l1},{linf},{},{}\n", (l1 * linf).sqrt(), 0.8 * (l1 * linf).sqrt()));
         }
-        let norms_path = ctx.work_dir.join("norms.csv");
+        let norms_path = RunDir::new(&ctx.work_dir).norms();
         crate::util::atomic_write(&norms_path, norms.as_bytes())?;
         let eps = c.evaluation.robust.as_ref().map(|r| r.eps.0.clone()).unwrap_or_default();
         let mut robust: Vec<f64> =
@@ -104,10 +106,10 @@ impl FakeExecutor {
 }
 
 /// 0 for plain up to 1 for the paper's strongest setting (β = 1e-2, C = 0.5).
-fn strength_effect(reg: &Regularizer) -> f64 {
+fn strength_effect(reg: &RegConfig) -> f64 {
     match reg {
-        Regularizer::Plain => 0.0,
-        Regularizer::Svc { clip, .. } => ((2.5 - clip) / 2.0).clamp(0.0, 1.0),
-        Regularizer::WeightDecay { beta } | Regularizer::NormDecay { beta, .. } => ((beta.log10() + 6.0) / 4.0).clamp(0.0, 1.0),
+        RegConfig::Plain => 0.0,
+        RegConfig::Svc { clip, .. } => ((2.5 - clip.get()) / 2.0).clamp(0.0, 1.0),
+        RegConfig::WeightDecay { beta } | RegConfig::NormDecay { beta, .. } => ((beta.get().log10() + 6.0) / 4.0).clamp(0.0, 1.0),
     }
 }

@@ -3,8 +3,8 @@
 //! tested with fake executors and the real one (train, then evaluate) plugs in unchanged.
 
 use super::progress::Progress;
-use super::record::{self, CellRecord, CellStatus, Provenance};
-use super::store::{CellLock, ResultsStore};
+use crate::results::record::{self, CellRecord, CellStatus, Provenance};
+use crate::results::{CellLock, Layout, ResultsStore};
 use crate::device::DeviceSpec;
 use crate::plan::{Cell, Plan};
 use anyhow::{bail, Context, Result};
@@ -31,23 +31,18 @@ pub struct CellContext {
 /// Runs one cell to completion and returns its measurements.
 ///
 /// The real executor (train, then evaluate) must:
-/// - train with the cell's `config` into `ctx.work_dir` on `ctx.device`, resuming from the
-///   last per-epoch checkpoint there if one exists (so a killed run loses at most one epoch),
-///   writing metrics.csv (columns `epoch`, `test_acc`, ...) and norms.csv (the
-///   `normlab norms --format csv` columns) there: the report plots them. The mapping onto
-///   the training loop: `TrainConfig { arch: model, reg, epochs, lr, momentum, batch, seed,
-///   train_subset, test_subset, milestones (explicit, already scaled), device }` with
-///   `Regularizer::{Plain, WeightDecay{beta}, Svc{clip, every}, NormDecay{norm, beta, gamma,
-///   variant, include_bn}}` → `RegConfig::{Plain, WeightDecay{beta}, Svc{clip, every},
-///   NormDecay{kind: norm, beta, gamma, variant, include_bn}}`, and `config.adv` → the
-///   adversarial-training option (`none`, `pgd{eps, step, steps}`, `trades{.., beta}`);
-///   call `train(&cfg, &data, &ctx.work_dir, /*resume*/ true)`;
+/// - train the cell's `config.train` (the training loop's own [`crate::train::TrainConfig`])
+///   into `ctx.work_dir` on `ctx.device`, resuming from the last per-epoch checkpoint there if
+///   one exists (so a killed run loses at most one epoch), writing metrics.csv (columns
+///   `epoch`, `test_acc`, ...) and norms.csv (the `normlab norms --format csv` columns) there:
+///   the report plots them (`train::train(&cell.config.train, ctx.device, &data,
+///   &ctx.work_dir, /*resume*/ true)` does all of this);
 /// - on a NaN/infinite loss (`RunStatus::Diverged{epoch}`) return `Ok` with status
 ///   [`CellStatus::Diverged`], `message` naming the epoch, no accuracies;
 /// - otherwise evaluate per `config.evaluation` on the test split: clean accuracy on the
 ///   full test set (or its first `clean_subset` images), robust accuracy at every ε of
-///   `evaluation.robust.eps` in order (`AttackConfig { eps, n, seed, attacks (cli_name()),
-///   iters }`; an empty vec if `robust` is None), certified accuracy at the first ε if
+///   `evaluation.robust.eps` in order (`evaluation.robust` is the attack protocol's own
+///   [`crate::attack::AttackConfig`]; an empty vec if it is None), certified accuracy at the first ε if
 ///   `certified` (None where the model has no bound), and the norm summaries
 ///   ([`crate::norms::NormSummary::from_norms_csv`] on the norms.csv it wrote); accuracies as
 ///   fractions in [0, 1];
@@ -121,12 +116,12 @@ pub struct RunSummary {
 
 /// The results file of a plan.
 pub fn results_path(results_dir: &Path, plan: &Plan) -> PathBuf {
-    results_dir.join(format!("{}.csv", plan.name))
+    Layout::new(results_dir).csv(&plan.name)
 }
 
 /// A cell's work directory.
 pub fn cell_dir(results_dir: &Path, plan: &Plan, cell: &Cell) -> PathBuf {
-    results_dir.join(&plan.name).join("cells").join(&cell.id)
+    Layout::new(results_dir).cell(&plan.name, &cell.id).path().to_path_buf()
 }
 
 /// Opens the plan's results store.
@@ -138,7 +133,7 @@ pub fn open_store(results_dir: &Path, plan: &Plan) -> Result<ResultsStore> {
 /// estimates.
 pub fn measured_seconds(store: &ResultsStore) -> Result<HashMap<String, f64>> {
     let col = |name: &str| store.column(name).with_context(|| format!("the results header has no '{name}' column"));
-    let (model, status, train, eval) = (col("model")?, col("status")?, col("train_seconds")?, col("eval_seconds")?);
+    let (model, status, train, eval) = (col(record::col::MODEL)?, col(record::col::STATUS)?, col(record::col::TRAIN_SECONDS)?, col(record::col::EVAL_SECONDS)?);
     let mut sums: HashMap<String, (f64, usize)> = HashMap::new();
     for r in store.read_rows()? {
         let secs = r[train].parse::<f64>().unwrap_or(f64::NAN) + r[eval].parse::<f64>().unwrap_or(f64::NAN);
@@ -158,7 +153,7 @@ pub fn estimate_seconds(cells: &[&Cell], per_model: &HashMap<String, f64>, worke
         return None;
     }
     let overall = per_model.values().sum::<f64>() / per_model.len() as f64;
-    let total: f64 = cells.iter().map(|c| per_model.get(c.config.model.name()).copied().unwrap_or(overall)).sum();
+    let total: f64 = cells.iter().map(|c| per_model.get(c.config.train.model.name()).copied().unwrap_or(overall)).sum();
     Some(total / workers.max(1) as f64)
 }
 
@@ -309,7 +304,7 @@ fn summary_line(cell: &Cell, rec: &CellRecord, eps: &[crate::plan::Eps]) -> Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::record::NormSummary;
+    use crate::results::NormSummary;
     use std::sync::atomic::AtomicUsize;
 
     fn plan() -> Plan {

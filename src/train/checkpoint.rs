@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Progress {
     /// The run's configuration (a resume must match it).
+    #[serde(deserialize_with = "super::config::read_recorded")]
     pub config: TrainConfig,
     /// Epochs completed.
     pub epochs_done: usize,
@@ -46,7 +47,7 @@ struct Latest {
 
 /// The checkpoint directory of run directory `out`.
 pub fn dir(out: &Path) -> PathBuf {
-    out.join("checkpoint")
+    crate::results::RunDir::new(out).checkpoint()
 }
 
 fn latest_path(out: &Path) -> PathBuf {
@@ -90,7 +91,7 @@ pub fn load(out: &Path, config: &TrainConfig, model: &Model, sgd: &mut Sgd, reg:
     let lp = latest_path(out);
     let text = std::fs::read_to_string(&lp).with_context(|| format!("cannot read {}", lp.display()))?;
     let latest: Latest = serde_json::from_str(&text).with_context(|| format!("{} is not a normlab checkpoint", lp.display()))?;
-    if !latest.progress.config.same_run(config) {
+    if latest.progress.config != *config {
         bail!(
             "{} belongs to another run ({}); this one is ({}): use the same settings to resume, or another --out",
             lp.display(),
@@ -105,7 +106,7 @@ pub fn load(out: &Path, config: &TrainConfig, model: &Model, sgd: &mut Sgd, reg:
     let mut restored = 0usize;
     for (key, t) in tensors {
         if let Some(name) = key.strip_prefix("model/") {
-            let var = model.params.var(name).with_context(|| format!("{}: tensor {name} is not in {}", tp.display(), config.arch))?;
+            let var = model.params.var(name).with_context(|| format!("{}: tensor {name} is not in {}", tp.display(), config.model))?;
             if t.dims() != var.dims() {
                 bail!("{}: {name} has shape {:?}, the model expects {:?}", tp.display(), t.dims(), var.dims());
             }

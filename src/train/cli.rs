@@ -1,10 +1,12 @@
 //! `normlab train`: the command-line face of [`crate::train::train`].
 
-use super::{schedule, RunStatus, TrainConfig};
+use super::{schedule, AdvConfig, RunStatus, TrainConfig};
 use crate::device::DeviceSpec;
 use crate::models::Arch;
 use crate::regularize::{NdVariant, NormKind, RegConfig, DEFAULT_GAMMA, DEFAULT_SVC_EVERY};
-use anyhow::{bail, Result};
+use crate::values::{Eps, Fraction, Positive};
+use anyhow::{anyhow, bail, Context, Result};
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 
 /// The regularizers by their command-line names.
@@ -46,7 +48,7 @@ pub struct TrainArgs {
     pub clip: Option<f64>,
     /// SVC's period in optimizer steps [default: 100].
     #[arg(long)]
-    pub svc_every: Option<usize>,
+    pub svc_every: Option<u32>,
     /// Norm decay's running-average factor γ [default: 0.5].
     #[arg(long)]
     pub gamma: Option<f64>,
@@ -58,7 +60,7 @@ pub struct TrainArgs {
     pub nd_bn: bool,
     /// Epochs (the lr milestones scale in proportion).
     #[arg(long, default_value_t = schedule::PAPER_EPOCHS)]
-    pub epochs: usize,
+    pub epochs: u32,
     /// Base learning rate.
     #[arg(long, default_value_t = 0.01)]
     pub lr: f64,
@@ -100,7 +102,7 @@ pub struct TrainArgs {
     pub adv_step: f64,
     /// Steps of the training attack.
     #[arg(long, default_value_t = 10)]
-    pub adv_steps: usize,
+    pub adv_steps: u32,
     /// TRADES' trade-off β.
     #[arg(long, default_value_t = 6.0)]
     pub trades_beta: f64,
@@ -129,61 +131,81 @@ impl TrainArgs {
         unused("--gamma", self.gamma.is_some() && !nd)?;
         unused("--nd-variant", self.nd_variant.is_some() && !nd)?;
         unused("--nd-bn", self.nd_bn && !nd)?;
-        let beta = || match self.beta {
-            Some(b) => Ok(b),
-            None => bail!("--reg {name} needs --beta B (the paper's grid: 1e-2, 1e-3, 1e-4, 1e-5)"),
+        let positive = |flag: &str, v: Option<f64>, grid: &str| -> Result<Positive> {
+            let v = v.with_context(|| format!("--reg {name} needs {flag} (the paper's grid: {grid})"))?;
+            Positive::new(v).map_err(|e| anyhow!("{flag}: {e}"))
         };
-        let nd_config = |kind| -> Result<RegConfig> {
+        let beta = || positive("--beta", self.beta, "1e-2, 1e-3, 1e-4, 1e-5");
+        let nd_config = |norm| -> Result<RegConfig> {
             Ok(RegConfig::NormDecay {
-                kind,
+                norm,
                 beta: beta()?,
-                gamma: self.gamma.unwrap_or(DEFAULT_GAMMA),
+                gamma: match self.gamma {
+                    Some(g) => Fraction::new(g).map_err(|e| anyhow!("--gamma: {e}"))?,
+                    None => DEFAULT_GAMMA,
+                },
                 variant: self.nd_variant.unwrap_or(NdVariant::Reference),
                 include_bn: self.nd_bn,
             })
         };
-        let reg = match self.reg {
+        Ok(match self.reg {
             RegName::Plain => RegConfig::Plain,
             RegName::Wd => RegConfig::WeightDecay { beta: beta()? },
-            RegName::Svc => match self.clip {
-                Some(clip) => RegConfig::Svc { clip, every: self.svc_every.unwrap_or(DEFAULT_SVC_EVERY) },
-                None => bail!("--reg svc needs --clip C (the paper's grid: 0.5, 1, 1.5, 2)"),
+            RegName::Svc => RegConfig::Svc {
+                clip: positive("--clip", self.clip, "0.5, 1, 1.5, 2")?,
+                every: match self.svc_every {
+                    Some(n) => NonZeroU32::new(n).context("--svc-every: SVC needs a period of at least 1 step, got 0")?,
+                    None => DEFAULT_SVC_EVERY,
+                },
             },
             RegName::NdL1 => nd_config(NormKind::L1)?,
             RegName::NdLinf => nd_config(NormKind::Linf)?,
-        };
-        reg.validate()?;
-        Ok(reg)
+        })
     }
 
     /// The run the flags describe.
     pub fn config(&self) -> Result<TrainConfig> {
-        let mut cfg = TrainConfig::paper(Arch::parse(&self.model)?, self.reg_config()?).with_epochs(self.epochs);
-        cfg.lr = self.lr;
-        cfg.momentum = self.momentum;
-        cfg.batch = self.batch;
+        let epochs = NonZeroU32::new(self.epochs).context("--epochs must be at least 1, got 0")?;
+        let mut cfg = TrainConfig::paper(Arch::parse(&self.model)?, self.reg_config()?);
+        cfg.training = super::TrainingProtocol {
+            lr: Positive::new(self.lr).map_err(|e| anyhow!("--lr: {e}"))?,
+            momentum: Fraction::new(self.momentum).map_err(|e| anyhow!("--momentum: {e}"))?,
+            batch: NonZeroUsize::new(self.batch).context("--batch must be at least 1, got 0")?,
+            train_subset: subset("--train-subset", self.train_subset)?,
+            test_subset: subset("--test-subset", self.test_subset)?,
+            ..super::TrainingProtocol::paper_with_epochs(epochs)
+        };
         cfg.seed = self.seed;
-        cfg.train_subset = self.train_subset;
-        cfg.test_subset = self.test_subset;
-        cfg.device = DeviceSpec::parse(&self.device)?;
-        let (eps, step, steps) = (self.adv_eps, self.adv_step, self.adv_steps);
-        let positive = |v: f64| v.is_finite() && v > 0.0;
-        if self.adv.is_some() && (!positive(eps) || !positive(step) || steps == 0) {
-            bail!("--adv needs --adv-eps > 0, --adv-step > 0 and --adv-steps ≥ 1 (got {eps}, {step}, {steps})");
-        }
         cfg.adv = match self.adv {
-            None => None,
-            Some(AdvName::Pgd) => Some(super::AdvConfig::Pgd { eps, step, steps }),
-            Some(AdvName::Trades) => {
-                if !positive(self.trades_beta) {
-                    bail!("--trades-beta must be > 0 (TRADES uses 6), got {}", self.trades_beta);
+            None => AdvConfig::None,
+            Some(kind) => {
+                let eps = |flag: &str, v: f64| -> Result<Eps> {
+                    if v <= 0.0 {
+                        bail!("{flag} must be > 0 for --adv, got {v}");
+                    }
+                    Eps::check(v).map_err(|e| anyhow!("{flag}: {e}"))
+                };
+                let (eps, step) = (eps("--adv-eps", self.adv_eps)?, eps("--adv-step", self.adv_step)?);
+                let steps = NonZeroU32::new(self.adv_steps).context("--adv-steps must be at least 1 for --adv, got 0")?;
+                match kind {
+                    AdvName::Pgd => AdvConfig::Pgd { eps, step, steps },
+                    AdvName::Trades => AdvConfig::Trades {
+                        eps,
+                        step,
+                        steps,
+                        beta: Positive::new(self.trades_beta).map_err(|e| anyhow!("--trades-beta (TRADES uses 6): {e}"))?,
+                    },
                 }
-                Some(super::AdvConfig::Trades { eps, step, steps, beta: self.trades_beta })
             }
         };
         cfg.validate()?;
         Ok(cfg)
     }
+}
+
+/// A subset size flag: absent is the whole split, 0 is an error naming the flag.
+fn subset(flag: &str, n: Option<usize>) -> Result<Option<NonZeroUsize>> {
+    n.map(|n| NonZeroUsize::new(n).with_context(|| format!("{flag} must be at least 1 image (leave it out to use the whole split), got 0"))).transpose()
 }
 
 /// The adversarial training methods `--adv` takes.
@@ -202,8 +224,9 @@ fn parse_eps_flag(text: &str) -> Result<f64, String> {
 /// Runs `normlab train`.
 pub fn run(args: &TrainArgs) -> Result<()> {
     let cfg = args.config()?;
+    let device = DeviceSpec::parse(&args.device)?;
     let data = crate::data::binary::load_dir(&args.data)?;
-    let outcome = super::train(&cfg, &data, &args.out, args.resume)?;
+    let outcome = super::train(&cfg, device, &data, &args.out, args.resume)?;
     let acc = outcome.test_acc.map(|a| format!("{a:.2}%")).unwrap_or_else(|| "n/a".into());
     match outcome.status {
         RunStatus::Finished => println!("finished {} epochs: test accuracy {acc}; results in {}", outcome.epochs_done, args.out.display()),

@@ -1,131 +1,240 @@
-//! `TrainConfig`: everything that defines one training run (model, regularizer, protocol,
-//! subsets, device). Serializable, so plans embed it and checkpoints record it; a resumed run
-//! must have the same configuration (the device aside).
+//! `TrainConfig`: everything that defines one training run — model, regularizer, training
+//! mode, seed and protocol — and nothing about where it runs. The same value is what `normlab
+//! train`'s flags build, what a plan's cell holds (its JSON is part of the cell's id), and what
+//! a checkpoint records (a resumed run must have the same configuration).
 
 use super::schedule;
-use crate::device::DeviceSpec;
 use crate::models::Arch;
 use crate::regularize::RegConfig;
+use crate::values::{Eps, Fraction, Positive};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
+use std::num::{NonZeroU32, NonZeroUsize};
 
 /// One training run. [`TrainConfig::paper`] gives the paper's protocol (paper.md §5).
+///
+/// Field order and names are the JSON shape of a plan cell's id: do not reorder them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
     /// The model.
-    pub arch: Arch,
+    pub model: Arch,
     /// The regularizer and its strength.
-    pub reg: RegConfig,
-    /// Epochs to train (the paper: 120).
-    pub epochs: usize,
-    /// Base learning rate (the paper: 0.01).
-    pub lr: f64,
-    /// SGD momentum (the paper: 0.9).
-    pub momentum: f64,
-    /// Batch size (the paper: 128). The last batch of an epoch may be smaller.
-    pub batch: usize,
+    pub regularizer: RegConfig,
+    /// Standard or adversarial training (paper.md §7).
+    #[serde(default)]
+    pub adv: AdvConfig,
     /// Seed of the initial weights, the epoch orders and the augmentation (the paper: 1).
     pub seed: u64,
-    /// Train on the first N training images only (all when `None`).
-    pub train_subset: Option<usize>,
-    /// Evaluate on the first N test images only (all when `None`).
-    pub test_subset: Option<usize>,
-    /// Epochs (from 0) at which the lr is multiplied by 0.1 (the paper: 75, 90, 100 of 120;
-    /// [`schedule::scaled_milestones`] scales them to other run lengths).
-    pub milestones: Vec<usize>,
-    /// Where to compute.
-    pub device: DeviceSpec,
-    /// Adversarial training (paper.md §7): the loss is taken on PGD or TRADES examples
-    /// instead of the clean batch. `None`: standard training.
-    #[serde(default)]
-    pub adv: Option<AdvConfig>,
+    /// Epochs, learning rate and its schedule, momentum, batch, subsets.
+    pub training: TrainingProtocol,
 }
 
-/// Adversarial training: how the examples the loss sees are made (ℓ∞, from the model in eval
-/// mode with its weights as constants).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+/// The optimization protocol of a run (paper.md §5), fully resolved: milestones explicit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingProtocol {
+    /// Epochs to train (the paper: 120).
+    pub epochs: NonZeroU32,
+    /// Base learning rate (the paper: 0.01).
+    pub lr: Positive,
+    /// SGD momentum (the paper: 0.9).
+    pub momentum: Fraction,
+    /// Batch size (the paper: 128). The last batch of an epoch may be smaller.
+    pub batch: NonZeroUsize,
+    /// Epochs (from 0) at which the lr is multiplied by 0.1, strictly increasing inside the
+    /// run (the paper: 75, 90, 100 of 120; [`schedule::scaled_milestones`] scales them).
+    pub milestones: Vec<u32>,
+    /// Train on the first N training images only (all when `None`).
+    pub train_subset: Option<NonZeroUsize>,
+    /// Measure per-epoch test accuracy on the first N test images only (all when `None`).
+    pub test_subset: Option<NonZeroUsize>,
+}
+
+/// Standard training, or adversarial training: how the examples the loss sees are made
+/// (ℓ∞, from the model in eval mode with its weights as constants). A plan's `adv` list holds
+/// these (`none`, `pgd(eps: "8/255")`, `trades(beta: 6)`), defaults as the paper's §7.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum AdvConfig {
+    /// Standard training on clean images.
+    #[default]
+    None,
     /// PGD-AT (Madry et al.): cross-entropy on PGD examples.
     Pgd {
-        /// ℓ∞ radius (paper: 8/255).
-        eps: f64,
-        /// Step size (paper: 2/255).
-        step: f64,
-        /// Steps (paper: 10).
-        steps: usize,
+        /// ℓ∞ radius (default 8/255).
+        #[serde(default = "adv_eps")]
+        eps: Eps,
+        /// Step size (default 2/255).
+        #[serde(default = "adv_step")]
+        step: Eps,
+        /// Steps (default 10).
+        #[serde(default = "adv_steps")]
+        steps: NonZeroU32,
     },
     /// TRADES (Zhang et al.): CE on clean images + β·KL(clean ‖ adversarial).
     Trades {
-        /// ℓ∞ radius (paper: 8/255).
-        eps: f64,
-        /// Step size (paper: 2/255).
-        step: f64,
-        /// Steps (paper: 10).
-        steps: usize,
-        /// The trade-off β (TRADES: 6).
-        beta: f64,
+        /// ℓ∞ radius (default 8/255).
+        #[serde(default = "adv_eps")]
+        eps: Eps,
+        /// Step size (default 2/255).
+        #[serde(default = "adv_step")]
+        step: Eps,
+        /// Steps (default 10).
+        #[serde(default = "adv_steps")]
+        steps: NonZeroU32,
+        /// The trade-off β (default 6).
+        #[serde(default = "trades_beta")]
+        beta: Positive,
     },
 }
 
-impl TrainConfig {
-    /// The paper's protocol for `arch` with `reg`: 120 epochs, lr 0.01 with milestones 75, 90,
-    /// 100, momentum 0.9, batch 128, seed 1, the full data, on the CPU.
-    pub fn paper(arch: Arch, reg: RegConfig) -> Self {
+fn adv_eps() -> Eps {
+    Eps(8.0 / 255.0)
+}
+fn adv_step() -> Eps {
+    Eps(2.0 / 255.0)
+}
+fn adv_steps() -> NonZeroU32 {
+    NonZeroU32::new(10).expect("10 > 0")
+}
+fn trades_beta() -> Positive {
+    Positive(6.0)
+}
+
+impl AdvConfig {
+    /// PGD-AT with the paper's settings (ε 8/255, step 2/255, 10 steps).
+    pub fn pgd() -> Self {
+        Self::Pgd { eps: adv_eps(), step: adv_step(), steps: adv_steps() }
+    }
+
+    /// TRADES with the paper's settings (and β = 6).
+    pub fn trades() -> Self {
+        Self::Trades { eps: adv_eps(), step: adv_step(), steps: adv_steps(), beta: trades_beta() }
+    }
+
+    /// `none`, `pgd` or `trades`: the results column's value.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Pgd { .. } => "pgd",
+            Self::Trades { .. } => "trades",
+        }
+    }
+}
+
+impl TrainingProtocol {
+    /// The paper's protocol: 120 epochs, lr 0.01 with milestones 75, 90, 100, momentum 0.9,
+    /// batch 128, the full data.
+    pub fn paper() -> Self {
+        Self::paper_with_epochs(NonZeroU32::new(schedule::PAPER_EPOCHS).expect("120 > 0"))
+    }
+
+    /// The paper's protocol over `epochs` epochs, its milestones scaled in proportion.
+    pub fn paper_with_epochs(epochs: NonZeroU32) -> Self {
         Self {
-            arch,
-            reg,
-            epochs: schedule::PAPER_EPOCHS,
-            lr: 0.01,
-            momentum: 0.9,
-            batch: 128,
-            seed: 1,
+            epochs,
+            lr: Positive(0.01),
+            momentum: Fraction(0.9),
+            batch: NonZeroUsize::new(128).expect("128 > 0"),
+            milestones: schedule::scaled_milestones(epochs.get()),
             train_subset: None,
             test_subset: None,
-            milestones: schedule::scaled_milestones(schedule::PAPER_EPOCHS),
-            device: DeviceSpec::Cpu,
-            adv: None,
         }
     }
 
-    /// The same run with `epochs` epochs and the paper's milestones scaled to it.
-    pub fn with_epochs(mut self, epochs: usize) -> Self {
-        self.epochs = epochs;
-        self.milestones = schedule::scaled_milestones(epochs);
-        self
+    /// Epochs as a count.
+    pub fn epochs(&self) -> usize {
+        self.epochs.get() as usize
     }
 
-    /// Checks every field; the error names the field and what is expected.
-    pub fn validate(&self) -> Result<()> {
-        self.reg.validate()?;
-        if self.epochs == 0 {
-            bail!("epochs must be at least 1, got 0");
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            bail!("lr must be a finite number > 0, got {}", self.lr);
-        }
-        if !(0.0..1.0).contains(&self.momentum) {
-            bail!("momentum must be in [0, 1), got {}", self.momentum);
-        }
-        if self.batch == 0 {
-            bail!("batch must be at least 1, got 0");
-        }
-        for (what, n) in [("train_subset", self.train_subset), ("test_subset", self.test_subset)] {
-            if n == Some(0) {
-                bail!("{what} must be at least 1 image (leave it out to use the whole split), got 0");
+    /// Checks what the field types cannot: milestones strictly increasing inside the run.
+    pub fn validate(&self) -> Result<(), String> {
+        let epochs = self.epochs.get();
+        let ms = &self.milestones;
+        for (i, &m) in ms.iter().enumerate() {
+            if m == 0 || m >= epochs || (i > 0 && m <= ms[i - 1]) {
+                return Err(format!(
+                    "milestones {ms:?}: expected strictly increasing epochs in 1..{epochs} (epochs is {epochs}); \
+                     leave them out for the paper's 75/90/100 of 120 scaled to the run"
+                ));
             }
         }
         Ok(())
     }
+}
 
-    /// Whether `other` describes the same run, so a checkpoint of one can continue the other.
-    /// The device may differ (a run may move between machines).
-    pub fn same_run(&self, other: &TrainConfig) -> bool {
-        let mut a = self.clone();
-        a.device = other.device;
-        &a == other
+impl TrainConfig {
+    /// The paper's protocol for `model` with `regularizer`: 120 epochs, lr 0.01 with
+    /// milestones 75, 90, 100, momentum 0.9, batch 128, seed 1, the full data.
+    pub fn paper(model: Arch, regularizer: RegConfig) -> Self {
+        Self { model, regularizer, adv: AdvConfig::None, seed: 1, training: TrainingProtocol::paper() }
     }
+
+    /// The same run with `epochs` epochs and the paper's milestones scaled to it (epochs < 1
+    /// count as 1).
+    pub fn with_epochs(mut self, epochs: usize) -> Self {
+        let epochs = NonZeroU32::new(epochs.clamp(1, u32::MAX as usize) as u32).expect("clamped to ≥ 1");
+        self.training.epochs = epochs;
+        self.training.milestones = schedule::scaled_milestones(epochs.get());
+        self
+    }
+
+    /// Checks what the field types cannot (the milestones).
+    pub fn validate(&self) -> Result<()> {
+        if let Err(e) = self.training.validate() {
+            bail!("{e}");
+        }
+        Ok(())
+    }
+
+    /// Reads a configuration from a checkpoint or status file's JSON, including the shape an
+    /// older normlab wrote (`arch`, `reg` with a `reg` tag, flat protocol fields, `adv` as null
+    /// or `{"kind":"pgd",...}`, a `device`), so runs started before 2026-12-07 still resume.
+    pub fn from_json(value: serde_json::Value) -> Result<Self, serde_json::Error> {
+        serde_json::from_value(upgrade_legacy(value))
+    }
+}
+
+/// Deserializes a [`TrainConfig`] through [`TrainConfig::from_json`] (for the `config` fields
+/// of checkpoint and status files: `#[serde(deserialize_with = "read_recorded")]`).
+pub fn read_recorded<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TrainConfig, D::Error> {
+    TrainConfig::from_json(serde_json::Value::deserialize(d)?).map_err(serde::de::Error::custom)
+}
+
+/// Today's JSON shape of a configuration an older normlab recorded (see
+/// [`TrainConfig::from_json`]); today's shape passes unchanged.
+fn upgrade_legacy(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::{json, Value};
+    let Value::Object(mut old) = value else { return value };
+    if !old.contains_key("arch") {
+        return Value::Object(old);
+    }
+    let mut take = |k: &str| old.remove(k).unwrap_or(Value::Null);
+    let adv = match take("adv") {
+        Value::Null => json!("none"),
+        Value::Object(mut a) => match a.remove("kind") {
+            Some(Value::String(kind)) => json!({ kind: a }),
+            _ => Value::Object(a),
+        },
+        other => other,
+    };
+    let milestones = take("milestones");
+    json!({
+        "model": take("arch"),
+        "regularizer": crate::regularize::upgrade_legacy(take("reg")),
+        "adv": adv,
+        "seed": take("seed"),
+        "training": {
+            "epochs": take("epochs"),
+            "lr": take("lr"),
+            "momentum": take("momentum"),
+            "batch": take("batch"),
+            "milestones": milestones,
+            "train_subset": take("train_subset"),
+            "test_subset": take("test_subset"),
+        },
+    })
 }
 
 #[cfg(test)]
@@ -134,37 +243,43 @@ mod tests {
 
     #[test]
     fn paper_defaults_and_round_trip() {
-        let c = TrainConfig::paper(Arch::Vgg11, RegConfig::WeightDecay { beta: 1e-4 }).with_epochs(12);
-        assert_eq!(c.milestones, vec![8, 9, 10]);
+        let c = TrainConfig::paper(Arch::Vgg11, RegConfig::WeightDecay { beta: Positive(1e-4) }).with_epochs(12);
+        assert_eq!(c.training.milestones, vec![8, 9, 10]);
         c.validate().unwrap();
         let text = serde_json::to_string(&c).unwrap();
         assert_eq!(serde_json::from_str::<TrainConfig>(&text).unwrap(), c);
+        assert_eq!(TrainConfig::from_json(serde_json::from_str(&text).unwrap()).unwrap(), c);
     }
 
     #[test]
-    fn same_run_ignores_the_device_only() {
-        let a = TrainConfig::paper(Arch::Vgg11, RegConfig::Plain);
-        let mut b = a.clone();
-        b.device = DeviceSpec::Cuda(0);
-        assert!(a.same_run(&b));
-        b.seed = 2;
-        assert!(!a.same_run(&b));
+    fn milestones_outside_the_run_are_refused() {
+        let mut c = TrainConfig::paper(Arch::Vgg11, RegConfig::Plain).with_epochs(10);
+        for bad in [vec![0], vec![10], vec![6, 6], vec![8, 6]] {
+            c.training.milestones = bad.clone();
+            assert!(c.validate().unwrap_err().to_string().contains("milestones"), "{bad:?}");
+        }
     }
 
+    /// A configuration an older normlab wrote into a checkpoint (results/demo/cells/*/config.json
+    /// hold such files) still reads, as the run it describes.
     #[test]
-    fn rejects_bad_fields() {
-        let ok = TrainConfig::paper(Arch::Vgg11, RegConfig::Plain);
-        let mut c = ok.clone();
-        c.batch = 0;
-        assert!(c.validate().is_err());
-        let mut c = ok.clone();
-        c.momentum = 1.0;
-        assert!(c.validate().is_err());
-        let mut c = ok.clone();
-        c.train_subset = Some(0);
-        assert!(c.validate().is_err());
-        let mut c = ok;
-        c.lr = -1.0;
-        assert!(c.validate().is_err());
+    fn legacy_checkpoint_configuration_reads() {
+        let old = serde_json::json!({
+            "arch": "vgg11",
+            "reg": {"reg": "norm-decay", "kind": "linf", "beta": 0.01, "gamma": 0.5, "variant": "reference", "include_bn": false},
+            "epochs": 2, "lr": 0.01, "momentum": 0.9, "batch": 128, "seed": 1,
+            "train_subset": 3000, "test_subset": 1000, "milestones": [1], "device": "cpu",
+            "adv": {"kind": "pgd", "eps": 0.03137254901960784, "step": 0.00784313725490196, "steps": 10}
+        });
+        let c = TrainConfig::from_json(old).unwrap();
+        assert_eq!(c.model, Arch::Vgg11);
+        assert_eq!(c.regularizer.name(), "nd-linf");
+        assert_eq!(c.training.epochs.get(), 2);
+        assert_eq!(c.training.train_subset.map(|n| n.get()), Some(3000));
+        assert_eq!(c.adv, AdvConfig::pgd());
+        let plain_old = serde_json::json!({"arch": "resnet18", "reg": {"reg": "plain"}, "epochs": 1, "lr": 0.1, "momentum": 0.9,
+            "batch": 64, "seed": 3, "train_subset": null, "test_subset": null, "milestones": [], "device": {"cuda": 0}, "adv": null});
+        let p = TrainConfig::from_json(plain_old).unwrap();
+        assert_eq!((p.adv, p.seed, p.training.batch.get()), (AdvConfig::None, 3, 64));
     }
 }

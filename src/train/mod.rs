@@ -2,7 +2,7 @@
 //! cross-entropy, augmented batches, a regularizer between `backward()` and the step, a
 //! checkpoint after every epoch, and exact resumption.
 //!
-//! A run writes into its directory OUT:
+//! A run writes into its directory OUT (named by [`crate::results::RunDir`]):
 //! - `config.json`: the [`TrainConfig`];
 //! - `metrics.csv`: one [`metrics::EpochRow`] per epoch;
 //! - `checkpoint/`: the state after the last completed epoch ([`checkpoint`]);
@@ -23,9 +23,11 @@ pub mod progress;
 pub mod schedule;
 pub mod step_stats;
 
-pub use config::{AdvConfig, TrainConfig};
+pub use config::{AdvConfig, TrainConfig, TrainingProtocol};
 
 use crate::data::dataset::{epoch_order, Cifar10, Split};
+use crate::device::DeviceSpec;
+use crate::results::RunDir;
 use crate::models::Model;
 use crate::norms::{model_norms, table::render_csv, NormSummary};
 use crate::optim::Sgd;
@@ -70,6 +72,7 @@ pub struct TrainOutcome {
 
 #[derive(Debug, Serialize, Deserialize)]
 struct StatusFile {
+    #[serde(deserialize_with = "config::read_recorded")]
     config: TrainConfig,
     outcome: TrainOutcome,
 }
@@ -77,55 +80,58 @@ struct StatusFile {
 /// Images per evaluation batch.
 const EVAL_BATCH: usize = 500;
 
-/// Trains `cfg` on `data`, writing into `out`. With `resume`, continues from `out`'s
-/// checkpoint (or returns the recorded outcome of a run that already ended; starts afresh if
-/// there is no checkpoint); without it, `out` must not hold a run yet.
-pub fn train(cfg: &TrainConfig, data: &Cifar10, out: &Path, resume: bool) -> Result<TrainOutcome> {
-    train_session(cfg, data, out, resume, None)?.context("training stopped before its last epoch without an epoch limit")
+/// Trains `cfg` on `data` on `device`, writing into `out`. With `resume`, continues from
+/// `out`'s checkpoint (or returns the recorded outcome of a run that already ended; starts
+/// afresh if there is no checkpoint); without it, `out` must not hold a run yet. A run may move
+/// between devices: the device is not part of its configuration.
+pub fn train(cfg: &TrainConfig, device: DeviceSpec, data: &Cifar10, out: &Path, resume: bool) -> Result<TrainOutcome> {
+    train_session(cfg, device, data, out, resume, None)?.context("training stopped before its last epoch without an epoch limit")
 }
 
 /// [`train`], stopping after at most `max_epochs` epochs of this session (then `None`: the
 /// run continues with `resume`). Used to test that an interrupted run ends where an
 /// uninterrupted one does.
-fn train_session(cfg: &TrainConfig, data: &Cifar10, out: &Path, resume: bool, max_epochs: Option<usize>) -> Result<Option<TrainOutcome>> {
+fn train_session(cfg: &TrainConfig, device: DeviceSpec, data: &Cifar10, out: &Path, resume: bool, max_epochs: Option<usize>) -> Result<Option<TrainOutcome>> {
     cfg.validate()?;
     crate::memory::retain_freed_memory();
-    let status_path = out.join("status.json");
+    let dir = RunDir::new(out);
+    let status_path = dir.status();
     if !resume && (checkpoint::exists(out) || status_path.exists()) {
         bail!("{} already holds a training run: pass --resume to continue it, or choose another --out", out.display());
     }
     if resume && status_path.exists() {
         let text = std::fs::read_to_string(&status_path)?;
         let done: StatusFile = serde_json::from_str(&text).with_context(|| format!("{} is not a normlab status file", status_path.display()))?;
-        if !done.config.same_run(cfg) {
+        if done.config != *cfg {
             bail!("{} records another run: use the same settings to resume, or another --out", status_path.display());
         }
         return Ok(Some(done.outcome));
     }
-    let train_set = subset(&data.train, cfg.train_subset);
-    let test_set = subset(&data.test, cfg.test_subset);
+    let train_set = subset(&data.train, cfg.training.train_subset);
+    let test_set = subset(&data.test, cfg.training.test_subset);
     if train_set.is_empty() || test_set.is_empty() {
         bail!("the dataset has {} training and {} test images: both must be non-empty", train_set.len(), test_set.len());
     }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    crate::util::atomic_write(&out.join("config.json"), serde_json::to_string_pretty(cfg)?.as_bytes())?;
+    crate::util::atomic_write(&dir.config(), serde_json::to_string_pretty(cfg)?.as_bytes())?;
 
-    let device = cfg.device.open()?;
-    let model = Model::new(cfg.arch, cfg.seed, &device)?;
-    let mut sgd = Sgd::new(cfg.lr, cfg.momentum);
-    let mut reg = Regularizer::new(cfg.reg, &model)?;
+    let device = device.open()?;
+    let model = Model::new(cfg.model, cfg.seed, &device)?;
+    let mut sgd = Sgd::new(cfg.training.lr.get(), cfg.training.momentum.get());
+    let mut reg = Regularizer::new(cfg.regularizer, &model)?;
     let mut state = if resume && checkpoint::exists(out) {
         checkpoint::load(out, cfg, &model, &mut sgd, &mut reg)?
     } else {
         checkpoint::Progress { config: cfg.clone(), epochs_done: 0, steps_done: 0, batches_tracked: 0, train_seconds: 0.0, rows: Vec::new() }
     };
-    let progress = progress::Progress::new(cfg.epochs);
+    let epochs = cfg.training.epochs();
+    let progress = progress::Progress::new(epochs);
     if state.epochs_done > 0 {
-        progress.line(&format!("resuming {} after epoch {}/{}", out.display(), state.epochs_done, cfg.epochs));
+        progress.line(&format!("resuming {} after epoch {}/{epochs}", out.display(), state.epochs_done));
     }
 
     let first_epoch = state.epochs_done;
-    while state.epochs_done < cfg.epochs {
+    while state.epochs_done < epochs {
         let epoch = state.epochs_done;
         if max_epochs.is_some_and(|m| epoch - first_epoch >= m) {
             progress.finish();
@@ -134,19 +140,19 @@ fn train_session(cfg: &TrainConfig, data: &Cifar10, out: &Path, resume: bool, ma
         match run_epoch(cfg, &model, &mut sgd, &mut reg, &train_set, &test_set, &device, &mut state, &progress)? {
             EpochEnd::Done(row) => {
                 progress.line(&format!(
-                    "epoch {}/{} lr {:.0e} loss {:.4} train {:.2}% test {:.2}% {:.0} img/s {:.1} s (regularizer {:.2} s) l1 sum {:.1} linf sum {:.1}",
-                    row.epoch, cfg.epochs, row.lr, row.train_loss, row.train_acc, row.test_acc, row.images_per_s, row.seconds, row.reg_seconds, row.l1_sum, row.linf_sum
+                    "epoch {}/{epochs} lr {:.0e} loss {:.4} train {:.2}% test {:.2}% {:.0} img/s {:.1} s (regularizer {:.2} s) l1 sum {:.1} linf sum {:.1}",
+                    row.epoch, row.lr, row.train_loss, row.train_acc, row.test_acc, row.images_per_s, row.seconds, row.reg_seconds, row.l1_sum, row.linf_sum
                 ));
                 state.rows.push(row);
                 state.epochs_done += 1;
                 state.batches_tracked = model.batches_tracked();
                 checkpoint::save(out, &state, &model, &sgd, &mut reg)?;
-                metrics::write_csv(&out.join("metrics.csv"), &state.rows)?;
+                metrics::write_csv(&dir.metrics(), &state.rows)?;
             }
             EpochEnd::Diverged { step } => {
                 progress.finish();
                 progress.line(&format!("diverged: non-finite loss at step {step} of epoch {}; stopping", epoch + 1));
-                metrics::write_csv(&out.join("metrics.csv"), &state.rows)?;
+                metrics::write_csv(&dir.metrics(), &state.rows)?;
                 let outcome = outcome_of(&state, RunStatus::Diverged { epoch: epoch + 1 });
                 write_status(&status_path, cfg, &outcome)?;
                 return Ok(Some(outcome));
@@ -154,17 +160,17 @@ fn train_session(cfg: &TrainConfig, data: &Cifar10, out: &Path, resume: bool, ma
         }
     }
     progress.finish();
-    metrics::write_csv(&out.join("metrics.csv"), &state.rows)?;
-    model.save(&out.join("model.safetensors"))?;
-    crate::util::atomic_write(&out.join("norms.csv"), render_csv(&model_norms(&model, true)?)?.as_bytes())?;
+    metrics::write_csv(&dir.metrics(), &state.rows)?;
+    model.save(&dir.model())?;
+    crate::util::atomic_write(&dir.norms(), render_csv(&model_norms(&model, true)?)?.as_bytes())?;
     let outcome = outcome_of(&state, RunStatus::Finished);
     write_status(&status_path, cfg, &outcome)?;
     Ok(Some(outcome))
 }
 
-fn subset(split: &Split, n: Option<usize>) -> Cow<'_, Split> {
+fn subset(split: &Split, n: Option<std::num::NonZeroUsize>) -> Cow<'_, Split> {
     match n {
-        Some(n) if n < split.len() => Cow::Owned(split.prefix(n)),
+        Some(n) if n.get() < split.len() => Cow::Owned(split.prefix(n.get())),
         _ => Cow::Borrowed(split),
     }
 }
@@ -183,26 +189,26 @@ pub fn augment_seed(seed: u64, epoch: usize, batch: usize) -> u64 {
 /// The logits whose accuracy the epoch reports, and the loss to differentiate: cross-entropy
 /// on the clean batch, on PGD examples (PGD-AT), or TRADES' CE + β·KL. The attack's random
 /// start is drawn from the batch's seed, so a resumed run replays it.
-fn training_loss(model: &Model, x: &Tensor, y: &Tensor, adv: Option<&AdvConfig>, seed: u64) -> Result<(Tensor, Tensor)> {
+fn training_loss(model: &Model, x: &Tensor, y: &Tensor, adv: &AdvConfig, seed: u64) -> Result<(Tensor, Tensor)> {
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed ^ 0x5eed_ad5e);
     let eval = |t: &Tensor| model.forward(t, false);
-    Ok(match adv {
-        None => {
+    Ok(match *adv {
+        AdvConfig::None => {
             let logits = model.forward(x, true)?;
             let loss = crate::ops::cross_entropy(&logits, y)?;
             (logits, loss)
         }
-        Some(&AdvConfig::Pgd { eps, step, steps }) => {
-            let x_adv = crate::attack::adversarial::pgd_examples(&eval, x, y, eps, step, steps, &mut rng)?;
+        AdvConfig::Pgd { eps, step, steps } => {
+            let x_adv = crate::attack::adversarial::pgd_examples(&eval, x, y, eps.get(), step.get(), steps.get() as usize, &mut rng)?;
             let logits = model.forward(&x_adv, true)?;
             let loss = crate::ops::cross_entropy(&logits, y)?;
             (logits, loss)
         }
-        Some(&AdvConfig::Trades { eps, step, steps, beta }) => {
-            let x_adv = crate::attack::adversarial::trades_examples(&eval, x, eps, step, steps, &mut rng)?;
+        AdvConfig::Trades { eps, step, steps, beta } => {
+            let x_adv = crate::attack::adversarial::trades_examples(&eval, x, eps.get(), step.get(), steps.get() as usize, &mut rng)?;
             let logits = model.forward(x, true)?;
             let logits_adv = model.forward(&x_adv, true)?;
-            let loss = crate::attack::adversarial::trades_loss(&logits, &logits_adv, y, beta)?;
+            let loss = crate::attack::adversarial::trades_loss(&logits, &logits_adv, y, beta.get())?;
             (logits, loss)
         }
     })
@@ -222,10 +228,11 @@ fn run_epoch(
 ) -> Result<EpochEnd> {
     let epoch = state.epochs_done;
     let t0 = Instant::now();
-    let lr = schedule::lr_at(cfg.lr, &cfg.milestones, epoch);
+    let batch = cfg.training.batch.get();
+    let lr = schedule::lr_at(cfg.training.lr.get(), &cfg.training.milestones, epoch);
     sgd.lr = lr;
     let order = epoch_order(train_set.len(), cfg.seed, epoch);
-    let steps = order.len().div_ceil(cfg.batch);
+    let steps = order.len().div_ceil(batch);
     progress.start_epoch(epoch, steps);
     // Loss and hits stay on the device and are read every READ_EVERY steps (and before SVC
     // clips, which must not see diverged weights): the host does not wait for the device each
@@ -234,13 +241,13 @@ fn run_epoch(
     let mut stats = step_stats::StepStats::default();
     let steps_before = state.steps_done;
     let mut reg_seconds = 0f64;
-    for (b, idx) in order.chunks(cfg.batch).enumerate() {
+    for (b, idx) in order.chunks(batch).enumerate() {
         let seed = augment_seed(cfg.seed, epoch, b);
         let (x, y) = train_set.augmented_batch(idx, seed, device)?;
-        let (logits, loss) = training_loss(model, &x, &y, cfg.adv.as_ref(), seed)?;
+        let (logits, loss) = training_loss(model, &x, &y, &cfg.adv, seed)?;
         let hits = logits.argmax(1)?.eq(&y)?.to_dtype(DType::F32)?.sum_all()?;
         stats.push(&loss, &hits, idx.len())?;
-        let svc_due = matches!(reg.config(), RegConfig::Svc { every, .. } if (state.steps_done + 1).is_multiple_of(*every));
+        let svc_due = matches!(reg.config(), RegConfig::Svc { every, .. } if (state.steps_done + 1).is_multiple_of(every.get() as usize));
         if stats.due(step_stats::READ_EVERY) || svc_due {
             if let Some(step) = stats.read()? {
                 // The steps after the diverged one do not count, as when each step was read.
@@ -265,7 +272,7 @@ fn run_epoch(
     }
     let (loss_sum, correct, seen) = (stats.loss_sum, stats.correct, stats.seen);
     progress.step(loss_sum / seen as f64, 100.0 * correct / seen as f64, seen as f64 / t0.elapsed().as_secs_f64());
-    if epoch + 1 == cfg.epochs {
+    if epoch + 1 == cfg.training.epochs() {
         let r0 = Instant::now();
         reg.finish(model)?;
         reg_seconds += r0.elapsed().as_secs_f64();
@@ -302,6 +309,18 @@ pub fn evaluate(model: &Model, split: &Split, device: &Device) -> Result<f64> {
     Ok(100.0 * correct / split.len() as f64)
 }
 
+/// Per image of `split`, in order: whether `model` in eval mode classifies it correctly.
+pub fn correct_per_image(model: &Model, split: &Split, device: &Device) -> Result<Vec<bool>> {
+    let mut out = Vec::with_capacity(split.len());
+    let idx: Vec<usize> = (0..split.len()).collect();
+    for chunk in idx.chunks(EVAL_BATCH) {
+        let (x, y) = split.batch(chunk, device)?;
+        let hits = model.forward(&x, false)?.argmax(1)?.eq(&y)?.to_vec1::<u8>()?;
+        out.extend(hits.into_iter().map(|h| h != 0));
+    }
+    Ok(out)
+}
+
 fn outcome_of(state: &checkpoint::Progress, status: RunStatus) -> TrainOutcome {
     // Every epoch trains on the same images, so the run's rate is the harmonic mean.
     let step_seconds: f64 = state.rows.iter().map(|r| 1.0 / r.images_per_s.max(f64::MIN_POSITIVE)).sum();
@@ -325,7 +344,22 @@ mod tests {
     use super::*;
     use crate::data::dataset::IMAGE_BYTES;
     use crate::models::Arch;
-    use crate::regularize::{NdVariant, NormKind, RegConfig};
+    use crate::regularize::{NormKind, RegConfig};
+    use crate::values::Positive;
+    use std::num::NonZeroUsize;
+
+    fn nz(n: usize) -> NonZeroUsize {
+        NonZeroUsize::new(n).unwrap()
+    }
+
+    /// `train` on the CPU.
+    fn train(cfg: &TrainConfig, data: &Cifar10, out: &Path, resume: bool) -> Result<TrainOutcome> {
+        super::train(cfg, DeviceSpec::Cpu, data, out, resume)
+    }
+
+    fn train_session(cfg: &TrainConfig, data: &Cifar10, out: &Path, resume: bool, max_epochs: Option<usize>) -> Result<Option<TrainOutcome>> {
+        super::train_session(cfg, DeviceSpec::Cpu, data, out, resume, max_epochs)
+    }
 
     /// A small learnable dataset: each class is a bright square at its own place.
     fn synthetic(n_train: usize, n_test: usize) -> Cifar10 {
@@ -355,9 +389,9 @@ mod tests {
 
     fn tiny(reg: RegConfig, epochs: usize) -> TrainConfig {
         let mut c = TrainConfig::paper(Arch::Vgg11, reg).with_epochs(epochs);
-        c.batch = 16;
-        c.train_subset = Some(32);
-        c.test_subset = Some(16);
+        c.training.batch = nz(16);
+        c.training.train_subset = Some(nz(32));
+        c.training.test_subset = Some(nz(16));
         c
     }
 
@@ -391,20 +425,21 @@ mod tests {
     fn every_regularizer_trains(archs: &[Arch]) {
         use crate::norms::fft_svd::max_singular_value;
         let data = synthetic(8, 4);
-        let nd = |kind| RegConfig::NormDecay { kind, beta: 1e-2, gamma: 0.5, variant: NdVariant::Reference, include_bn: false };
+        let nd = |norm| RegConfig::norm_decay(norm, Positive(1e-2));
         let regs = [
             ("plain", RegConfig::Plain),
-            ("wd", RegConfig::WeightDecay { beta: 1e-2 }),
+            ("wd", RegConfig::WeightDecay { beta: Positive(1e-2) }),
             ("nd-l1", nd(NormKind::L1)),
             ("nd-linf", nd(NormKind::Linf)),
-            ("svc", RegConfig::Svc { clip: 0.5, every: 1000 }),
+            ("svc", RegConfig::Svc { clip: Positive(0.5), every: std::num::NonZeroU32::new(1000).unwrap() }),
         ];
         for &arch in archs {
             let dir = tempfile::tempdir().unwrap();
             let mut plain = None;
             for (name, reg) in regs {
                 let mut cfg = TrainConfig::paper(arch, reg).with_epochs(1);
-                (cfg.batch, cfg.train_subset, cfg.test_subset) = (4, Some(8), Some(4));
+                let t = &mut cfg.training;
+                (t.batch, t.train_subset, t.test_subset) = (nz(4), Some(nz(8)), Some(nz(4)));
                 let out = dir.path().join(name);
                 let done = train(&cfg, &data, &out, false).unwrap_or_else(|e| panic!("{} {name}: {e:#}", arch.name()));
                 assert_eq!(done.status, RunStatus::Finished, "{} {name}", arch.name());
@@ -429,9 +464,11 @@ mod tests {
     #[test]
     fn adversarial_training_trains_on_attacked_batches_and_resumes_identically() {
         let data = synthetic(32, 16);
-        for adv in [AdvConfig::Pgd { eps: 8.0 / 255.0, step: 2.0 / 255.0, steps: 2 }, AdvConfig::Trades { eps: 8.0 / 255.0, step: 2.0 / 255.0, steps: 2, beta: 6.0 }] {
+        let two = std::num::NonZeroU32::new(2).unwrap();
+        let (eps, step) = (crate::values::Eps(8.0 / 255.0), crate::values::Eps(2.0 / 255.0));
+        for adv in [AdvConfig::Pgd { eps, step, steps: two }, AdvConfig::Trades { eps, step, steps: two, beta: Positive(6.0) }] {
             let mut cfg = tiny(RegConfig::Plain, 2);
-            cfg.adv = Some(adv);
+            cfg.adv = adv;
             let dir = tempfile::tempdir().unwrap();
             let (a, b, plain) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("plain"));
             assert_eq!(train(&cfg, &data, &a, false).unwrap().status, RunStatus::Finished);
@@ -439,7 +476,7 @@ mod tests {
             train(&cfg, &data, &b, true).unwrap();
             assert_eq!(weights(&a), weights(&b), "{adv:?}: a resumed adversarial run must replay its attacks");
             let mut std_cfg = cfg.clone();
-            std_cfg.adv = None;
+            std_cfg.adv = AdvConfig::None;
             train(&std_cfg, &data, &plain, false).unwrap();
             assert_ne!(weights(&a), weights(&plain), "{adv:?} must change what the model is trained on");
         }
@@ -448,7 +485,7 @@ mod tests {
     #[test]
     fn resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
         let data = synthetic(32, 16);
-        let reg = RegConfig::NormDecay { kind: NormKind::L1, beta: 1e-3, gamma: 0.5, variant: NdVariant::Reference, include_bn: false };
+        let reg = RegConfig::norm_decay(NormKind::L1, Positive(1e-3));
         let cfg = tiny(reg, 2);
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (dir.path().join("a"), dir.path().join("b"));
@@ -476,9 +513,9 @@ mod tests {
         let data = synthetic(32, 16);
         // BatchNorm makes a plain VGG scale-invariant, so a huge lr alone does not overflow;
         // coupled weight decay with lr·β ≫ 2 multiplies the weights by −(lr·β − 1) per step.
-        let mut cfg = tiny(RegConfig::WeightDecay { beta: 1e6 }, 3);
-        cfg.batch = 8;
-        cfg.lr = 1e6;
+        let mut cfg = tiny(RegConfig::WeightDecay { beta: Positive(1e6) }, 3);
+        cfg.training.batch = nz(8);
+        cfg.training.lr = Positive(1e6);
         let dir = tempfile::tempdir().unwrap();
         let out = train(&cfg, &data, dir.path(), false).unwrap();
         let RunStatus::Diverged { epoch } = out.status else { panic!("lr·β = 1e12 should diverge: {out:?}") };
@@ -495,8 +532,8 @@ mod tests {
         let l1_sum = |reg, name: &str| {
             // Norm decay moves one column (ℓ1) per layer and step: it needs many small steps.
             let mut cfg = tiny(reg, 1);
-            cfg.train_subset = Some(64);
-            cfg.batch = 4;
+            cfg.training.train_subset = Some(nz(64));
+            cfg.training.batch = nz(4);
             let out = dir.path().join(name);
             train(&cfg, &data, &out, false).unwrap();
             let text = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
@@ -505,7 +542,7 @@ mod tests {
             row.l1_sum
         };
         let plain = l1_sum(RegConfig::Plain, "plain");
-        let nd = l1_sum(RegConfig::NormDecay { kind: NormKind::L1, beta: 0.1, gamma: 0.5, variant: NdVariant::Reference, include_bn: false }, "nd");
+        let nd = l1_sum(RegConfig::norm_decay(NormKind::L1, Positive(0.1)), "nd");
         eprintln!("sum of l1 norms after one epoch: plain {plain}, nd-l1 beta 0.1 {nd}");
         assert!(nd < 0.95 * plain, "nd-l1 β=0.1: Σℓ1 {nd} vs plain {plain}");
     }

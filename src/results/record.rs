@@ -1,5 +1,6 @@
 //! What a finished cell leaves behind: the executor's measurements ([`CellRecord`]) and the
-//! results row built from them with the cell's identity and provenance ([`ResultRow`]).
+//! results row built from them with the cell's identity and provenance ([`row`]), under the
+//! column names of [`col`], which the reader ([`super::read`]) uses too.
 
 use crate::plan::{Cell, Eps};
 use anyhow::{bail, Result};
@@ -92,43 +93,79 @@ pub struct Provenance {
     pub git_commit: String,
 }
 
+/// The results CSV's column names: one list for the writer and the reader.
+pub mod col {
+    /// The plan's name.
+    pub const PLAN: &str = "plan";
+    /// The cell's id (the store checks it for duplicates).
+    pub const CELL_ID: &str = "cell_id";
+    /// The model.
+    pub const MODEL: &str = "model";
+    /// Training mode: none, pgd, trades.
+    pub const ADV: &str = "adv";
+    /// plain, wd, svc, nd-l1, nd-linf.
+    pub const REGULARIZER: &str = "regularizer";
+    /// β or C; empty for plain.
+    pub const STRENGTH: &str = "strength";
+    /// The training seed.
+    pub const SEED: &str = "seed";
+    /// Epochs trained.
+    pub const EPOCHS: &str = "epochs";
+    /// Clean accuracy, a fraction.
+    pub const CLEAN_ACC: &str = "clean_acc";
+    /// Prefix of a robust-accuracy column: `robust_acc_eps_1_255` is ε = 1/255.
+    pub const ROBUST_PREFIX: &str = "robust_acc_eps_";
+    /// Certified accuracy at the first ε.
+    pub const CERTIFIED_ACC: &str = "certified_acc";
+    /// The seven norm summaries, in [`super::NormSummary::values`]' order.
+    pub const NORMS: [&str; 7] = ["l1_sum", "l1_max", "linf_sum", "linf_max", "l2_bound_sum", "l2_bound_max", "linf_product"];
+    /// ok, diverged, nan, failed.
+    pub const STATUS: &str = "status";
+    /// Seconds of training.
+    pub const TRAIN_SECONDS: &str = "train_seconds";
+    /// Seconds of evaluation.
+    pub const EVAL_SECONDS: &str = "eval_seconds";
+    /// The device the cell ran on.
+    pub const DEVICE: &str = "device";
+    /// normlab's version.
+    pub const VERSION: &str = "normlab_version";
+    /// The commit normlab was built from.
+    pub const GIT_COMMIT: &str = "git_commit";
+    /// When the row was written (UTC).
+    pub const FINISHED_AT: &str = "finished_at";
+    /// A failed cell's error, a diverged cell's epoch.
+    pub const MESSAGE: &str = "message";
+    /// The cell's configuration as JSON (what its id hashes).
+    pub const CONFIG: &str = "config";
+}
+
 /// The columns before the per-ε robust accuracies.
-const HEAD: [&str; 9] = ["plan", "cell_id", "model", "adv", "regularizer", "strength", "seed", "epochs", "clean_acc"];
-/// The columns after them.
-const TAIL: [&str; 17] = [
-    "certified_acc",
-    "l1_sum",
-    "l1_max",
-    "linf_sum",
-    "linf_max",
-    "l2_bound_sum",
-    "l2_bound_max",
-    "linf_product",
-    "status",
-    "train_seconds",
-    "eval_seconds",
-    "device",
-    "normlab_version",
-    "git_commit",
-    "finished_at",
-    "message",
-    "config",
-];
+const HEAD: [&str; 9] = [col::PLAN, col::CELL_ID, col::MODEL, col::ADV, col::REGULARIZER, col::STRENGTH, col::SEED, col::EPOCHS, col::CLEAN_ACC];
+/// The columns after them, up to the norms.
+const AFTER_ROBUST: [&str; 1] = [col::CERTIFIED_ACC];
+/// The columns after the norms.
+const TAIL: [&str; 9] =
+    [col::STATUS, col::TRAIN_SECONDS, col::EVAL_SECONDS, col::DEVICE, col::VERSION, col::GIT_COMMIT, col::FINISHED_AT, col::MESSAGE, col::CONFIG];
+
+/// The robust-accuracy column of radius `eps`.
+pub fn robust_column(eps: Eps) -> String {
+    format!("{}{}", col::ROBUST_PREFIX, eps.column_suffix())
+}
 
 /// The results file's header for a plan with these robust-accuracy radii.
 pub fn header(eps: &[Eps]) -> Vec<String> {
     let mut h: Vec<String> = HEAD.iter().map(|s| s.to_string()).collect();
-    h.extend(eps.iter().map(|e| format!("robust_acc_eps_{}", e.column_suffix())));
-    h.extend(TAIL.iter().map(|s| s.to_string()));
+    h.extend(eps.iter().map(|&e| robust_column(e)));
+    h.extend(AFTER_ROBUST.iter().chain(&col::NORMS).chain(&TAIL).map(|s| s.to_string()));
     h
 }
 
 /// The name of the cell-id column (the store checks it for duplicates).
-pub const CELL_ID_COLUMN: &str = "cell_id";
+pub const CELL_ID_COLUMN: &str = col::CELL_ID;
 
 /// Builds the row of a finished cell, in [`header`]'s order.
 pub fn row(plan: &str, eps: &[Eps], cell: &Cell, rec: &CellRecord, prov: &Provenance, finished_at: &str) -> Result<Vec<String>> {
-    let c = &cell.config;
+    let (c, t) = (&cell.config, &cell.config.train);
     if !rec.robust_acc.is_empty() && rec.robust_acc.len() != eps.len() {
         bail!("the executor returned {} robust accuracies for {} radii", rec.robust_acc.len(), eps.len());
     }
@@ -137,12 +174,12 @@ pub fn row(plan: &str, eps: &[Eps], cell: &Cell, rec: &CellRecord, prov: &Proven
     let mut r = vec![
         plan.to_string(),
         cell.id.clone(),
-        c.model.name().to_string(),
-        c.adv.label().to_string(),
-        c.regularizer.label().to_string(),
-        opt(c.regularizer.strength()),
-        c.seed.to_string(),
-        c.training.epochs.to_string(),
+        t.model.name().to_string(),
+        t.adv.label().to_string(),
+        t.regularizer.name().to_string(),
+        opt(t.regularizer.strength()),
+        t.seed.to_string(),
+        t.training.epochs.to_string(),
         opt(rec.clean_acc),
     ];
     for i in 0..eps.len() {

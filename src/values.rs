@@ -1,5 +1,7 @@
-//! Validated values a plan holds: each type refuses a bad value while the plan is being
-//! parsed, so the RON parser reports the error at the offending line and column.
+//! Validated values: a strength, a fraction, a radius, a non-empty list. The plan parser and
+//! the engine's own configuration types (`RegConfig`, `AdvConfig`, `AttackConfig`,
+//! `TrainingProtocol`) hold them, so a value that reached a configuration is valid, and a bad
+//! value in a plan is refused while the plan is being parsed, at its line and column.
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
@@ -20,15 +22,19 @@ impl Positive {
     pub fn get(self) -> f64 {
         self.0
     }
+
+    /// `v` if it is a finite number > 0; else the reason.
+    pub fn new(v: f64) -> Result<Self, String> {
+        if !(v.is_finite() && v > 0.0) {
+            return Err(format!("expected a number > 0 (a strength, clip value or rate), found {v}"));
+        }
+        Ok(Self(v))
+    }
 }
 
 impl<'de> Deserialize<'de> for Positive {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = f64::deserialize(d)?;
-        if !(v.is_finite() && v > 0.0) {
-            return Err(de::Error::custom(format!("expected a number > 0 (a strength, clip value or rate), found {v}")));
-        }
-        Ok(Self(v))
+        Self::new(f64::deserialize(d)?).map_err(de::Error::custom)
     }
 }
 
@@ -47,15 +53,19 @@ impl Fraction {
     pub fn get(self) -> f64 {
         self.0
     }
+
+    /// `v` if it lies in [0, 1); else the reason.
+    pub fn new(v: f64) -> Result<Self, String> {
+        if !(0.0..1.0).contains(&v) {
+            return Err(format!("expected a number in [0, 1), found {v}"));
+        }
+        Ok(Self(v))
+    }
 }
 
 impl<'de> Deserialize<'de> for Fraction {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = f64::deserialize(d)?;
-        if !(0.0..1.0).contains(&v) {
-            return Err(de::Error::custom(format!("expected a number in [0, 1), found {v}")));
-        }
-        Ok(Self(v))
+        Self::new(f64::deserialize(d)?).map_err(de::Error::custom)
     }
 }
 
@@ -75,20 +85,31 @@ impl<T> NonEmpty<T> {
     pub fn iter(&self) -> std::slice::Iter<'_, T> {
         self.0.iter()
     }
+
+    /// The first entry (there always is one).
+    pub fn first(&self) -> &T {
+        &self.0[0]
+    }
+}
+
+impl<T: PartialEq + fmt::Debug> NonEmpty<T> {
+    /// `v` if it has at least one entry and no entry twice; else the reason.
+    pub fn new(v: Vec<T>) -> Result<Self, String> {
+        if v.is_empty() {
+            return Err("this list is empty: give at least one entry (an empty list makes an empty grid)".to_string());
+        }
+        for (i, a) in v.iter().enumerate() {
+            if v[..i].contains(a) {
+                return Err(format!("{a:?} appears twice in this list: each entry must be distinct"));
+            }
+        }
+        Ok(Self(v))
+    }
 }
 
 impl<'de, T: Deserialize<'de> + PartialEq + fmt::Debug> Deserialize<'de> for NonEmpty<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = Vec::<T>::deserialize(d)?;
-        if v.is_empty() {
-            return Err(de::Error::custom("this list is empty: give at least one entry (an empty list makes an empty grid)"));
-        }
-        for (i, a) in v.iter().enumerate() {
-            if v[..i].contains(a) {
-                return Err(de::Error::custom(format!("{a:?} appears twice in this list: each entry must be distinct")));
-            }
-        }
-        Ok(Self(v))
+        Self::new(Vec::<T>::deserialize(d)?).map_err(de::Error::custom)
     }
 }
 
@@ -131,7 +152,8 @@ impl Eps {
         Self::check(value).map_err(|e| format!("'{text}': {e}"))
     }
 
-    fn check(value: f64) -> Result<Self, String> {
+    /// `value` if it lies in [0, 1]; else the reason.
+    pub fn check(value: f64) -> Result<Self, String> {
         if !(0.0..=1.0).contains(&value) {
             return Err(format!("a radius must lie in [0, 1] for images in [0, 1], found {value}"));
         }

@@ -153,7 +153,7 @@ impl ResultsStore {
         if !self.path.exists() {
             return Ok(0);
         }
-        let status = self.header.iter().position(|h| h == "status").context("no status column")?;
+        let status = self.header.iter().position(|h| h == super::record::col::STATUS).context("no status column")?;
         self.locked(|_, content| {
             let rows = self.parse(content)?;
             let keep: Vec<&csv::StringRecord> = rows.iter().filter(|r| &r[status] != "failed").collect();

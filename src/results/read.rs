@@ -1,6 +1,8 @@
-//! Reading a results CSV (what `normlab run` appends) into typed rows, by column name, so
-//! the report renders any results file, from any plan, partial or complete.
+//! Reading a results CSV (what `normlab run` appends) into typed rows, by the column names the
+//! writer uses ([`super::record::col`]), so the report renders any results file, from any
+//! plan, partial or complete.
 
+use super::record::col as c;
 use anyhow::{Context, Result};
 use std::path::Path;
 
@@ -66,13 +68,13 @@ pub fn read(path: &Path) -> Result<Vec<ResultRow>> {
         col(name).with_context(|| format!("{}: no '{name}' column: is this a normlab results file?", path.display()))
     };
     let (plan, id, model, reg, strength, status) =
-        (need("plan")?, need("cell_id")?, need("model")?, need("regularizer")?, need("strength")?, need("status")?);
-    let (adv, seed, clean, cert) = (col("adv"), col("seed"), col("clean_acc"), col("certified_acc"));
-    let (l1, linf, version, commit) = (col("l1_sum"), col("linf_sum"), col("normlab_version"), col("git_commit"));
+        (need(c::PLAN)?, need(c::CELL_ID)?, need(c::MODEL)?, need(c::REGULARIZER)?, need(c::STRENGTH)?, need(c::STATUS)?);
+    let (adv, seed, clean, cert) = (col(c::ADV), col(c::SEED), col(c::CLEAN_ACC), col(c::CERTIFIED_ACC));
+    let (l1, linf, version, commit) = (col(c::NORMS[0]), col(c::NORMS[2]), col(c::VERSION), col(c::GIT_COMMIT));
     let robust_cols: Vec<(usize, String)> = headers
         .iter()
         .enumerate()
-        .filter_map(|(i, h)| h.strip_prefix("robust_acc_eps_").map(|s| (i, s.to_string())))
+        .filter_map(|(i, h)| h.strip_prefix(c::ROBUST_PREFIX).map(|s| (i, s.to_string())))
         .collect();
     let mut rows = Vec::new();
     for (i, rec) in r.records().enumerate() {
