@@ -71,7 +71,7 @@ t0=$(date +%s)
 if [[ $STAGES == *selftest* ]]; then
   # Exact f32 (no TF32) so CUDA is held to the CPU's numbers; normlab's kernels (cuDNN, the fused
   # ones), then the portable ones.
-  { timeout 240 "$B" selftest --device "$DEVICE"; echo "rc $?"; timeout 60 "$B" selftest --device "$DEVICE" --kernels portable --models resnet18; echo "rc $?"; } >"$OUT/selftest.txt" 2>&1
+  { timeout 270 "$B" selftest --device "$DEVICE"; echo "rc $?"; timeout 60 "$B" selftest --device "$DEVICE" --kernels portable --models resnet18; echo "rc $?"; } >"$OUT/selftest.txt" 2>&1
   cp "$OUT/selftest.txt" "$STAGE/$RAW/selftest.txt"
   echo "selftest: $(grep -c '^FAIL' "$OUT/selftest.txt") FAIL lines, $(grep -c '^ok' "$OUT/selftest.txt") ok, $(($(date +%s) - t0)) s; $(grep '^rc' "$OUT/selftest.txt" | tr '\n' ' ')" >>"$SUMMARY"
 fi
