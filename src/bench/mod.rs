@@ -4,8 +4,11 @@
 //! code).
 
 pub mod attack;
+pub mod counts;
+pub mod device_clock;
 pub mod norms;
 pub mod op_profile;
+pub mod record;
 pub mod stack;
 pub mod train;
 
@@ -31,6 +34,9 @@ pub enum BenchCommand {
     Attack(attack::AttackBenchArgs),
     /// Cells per hour of training K cells of a plan's row as one stack against one by one.
     Stack(stack::StackBenchArgs),
+    /// Appends a row to bench/gpu-speed.csv from the RESULT lines of a `bench train` output and
+    /// a `bench/pytorch_train.py` output for the same model.
+    Record(record::RecordArgs),
 }
 
 /// Runs `normlab bench`.
@@ -40,5 +46,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
         BenchCommand::Train(a) => train::run(&a),
         BenchCommand::Attack(a) => attack::run(&a),
         BenchCommand::Stack(a) => stack::run(&a),
+        BenchCommand::Record(a) => record::run(&a),
     }
 }

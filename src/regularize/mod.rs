@@ -18,6 +18,7 @@ pub use crate::norms::NormKind;
 pub use norm_decay::{NdVariant, NormDecay};
 
 use crate::models::Model;
+use crate::optim::GradTerms;
 use crate::values::{Fraction, Positive};
 use anyhow::{bail, Result};
 use candle_core::{backprop::GradStore, Tensor};
@@ -168,13 +169,18 @@ impl Regularizer {
         }
     }
 
-    /// Transforms the gradients of one step in place (between `backward()` and the optimizer
-    /// step).
-    pub fn apply(&mut self, model: &Model, grads: &mut GradStore) -> Result<()> {
+    /// Transforms the gradients of one step (between `backward()` and the optimizer step). On
+    /// CUDA with normlab's kernels, weight decay's β·θ and norm decay's β·h are returned as
+    /// terms for the optimizer's fused update ([`GradTerms`]) instead of written into the
+    /// gradients (norm decay still updates its buffers here, on the device); elsewhere the
+    /// gradients are rewritten in place and the terms are empty.
+    pub fn apply(&mut self, model: &Model, grads: &mut GradStore) -> Result<GradTerms> {
+        let fused = model.params.trainable().next().is_some_and(|e| crate::ops::fused::on(e.var.device()));
         match (&self.config, &mut self.state) {
-            (RegConfig::WeightDecay { beta }, _) => weight_decay::apply(&model.params, grads, beta.get()),
-            (_, State::NormDecay(nd)) => nd.apply(&model.params, grads),
-            _ => Ok(()),
+            (RegConfig::WeightDecay { beta }, _) if fused => Ok(weight_decay::terms(&model.params, grads, beta.get())),
+            (RegConfig::WeightDecay { beta }, _) => weight_decay::apply(&model.params, grads, beta.get()).map(|_| GradTerms::default()),
+            (_, State::NormDecay(nd)) => nd.apply(&model.params, grads, fused),
+            _ => Ok(GradTerms::default()),
         }
     }
 

@@ -3,6 +3,7 @@
 //! for BatchNorm's running statistics (buffers).
 
 use crate::models::ParamStore;
+use crate::optim::GradTerms;
 use anyhow::Result;
 use candle_core::{backprop::GradStore, Tensor};
 
@@ -20,6 +21,17 @@ pub fn apply(params: &ParamStore, grads: &mut GradStore, beta: f64) -> Result<()
 /// `g + β·θ`: one parameter's decayed gradient (also a slice of a stacked model's).
 pub fn decayed(g: &Tensor, theta: &Tensor, beta: f64) -> Result<Tensor> {
     Ok((g.detach() + (theta.detach() * beta)?)?)
+}
+
+/// [`apply`]'s β·θ as terms for the optimizer's fused update (the gradients untouched).
+pub fn terms(params: &ParamStore, grads: &GradStore, beta: f64) -> GradTerms {
+    let mut terms = GradTerms::default();
+    for e in params.trainable() {
+        if grads.get(e.var.as_tensor()).is_some() {
+            terms.insert(&e.name, beta, e.var.as_tensor().detach());
+        }
+    }
+    terms
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod progress;
 pub mod schedule;
 pub mod stack;
+pub mod step_stats;
 
 pub use config::{AdvConfig, SubsetTooLarge, TrainConfig, TrainingProtocol};
 
@@ -246,13 +247,13 @@ fn training_loss(model: &Model, x: &Tensor, y: &Tensor, adv: &AdvConfig, seed: u
     Ok(match *adv {
         AdvConfig::None => {
             let logits = model.forward(x, true)?;
-            let loss = candle_nn::loss::cross_entropy(&logits, y)?;
+            let loss = crate::ops::cross_entropy(&logits, y)?;
             (logits, loss)
         }
         AdvConfig::Pgd { eps, step, steps } => {
             let x_adv = crate::attack::adversarial::pgd_examples(&eval, x, y, eps.get(), step.get(), steps.get() as usize, &mut rng)?;
             let logits = model.forward(&x_adv, true)?;
-            let loss = candle_nn::loss::cross_entropy(&logits, y)?;
+            let loss = crate::ops::cross_entropy(&logits, y)?;
             (logits, loss)
         }
         AdvConfig::Trades { eps, step, steps, beta } => {
@@ -285,36 +286,44 @@ fn run_epoch(
     let order = epoch_order(train_set.len(), cfg.seed, epoch);
     let steps = order.len().div_ceil(batch);
     progress.start_epoch(epoch, steps);
-    let (mut loss_sum, mut correct, mut seen) = (0f64, 0f64, 0usize);
+    // Loss and hits stay on the device and are read every READ_EVERY steps (and before SVC
+    // clips, which must not see diverged weights): the host does not wait for the device each
+    // step, so it prepares the next batch while the device works. On CUDA the regularizer's
+    // time is the host's time issuing it (its work is queued, not waited for).
+    let mut stats = step_stats::StepStats::default();
+    let steps_before = state.steps_done;
     let mut reg_seconds = 0f64;
     for (b, idx) in order.chunks(batch).enumerate() {
         let seed = augment_seed(cfg.seed, epoch, b);
         let (x, y) = train_set.augmented_batch(idx, seed, device)?;
         let (logits, loss) = training_loss(model, &x, &y, &cfg.adv, seed)?;
         let hits = logits.argmax(1)?.eq(&y)?.to_dtype(DType::F32)?.sum_all()?;
-        let stats = Tensor::stack(&[&loss.detach(), &hits], 0)?.to_vec1::<f32>()?;
-        if !stats[0].is_finite() {
-            return Ok(EpochEnd::Diverged { step: b + 1 });
+        stats.push(&loss, &hits, idx.len())?;
+        let svc_due = matches!(reg.config(), RegConfig::Svc { every, .. } if (state.steps_done + 1).is_multiple_of(every.get() as usize));
+        if stats.due(step_stats::READ_EVERY) || svc_due {
+            if let Some(step) = stats.read()? {
+                // The steps after the diverged one do not count, as when each step was read.
+                state.steps_done = steps_before + step - 1;
+                return Ok(EpochEnd::Diverged { step });
+            }
+            progress.step(stats.loss_sum / stats.seen as f64, 100.0 * stats.correct / stats.seen as f64, stats.seen as f64 / t0.elapsed().as_secs_f64());
         }
-        loss_sum += stats[0] as f64 * idx.len() as f64;
-        correct += stats[1] as f64;
-        seen += idx.len();
         let mut grads = loss.backward()?;
-        if !device.is_cpu() && !matches!(reg.config(), RegConfig::Plain) {
-            // On CUDA, backward's kernels are still queued: without this wait the regularizer's
-            // first read-back (norm decay's maximiser index) would book them as its own time.
-            device.synchronize()?;
-        }
         let r0 = Instant::now();
-        reg.apply(model, &mut grads)?;
+        let terms = reg.apply(model, &mut grads)?;
         reg_seconds += r0.elapsed().as_secs_f64();
-        sgd.step(&model.params, &grads)?;
+        sgd.step(&model.params, &grads, &terms)?;
         state.steps_done += 1;
         let r0 = Instant::now();
         reg.after_step(model, state.steps_done)?;
         reg_seconds += r0.elapsed().as_secs_f64();
-        progress.step(loss_sum / seen as f64, 100.0 * correct / seen as f64, seen as f64 / t0.elapsed().as_secs_f64());
     }
+    if let Some(step) = stats.read()? {
+        state.steps_done = steps_before + step - 1;
+        return Ok(EpochEnd::Diverged { step });
+    }
+    let (loss_sum, correct, seen) = (stats.loss_sum, stats.correct, stats.seen);
+    progress.step(loss_sum / seen as f64, 100.0 * correct / seen as f64, seen as f64 / t0.elapsed().as_secs_f64());
     if epoch + 1 == cfg.training.epochs() {
         let r0 = Instant::now();
         reg.finish(model)?;
