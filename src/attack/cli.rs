@@ -4,19 +4,26 @@
 use super::certified::{certify, certify_both, Certified};
 use super::protocol::{evaluate_with_progress, AttackConfig, AttackKind, RobustReport};
 use super::parse_eps;
-use crate::models::{Arch, Model};
+use crate::models::{Arch, Model, NormalizeArg};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 
 /// Arguments of `normlab attack`.
 #[derive(Debug, clap::Args)]
 pub struct AttackArgs {
-    /// Model architecture: vgg11, resnet18, senet18, regnet200mf.
+    /// Model architecture: vgg11, resnet18, senet18, regnet200mf, wrn-28-10, wrn-34-10,
+    /// preact-resnet18.
     #[arg(long)]
     pub model: String,
-    /// Checkpoint (safetensors state_dict with PyTorch names).
+    /// Checkpoint: safetensors or a PyTorch .pt/.pth state_dict (wrapped or not), PyTorch's
+    /// names.
     #[arg(long)]
     pub checkpoint: PathBuf,
+    /// Input normalization in front of the model: CIFAR-10's mean and std, or none. Without
+    /// the flag, a checkpoint's own `mu`/`sigma` are used when it has them. ε stays in pixel
+    /// units; the certified bounds include the normalization's factor max 1/std.
+    #[arg(long, value_enum)]
+    pub normalize: Option<NormalizeArg>,
     /// CIFAR-10 directory in the binary layout (test_batch.bin).
     #[arg(long)]
     pub data: PathBuf,
@@ -75,15 +82,16 @@ fn parse_attacks_arg(text: &str) -> Result<AttackList, String> {
 pub fn run(args: &AttackArgs) -> Result<()> {
     let arch = Arch::parse(&args.model)?;
     let device = crate::device::open(&args.device)?;
-    let model = Model::load(arch, &args.checkpoint, &device).with_context(|| format!("loading {} checkpoint {}", arch, args.checkpoint.display()))?;
+    let (model, summary) = Model::load_checkpoint(arch, &args.checkpoint, &device, args.normalize)?;
+    eprintln!("{summary}");
     let data = crate::data::binary::load_dir(&args.data).with_context(|| format!("loading CIFAR-10 from {}", args.data.display()))?;
     let cfg = AttackConfig { eps: args.eps, n: args.n, seed: args.seed, attacks: args.attacks.0.clone(), iters: args.iters, batch: args.batch };
     let f = |x: &candle_core::Tensor| model.forward(x, false);
     let report = evaluate_with_progress(&f, &data.test, &cfg, &device, args.format == Format::Text)?;
     let certs = if args.no_spectral { vec![certify(&model, &report.margins, args.eps)?] } else { certify_both(&model, &report.margins, args.eps)?.to_vec() };
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&json(args, arch, &report, &certs)?)?),
-        Format::Text => print!("{}", text(args, arch, &report, &certs)),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&json(args, &model, &report, &certs)?)?),
+        Format::Text => print!("{}", text(args, &model, &report, &certs)),
     }
     Ok(())
 }
@@ -96,10 +104,11 @@ fn throughput(report: &RobustReport) -> f64 {
 /// The report as one JSON object: the protocol's fields, the run's identity, and the
 /// certificates (`certified_acc` / `lipschitz_bound` from the ℓ∞ norms, `*_l2` from the
 /// spectral norms, null when n/a or skipped).
-fn json(args: &AttackArgs, arch: Arch, report: &RobustReport, certs: &[Certified]) -> Result<serde_json::Value> {
+fn json(args: &AttackArgs, model: &Model, report: &RobustReport, certs: &[Certified]) -> Result<serde_json::Value> {
     let mut v = serde_json::to_value(report)?;
     let obj = v.as_object_mut().context("report is not a JSON object")?;
-    obj.insert("model".into(), arch.name().into());
+    obj.insert("model".into(), model.arch.name().into());
+    obj.insert("normalization".into(), model.normalization.as_ref().map_or(serde_json::Value::Null, crate::models::Normalization::to_json));
     obj.insert("checkpoint".into(), args.checkpoint.display().to_string().into());
     obj.insert("device".into(), args.device.clone().into());
     obj.insert("images_per_second".into(), throughput(report).into());
@@ -117,10 +126,10 @@ fn json(args: &AttackArgs, arch: Arch, report: &RobustReport, certs: &[Certified
     Ok(v)
 }
 
-fn text(args: &AttackArgs, arch: Arch, report: &RobustReport, certs: &[Certified]) -> String {
+fn text(args: &AttackArgs, model: &Model, report: &RobustReport, certs: &[Certified]) -> String {
     let mut s = format!(
         "{} from {} on {}: {} test images, ε = {:.6} ({:.2}/255), {} iterations, seed {}\n",
-        arch,
+        model.arch,
         args.checkpoint.display(),
         args.device,
         report.n,
@@ -129,6 +138,9 @@ fn text(args: &AttackArgs, arch: Arch, report: &RobustReport, certs: &[Certified
         report.iters,
         report.seed
     );
+    if let Some(n) = &model.normalization {
+        s += &format!("  {}\n", n.describe());
+    }
     s += &format!("  {:<22} {:>7.2}%\n", "clean accuracy", 100.0 * report.clean_acc);
     for ((name, acc), secs) in report.attacks.iter().zip(&report.robust_acc_after).zip(&report.attack_seconds) {
         s += &format!("  {:<22} {:>7.2}%   ({secs:.1} s)\n", format!("after {name}"), 100.0 * acc);

@@ -100,6 +100,7 @@ pub fn load(out: &Path, config: &TrainConfig, model: &Model, sgd: &mut Sgd, reg:
     }
     let tp = dir(out).join(&latest.tensors);
     let tensors = candle_core::safetensors::load(&tp, &Device::Cpu).with_context(|| format!("cannot read checkpoint tensors {}", tp.display()))?;
+    crate::models::validate::check_weights(&tp, tensors.iter().filter_map(|(key, t)| key.strip_prefix("model/").map(|name| (name, t))))?;
     let mut sgd_state = BTreeMap::new();
     let mut reg_state = Vec::new();
     let mut restored = 0usize;
