@@ -2,10 +2,10 @@
 
 use super::{schedule, RunStatus, TrainConfig};
 use crate::device::DeviceSpec;
-use crate::models::Arch;
+use crate::models::{Arch, Model};
 use crate::regularize::{NdVariant, NormKind, RegConfig, DEFAULT_GAMMA, DEFAULT_SVC_EVERY};
 use anyhow::{bail, Result};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The regularizers by their command-line names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -89,6 +89,11 @@ pub struct TrainArgs {
     /// Continue the run in OUT from its last checkpoint.
     #[arg(long)]
     pub resume: bool,
+    /// Start from these weights instead of the seeded init: safetensors or a PyTorch
+    /// .pt/.pth of the same architecture, read and checked as every command reads weights
+    /// (the seed still draws the epoch orders and augmentation).
+    #[arg(long, conflicts_with = "resume")]
+    pub init: Option<PathBuf>,
     /// Adversarial training (paper §7; use --lr 0.1 as the paper does): PGD-AT or TRADES.
     #[arg(long, value_enum)]
     pub adv: Option<AdvName>,
@@ -203,7 +208,10 @@ fn parse_eps_flag(text: &str) -> Result<f64, String> {
 pub fn run(args: &TrainArgs) -> Result<()> {
     let cfg = args.config()?;
     let data = crate::data::binary::load_dir(&args.data)?;
-    let outcome = super::train(&cfg, &data, &args.out, args.resume)?;
+    if let Some(init) = &args.init {
+        start_from(&cfg, init, &args.device, &args.out)?;
+    }
+    let outcome = super::train(&cfg, &data, &args.out, args.resume || args.init.is_some())?;
     let acc = outcome.test_acc.map(|a| format!("{a:.2}%")).unwrap_or_else(|| "n/a".into());
     match outcome.status {
         RunStatus::Finished => println!("finished {} epochs: test accuracy {acc}; results in {}", outcome.epochs_done, args.out.display()),
@@ -212,4 +220,27 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Writes an epoch-0 checkpoint holding `init`'s weights into `out`, so the run starts from
+/// them through the path that continues an interrupted run (nothing else differs from a
+/// run from the seeded init).
+fn start_from(cfg: &super::TrainConfig, init: &Path, device: &str, out: &Path) -> Result<()> {
+    if super::checkpoint::exists(out) || out.join("status.json").exists() {
+        bail!("{} already holds a training run: continue it with --resume (without --init), or choose another --out", out.display());
+    }
+    let device = crate::device::open(device)?;
+    let (model, summary) = Model::load_checkpoint(cfg.arch, init, &device, None)?;
+    if let Some(n) = &model.normalization {
+        bail!(
+            "--init {}: the checkpoint normalizes its input ({}), which normlab train does not do; its weights would see other inputs than those they were trained on",
+            init.display(),
+            n.describe()
+        );
+    }
+    eprintln!("--init: {summary}");
+    let sgd = crate::optim::Sgd::new(cfg.lr, cfg.momentum);
+    let mut reg = crate::regularize::Regularizer::new(cfg.reg, &model)?;
+    let progress = super::checkpoint::Progress { config: cfg.clone(), epochs_done: 0, steps_done: 0, batches_tracked: model.batches_tracked(), train_seconds: 0.0, rows: Vec::new() };
+    super::checkpoint::save(out, &progress, &model, &sgd, &mut reg)
 }
