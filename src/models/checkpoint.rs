@@ -41,6 +41,9 @@ pub const WRAPPER_KEYS: [&str; 4] = ["state_dict", "model_state_dict", "model", 
 /// DataParallel's prefix on every name.
 pub const DATA_PARALLEL_PREFIX: &str = "module.";
 
+/// Tensors under their state_dict names.
+pub type NamedTensors = Vec<(String, Tensor)>;
+
 /// The named tensors of a checkpoint file (a state_dict), on the CPU.
 #[derive(Debug, Clone)]
 pub struct StateDict {
@@ -49,7 +52,7 @@ pub struct StateDict {
     /// Its encoding.
     pub format: Format,
     /// The tensors under their names, the wrapper key and `module.` prefix removed.
-    pub tensors: Vec<(String, Tensor)>,
+    pub tensors: NamedTensors,
     /// What was done to get them (unwrapping, prefix removal, entries skipped), for the
     /// commands to print.
     pub notes: Vec<String>,
@@ -105,7 +108,7 @@ pub fn read(path: &Path) -> Result<StateDict> {
 }
 
 /// Writes named tensors as a safetensors file, atomically (temp file, then rename).
-pub fn write_safetensors(path: &Path, tensors: Vec<(String, Tensor)>) -> Result<()> {
+pub fn write_safetensors(path: &Path, tensors: NamedTensors) -> Result<()> {
     crate::util::atomic_write_with(path, |tmp| {
         candle_core::safetensors::save(&tensors.into_iter().collect::<std::collections::HashMap<_, _>>(), tmp)?;
         Ok(())
@@ -140,7 +143,7 @@ fn sniff(path: &Path) -> Result<Format> {
 }
 
 /// The state_dict of a PyTorch checkpoint: unwraps wrapper keys, reads the tensors.
-fn read_pytorch(path: &Path) -> Result<(Vec<(String, Tensor)>, Vec<String>)> {
+fn read_pytorch(path: &Path) -> Result<(NamedTensors, Vec<String>)> {
     let shown = path.display();
     let mut file = PthFile::open(path)?;
     let mut notes = Vec::new();

@@ -37,7 +37,7 @@ pub struct WideResNet {
 impl WideResNet {
     /// Builds WRN-depth-widen with RobustBench's names and initialisation.
     pub fn build(b: &mut Builder, shape: WrnShape) -> Result<Self> {
-        if shape.depth < 10 || (shape.depth - 4) % 6 != 0 || shape.widen == 0 || shape.base == 0 {
+        if shape.depth < 10 || !(shape.depth - 4).is_multiple_of(6) || shape.widen == 0 || shape.base == 0 {
             bail!("a WideResNet needs depth 6n + 4 ≥ 10 and widen, base ≥ 1, got {shape:?}");
         }
         let per_stage = (shape.depth - 4) / 6;
