@@ -118,8 +118,7 @@ enum Net {
     Resnet(resnet::ResNet),
     Senet(senet::SeNet),
     Regnet(regnet::RegNet),
-    Wrn(wide_resnet::WideResNet),
-    PreAct(preact::PreActResNet),
+    PreAct(preact::PreActNet),
 }
 
 /// A model: its architecture, its named tensors and its layer list.
@@ -152,9 +151,9 @@ impl Model {
             Arch::Resnet18 => Net::Resnet(resnet::ResNet::build(&mut b)?),
             Arch::Senet18 => Net::Senet(senet::SeNet::build(&mut b)?),
             Arch::Regnet200mf => Net::Regnet(regnet::RegNet::build(&mut b)?),
-            Arch::Wrn28_10 => Net::Wrn(wide_resnet::WideResNet::build(&mut b, wide_resnet::WrnShape { depth: 28, widen: 10, base: 16 })?),
-            Arch::Wrn34_10 => Net::Wrn(wide_resnet::WideResNet::build(&mut b, wide_resnet::WrnShape { depth: 34, widen: 10, base: 16 })?),
-            Arch::PreactResnet18 => Net::PreAct(preact::PreActResNet::build(&mut b)?),
+            Arch::Wrn28_10 => Net::PreAct(wide_resnet::build(&mut b, wide_resnet::WrnShape { depth: 28, widen: 10, base: 16 })?),
+            Arch::Wrn34_10 => Net::PreAct(wide_resnet::build(&mut b, wide_resnet::WrnShape { depth: 34, widen: 10, base: 16 })?),
+            Arch::PreactResnet18 => Net::PreAct(preact::PreActNet::preact_resnet18(&mut b, [64, 128, 256, 512])?),
         };
         Ok(Self::from_parts(arch, b, net))
     }
@@ -170,8 +169,8 @@ impl Model {
     pub(crate) fn narrow(arch: Arch, device: &Device) -> Result<Self> {
         let mut b = layers::Builder::new(ChaCha8Rng::seed_from_u64(0), device);
         let net = match arch {
-            Arch::Wrn28_10 | Arch::Wrn34_10 => Net::Wrn(wide_resnet::WideResNet::build(&mut b, wide_resnet::WrnShape { depth: 16, widen: 2, base: 2 })?),
-            Arch::PreactResnet18 => Net::PreAct(preact::PreActResNet::build_with_widths(&mut b, [2, 4, 8, 16])?),
+            Arch::Wrn28_10 | Arch::Wrn34_10 => Net::PreAct(wide_resnet::build(&mut b, wide_resnet::WrnShape { depth: 16, widen: 2, base: 2 })?),
+            Arch::PreactResnet18 => Net::PreAct(preact::PreActNet::preact_resnet18(&mut b, [2, 4, 8, 16])?),
             _ => bail!("{arch} has no narrow variant"),
         };
         Ok(Self::from_parts(arch, b, net))
@@ -250,7 +249,6 @@ impl Model {
             Net::Resnet(m) => m.forward(x, train),
             Net::Senet(m) => m.forward(x, train),
             Net::Regnet(m) => m.forward(x, train),
-            Net::Wrn(m) => m.forward(x, train),
             Net::PreAct(m) => m.forward(x, train),
         }
     }
@@ -298,7 +296,6 @@ impl Model {
             Net::Vgg(m) => m.lipschitz(norm),
             Net::Resnet(m) => m.lipschitz(norm),
             Net::Regnet(m) => m.lipschitz(norm),
-            Net::Wrn(m) => m.lipschitz(norm),
             Net::PreAct(m) => m.lipschitz(norm),
             Net::Senet(_) => return None,
         };

@@ -1,7 +1,7 @@
 //! Pre-activation residual networks as RobustBench defines them
-//! (`robustbench/model_zoo/architectures/resnet.py`): the pre-activation block both its
-//! PreActResNet and its WideResNet ([`super::wide_resnet`]) are made of, and PreActResNet-18
-//! with the BatchNorm before the classifier (`PreActResNet(PreActBlockV2, [2, 2, 2, 2],
+//! (`robustbench/model_zoo/architectures/resnet.py`): the pre-activation block and network
+//! both its PreActResNet and its WideResNet ([`super::wide_resnet`]) are made of, and
+//! PreActResNet-18 with the BatchNorm before the classifier (`PreActResNet(PreActBlockV2, [2, 2, 2, 2],
 //! bn_before_fc=True)`, the zoo's Rice2020OverfittingNetL2 and Kireev2021Effectiveness).
 //! BatchNorm is PyTorch's default (eps 1e-5, momentum 0.1), convs have no bias, the
 //! classifier has one; initialisation is PyTorch's default.
@@ -59,25 +59,28 @@ impl PreActBlock {
     }
 }
 
-/// PreActResNet-18 for CIFAR-10: a 3×3 stem conv (`conv1`), four stages of two
-/// pre-activation blocks (`layerN.M`, shortcut `shortcut.0`), BN + ReLU (`bn`), a 4×4
-/// average pool and `linear`.
+/// A pre-activation residual network: a 3×3 stem conv, pre-activation blocks, BN + ReLU,
+/// an average pool over the whole last map and a linear classifier. RobustBench's
+/// PreActResNet-18 ([`PreActNet::preact_resnet18`]) and its WideResNets
+/// ([`super::wide_resnet::build`]) are both this, under their own names.
 #[derive(Debug, Clone)]
-pub struct PreActResNet {
+pub struct PreActNet {
     conv1: Conv2d,
     blocks: Vec<PreActBlock>,
     bn: BatchNorm2d,
-    linear: Linear,
+    classifier: Linear,
 }
 
-impl PreActResNet {
-    /// RobustBench's PreActResNet-18 (stage widths 64, 128, 256, 512).
-    pub fn build(b: &mut Builder) -> Result<Self> {
-        Self::build_with_widths(b, [64, 128, 256, 512])
+impl PreActNet {
+    /// The network made of these layers, in forward order.
+    pub(super) fn new(conv1: Conv2d, blocks: Vec<PreActBlock>, bn: BatchNorm2d, classifier: Linear) -> Self {
+        Self { conv1, blocks, bn, classifier }
     }
 
-    /// The same network with other stage widths (narrow ones make small test fixtures).
-    pub fn build_with_widths(b: &mut Builder, widths: [usize; 4]) -> Result<Self> {
+    /// RobustBench's PreActResNet-18: `conv1`, four stages of two blocks (`layerN.M`,
+    /// shortcut `shortcut.0`) of `widths` channels (64, 128, 256, 512; narrow ones make small
+    /// test fixtures), `bn`, a 4×4 average pool and `linear`.
+    pub fn preact_resnet18(b: &mut Builder, widths: [usize; 4]) -> Result<Self> {
         let conv1 = b.conv2d("conv1", 3, widths[0], 3, 1, 1, 1, false, (32, 32))?;
         let mut blocks = Vec::new();
         let (mut in_c, mut hw) = (widths[0], 32);
@@ -92,7 +95,7 @@ impl PreActResNet {
         }
         let bn = b.batch_norm("bn", in_c, (hw, hw))?;
         let linear = b.linear("linear", in_c, super::NUM_CLASSES)?;
-        Ok(Self { conv1, blocks, bn, linear })
+        Ok(Self::new(conv1, blocks, bn, linear))
     }
 
     /// Logits for a batch of 3×32×32 images.
@@ -102,12 +105,14 @@ impl PreActResNet {
             h = block.forward(&h, train)?;
         }
         let h = self.bn.forward_relu(&h, train)?;
-        self.linear.forward(&h.avg_pool2d(4)?.flatten_from(1)?, train)
+        let side = h.dim(2)?;
+        self.classifier.forward(&h.avg_pool2d(side)?.flatten_from(1)?, train)
     }
 
-    /// Upper bound of the Lipschitz constant: stem × Π blocks × bn × linear.
+    /// Upper bound of the Lipschitz constant: stem × Π blocks × bn × classifier (ReLU and
+    /// the average pool are 1-Lipschitz).
     pub fn lipschitz(&self, norm: &dyn Fn(&str) -> f64) -> f64 {
         let blocks: f64 = self.blocks.iter().map(|b| b.lipschitz(norm)).product();
-        norm(&self.conv1.name) * blocks * norm(&self.bn.name) * norm(&self.linear.name)
+        norm(&self.conv1.name) * blocks * norm(&self.bn.name) * norm(&self.classifier.name)
     }
 }

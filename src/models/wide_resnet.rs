@@ -9,10 +9,9 @@
 //! never used by the forward pass) is not part of the model; its tensors in a checkpoint are
 //! ignored ([`super::Arch::ignores`]).
 
-use super::layers::{BatchNorm2d, Builder, Conv2d, Init, Linear};
-use super::preact::PreActBlock;
+use super::layers::{Builder, Init};
+use super::preact::{PreActBlock, PreActNet};
 use anyhow::{bail, Result};
-use candle_core::Tensor;
 
 /// A WideResNet's shape: WRN-`depth`-`widen`, with `base` stem channels (RobustBench: 16).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,56 +24,29 @@ pub struct WrnShape {
     pub base: usize,
 }
 
-/// A WideResNet.
-#[derive(Debug, Clone)]
-pub struct WideResNet {
-    conv1: Conv2d,
-    blocks: Vec<PreActBlock>,
-    bn1: BatchNorm2d,
-    fc: Linear,
-}
-
-impl WideResNet {
-    /// Builds WRN-depth-widen with RobustBench's names and initialisation.
-    pub fn build(b: &mut Builder, shape: WrnShape) -> Result<Self> {
-        if shape.depth < 10 || !(shape.depth - 4).is_multiple_of(6) || shape.widen == 0 || shape.base == 0 {
-            bail!("a WideResNet needs depth 6n + 4 ≥ 10 and widen, base ≥ 1, got {shape:?}");
-        }
-        let per_stage = (shape.depth - 4) / 6;
-        let widths = [shape.base * shape.widen, 2 * shape.base * shape.widen, 4 * shape.base * shape.widen];
-        let previous = b.init;
-        b.init = Init::WideResNet;
-        let conv1 = b.conv2d("conv1", 3, shape.base, 3, 1, 1, 1, false, (32, 32))?;
-        let mut blocks = Vec::new();
-        let (mut in_c, mut hw) = (shape.base, 32);
-        for (stage, (width, stride)) in widths.into_iter().zip([1, 2, 2]).enumerate() {
-            for i in 0..per_stage {
-                let s = if i == 0 { stride } else { 1 };
-                let prefix = format!("block{}.layer.{i}", stage + 1);
-                blocks.push(PreActBlock::build(b, &prefix, in_c, width, s, hw, in_c != width, "convShortcut")?);
-                in_c = width;
-                hw /= s;
-            }
-        }
-        let bn1 = b.batch_norm("bn1", in_c, (hw, hw))?;
-        let fc = b.linear("fc", in_c, super::NUM_CLASSES)?;
-        b.init = previous;
-        Ok(Self { conv1, blocks, bn1, fc })
+/// Builds WRN-depth-widen with RobustBench's names and initialisation.
+pub fn build(b: &mut Builder, shape: WrnShape) -> Result<PreActNet> {
+    if shape.depth < 10 || !(shape.depth - 4).is_multiple_of(6) || shape.widen == 0 || shape.base == 0 {
+        bail!("a WideResNet needs depth 6n + 4 ≥ 10 and widen, base ≥ 1, got {shape:?}");
     }
-
-    /// Logits for a batch of 3×32×32 images.
-    pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let mut h = self.conv1.forward(x, train)?;
-        for block in &self.blocks {
-            h = block.forward(&h, train)?;
+    let per_stage = (shape.depth - 4) / 6;
+    let widths = [shape.base * shape.widen, 2 * shape.base * shape.widen, 4 * shape.base * shape.widen];
+    let previous = b.init;
+    b.init = Init::WideResNet;
+    let conv1 = b.conv2d("conv1", 3, shape.base, 3, 1, 1, 1, false, (32, 32))?;
+    let mut blocks = Vec::new();
+    let (mut in_c, mut hw) = (shape.base, 32);
+    for (stage, (width, stride)) in widths.into_iter().zip([1, 2, 2]).enumerate() {
+        for i in 0..per_stage {
+            let s = if i == 0 { stride } else { 1 };
+            let prefix = format!("block{}.layer.{i}", stage + 1);
+            blocks.push(PreActBlock::build(b, &prefix, in_c, width, s, hw, in_c != width, "convShortcut")?);
+            in_c = width;
+            hw /= s;
         }
-        let h = self.bn1.forward_relu(&h, train)?;
-        self.fc.forward(&h.avg_pool2d(8)?.flatten_from(1)?, train)
     }
-
-    /// Upper bound of the Lipschitz constant: stem × Π blocks × bn1 × fc.
-    pub fn lipschitz(&self, norm: &dyn Fn(&str) -> f64) -> f64 {
-        let blocks: f64 = self.blocks.iter().map(|b| b.lipschitz(norm)).product();
-        norm(&self.conv1.name) * blocks * norm(&self.bn1.name) * norm(&self.fc.name)
-    }
+    let bn1 = b.batch_norm("bn1", in_c, (hw, hw))?;
+    let fc = b.linear("fc", in_c, super::NUM_CLASSES)?;
+    b.init = previous;
+    Ok(PreActNet::new(conv1, blocks, bn1, fc))
 }
