@@ -24,7 +24,7 @@ pub use normalize::{Normalization, NormalizeArg};
 pub use params::{ParamStore, Role};
 pub use spec::{LayerKind, LayerSpec};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -208,7 +208,7 @@ impl Model {
             (None, None) => None,
             _ => bail!("{} holds only one of 'mu' and 'sigma': input normalization needs both", path.display()),
         };
-        let loaded = self.params.load_state_dict(path, &state.tensors, &|name| arch.ignores(name)).with_context(|| format!("loading {} as a {arch}", path.display()))?;
+        let loaded = self.params.load_state_dict(path, &format!("a {arch}"), &state.tensors, &|name| arch.ignores(name))?;
         self.batches_tracked.store(loaded.batches_tracked, Ordering::Relaxed);
         self.normalization = normalize::resolve(normalize, from_file, &device)?;
         let mut summary = state.summary();

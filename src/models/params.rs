@@ -106,13 +106,14 @@ impl ParamStore {
         Ok(out)
     }
 
-    /// Sets every tensor from a state_dict read from `source` (a [`super::checkpoint`] file).
+    /// Sets every tensor from a state_dict read from `source` (a [`super::checkpoint`] file)
+    /// into this store of `model` (its name, for the messages).
     /// Every name of the store must be present with the right shape, and no other name may
     /// be (except BatchNorm's `num_batches_tracked` and names `ignore` accepts): all the
     /// missing, unexpected and mis-shaped names are listed in one error. The values pass
     /// [`super::validate::check_weights`] before any is set. Returns the largest
     /// `num_batches_tracked` and the names ignored.
-    pub fn load_state_dict(&self, source: &Path, tensors: &[(String, Tensor)], ignore: &dyn Fn(&str) -> bool) -> Result<Loaded> {
+    pub fn load_state_dict(&self, source: &Path, model: &str, tensors: &[(String, Tensor)], ignore: &dyn Fn(&str) -> bool) -> Result<Loaded> {
         let mut loaded = Loaded::default();
         let mut found: HashMap<&str, &Tensor> = HashMap::new();
         let mut unexpected = Vec::new();
@@ -135,7 +136,8 @@ impl ParamStore {
             .filter_map(|e| found.get(e.name.as_str()).filter(|t| t.dims() != e.var.dims()).map(|t| format!("{}: file {:?}, model {:?}", e.name, t.dims(), e.var.dims())))
             .collect();
         if !missing.is_empty() || !unexpected.is_empty() || !misshaped.is_empty() {
-            let mut msg = format!("{} does not fit this model (a checkpoint of another model?):", source.display());
+            unexpected.sort_unstable();
+            let mut msg = format!("{} does not fit {model} (a checkpoint of another model?):", source.display());
             for (what, names) in [("missing", missing.iter().map(|s| s.to_string()).collect::<Vec<_>>()), ("unexpected", unexpected.iter().map(|s| s.to_string()).collect()), ("wrong shape", misshaped)] {
                 if !names.is_empty() {
                     msg += &format!("\n  {what} ({}): {}", names.len(), names.join(", "));
