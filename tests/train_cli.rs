@@ -119,3 +119,27 @@ fn init_from_a_checkpoint_continues_like_the_seeded_run() {
     assert!(!r.status.success() && e.contains("features.8.weight: 294912 NaN of 294912 values"), "{e}");
     assert!(!c.join("checkpoint").exists(), "nothing written for a refused init");
 }
+
+/// `--resume` from an epoch checkpoint whose weights hold a NaN: refused, naming the tensor.
+#[test]
+fn resume_refuses_a_checkpoint_with_invalid_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_dir(&Cifar10 { train: split(32, 0), test: split(16, 5) }, &data).unwrap();
+    let out = dir.path().join("run");
+    let args = tiny_args(data.to_str().unwrap(), out.to_str().unwrap(), &["--reg", "plain"]);
+    let r = normlab(&args);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    // Make the finished run look interrupted after its epoch, with a damaged weight.
+    std::fs::remove_file(out.join("status.json")).unwrap();
+    let ckpt = out.join("checkpoint/epoch-1.safetensors");
+    let mut tensors = candle_core::safetensors::load(&ckpt, &candle_core::Device::Cpu).unwrap();
+    let w = tensors["model/features.4.weight"].clone();
+    tensors.insert("model/features.4.weight".into(), (w * f64::NAN).unwrap());
+    candle_core::safetensors::save(&tensors, &ckpt).unwrap();
+    let mut resume = args.clone();
+    resume.push("--resume");
+    let r = normlab(&resume);
+    let e = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success() && e.contains("epoch-1.safetensors") && e.contains("features.4.weight: 73728 NaN of 73728 values"), "{e}");
+}

@@ -160,7 +160,7 @@ fn first_names(names: &[String]) -> String {
 
 fn read_entry(zip: &mut zip::ZipArchive<BufReader<File>>, name: &str, path: &Path) -> Result<Vec<u8>> {
     let mut entry = zip.by_name(name).map_err(|e| anyhow!("{}: cannot find {name} in the archive ({e})", path.display()))?;
-    let mut bytes = Vec::with_capacity(entry.size().min(1 << 32) as usize);
+    let mut bytes = Vec::with_capacity(entry.size().min(1 << 26) as usize); // a damaged header may claim any size
     entry.read_to_end(&mut bytes).map_err(|e| anyhow!("{}: cannot read {name} ({e}); is the file damaged?", path.display()))?;
     Ok(bytes)
 }
