@@ -307,7 +307,7 @@ pub struct SelftestArgs {
     /// which exercises every path without a GPU).
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Models to check (default: all four).
+    /// Models to check (default: the paper's four).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub models: Vec<Arch>,
     /// Images per batch.
@@ -331,7 +331,7 @@ pub fn run(args: SelftestArgs) -> Result<()> {
     crate::device::set_tf32(args.tf32);
     crate::ops::set_kernels(crate::ops::Kernels::parse(&args.kernels)?);
     let device = crate::device::open(&args.device)?;
-    let models = if args.models.is_empty() { Arch::ALL.to_vec() } else { args.models.clone() };
+    let models = if args.models.is_empty() { Arch::PAPER.to_vec() } else { args.models.clone() };
     let mut checks = Vec::new();
     let print = |done: &[Check]| {
         if !args.json {

@@ -4,7 +4,7 @@
 use super::certified::{certify_ball, Certified};
 use super::protocol::{evaluate_with_progress, AttackConfig, AttackKind, RobustReport, Suite};
 use super::Norm;
-use crate::models::{Arch, Model};
+use crate::models::{Arch, Model, NormalizeArg};
 use crate::values::{NonEmpty, Radius};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
@@ -12,12 +12,19 @@ use std::path::PathBuf;
 /// Arguments of `normlab attack`.
 #[derive(Debug, clap::Args)]
 pub struct AttackArgs {
-    /// Model architecture: vgg11, resnet18, senet18, regnet200mf.
+    /// Model architecture: vgg11, resnet18, senet18, regnet200mf, wrn-28-10, wrn-34-10,
+    /// preact-resnet18.
     #[arg(long)]
     pub model: String,
-    /// Checkpoint (safetensors state_dict with PyTorch names).
+    /// Checkpoint: safetensors or a PyTorch .pt/.pth state_dict (wrapped or not), PyTorch's
+    /// names.
     #[arg(long)]
     pub checkpoint: PathBuf,
+    /// Input normalization in front of the model: CIFAR-10's mean and std, or none. Without
+    /// the flag, a checkpoint's own `mu`/`sigma` are used when it has them. ε stays in pixel
+    /// units; the certified bounds include the normalization's factor max 1/std.
+    #[arg(long, value_enum)]
+    pub normalize: Option<NormalizeArg>,
     /// CIFAR-10 directory in the binary layout (test_batch.bin).
     #[arg(long)]
     pub data: PathBuf,
@@ -110,15 +117,16 @@ impl AttackArgs {
 pub fn run(args: &AttackArgs) -> Result<()> {
     let arch = Arch::parse(&args.model)?;
     let device = crate::device::open(&args.device)?;
-    let model = Model::load(arch, &args.checkpoint, &device).with_context(|| format!("loading {} checkpoint {}", arch, args.checkpoint.display()))?;
+    let (model, summary) = Model::load_checkpoint(arch, &args.checkpoint, &device, args.normalize)?;
+    eprintln!("{summary}");
     let data = crate::data::binary::load_dir(&args.data).with_context(|| format!("loading CIFAR-10 from {}", args.data.display()))?;
     let f = |x: &candle_core::Tensor| model.forward(x, false);
     let mut reports = evaluate_with_progress(&f, &data.test, &args.config()?, args.batch, &device, args.format == Format::Text)?;
     let report = reports.remove(0);
     let certs = certify_ball(&model, &report.margins, args.norm, args.eps, !args.no_spectral)?;
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&json(args, arch, &report, &certs)?)?),
-        Format::Text => print!("{}", text(args, arch, &report, &certs)),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&json(args, &model, &report, &certs)?)?),
+        Format::Text => print!("{}", text(args, &model, &report, &certs)),
     }
     Ok(())
 }
@@ -131,10 +139,11 @@ fn throughput(report: &RobustReport) -> f64 {
 /// The report as one JSON object: the protocol's fields, the run's identity, and the
 /// certificates (`certified_acc` / `lipschitz_bound` from the ℓ∞ norms, `*_l2` from the
 /// spectral norms, null when n/a or skipped).
-fn json(args: &AttackArgs, arch: Arch, report: &RobustReport, certs: &[Certified]) -> Result<serde_json::Value> {
+fn json(args: &AttackArgs, model: &Model, report: &RobustReport, certs: &[Certified]) -> Result<serde_json::Value> {
     let mut v = serde_json::to_value(report)?;
     let obj = v.as_object_mut().context("report is not a JSON object")?;
-    obj.insert("model".into(), arch.name().into());
+    obj.insert("model".into(), model.arch.name().into());
+    obj.insert("normalization".into(), model.normalization.as_ref().map_or(serde_json::Value::Null, crate::models::Normalization::to_json));
     obj.insert("checkpoint".into(), args.checkpoint.display().to_string().into());
     obj.insert("device".into(), args.device.clone().into());
     obj.insert("images_per_second".into(), throughput(report).into());
@@ -168,14 +177,14 @@ fn json(args: &AttackArgs, arch: Arch, report: &RobustReport, certs: &[Certified
     Ok(v)
 }
 
-fn text(args: &AttackArgs, arch: Arch, report: &RobustReport, certs: &[Certified]) -> String {
+fn text(args: &AttackArgs, model: &Model, report: &RobustReport, certs: &[Certified]) -> String {
     let radius = match report.norm {
         Norm::Linf => format!("{:.6} ({:.2}/255)", report.eps, report.eps * 255.0),
         Norm::L2 => format!("{}", report.eps),
     };
     let mut s = format!(
         "{} from {} on {}: {} test images, {} ε = {radius}, {} suite, {} iterations, seed {}\n",
-        arch,
+        model.arch,
         args.checkpoint.display(),
         args.device,
         report.n,
@@ -184,6 +193,9 @@ fn text(args: &AttackArgs, arch: Arch, report: &RobustReport, certs: &[Certified
         report.iters,
         report.seed
     );
+    if let Some(n) = &model.normalization {
+        s += &format!("  {}\n", n.describe());
+    }
     s += &format!("  {:<22} {:>7.2}%\n", "clean accuracy", 100.0 * report.clean_acc);
     for ((name, acc), secs) in report.attacks.iter().zip(&report.robust_acc_after).zip(&report.attack_seconds) {
         s += &format!("  {:<22} {:>7.2}%   ({secs:.1} s)\n", format!("after {name}"), 100.0 * acc);

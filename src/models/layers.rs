@@ -114,13 +114,26 @@ fn tracked(t: &Tensor, track: bool) -> Tensor {
     }
 }
 
-/// Registers layers while a model is built: names, PyTorch default init from a seeded RNG
-/// (on the CPU, so every device starts from the same weights), and the layer list.
+/// How a builder initialises conv and linear layers (BatchNorm is always γ = 1, β = 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Init {
+    /// PyTorch's default: kaiming_uniform with a = √5, U(±1/√fan_in) for weights and biases.
+    PyTorch,
+    /// RobustBench's WideResNet: conv weights N(0, 2/(kh·kw·out_c)), linear biases 0, the
+    /// rest PyTorch's default.
+    WideResNet,
+}
+
+/// Registers layers while a model is built: names, the initial weights drawn from a seeded
+/// RNG (on the CPU, so every device starts from the same weights), and the layer list.
 pub struct Builder {
     /// Tensors registered so far.
     pub store: ParamStore,
     /// Layers registered so far, in forward order.
     pub layers: Vec<LayerSpec>,
+    /// The initialisation of the layers registered next (PyTorch's default unless a model
+    /// sets its own).
+    pub init: Init,
     rng: ChaCha8Rng,
     device: Device,
     stack: usize,
@@ -137,7 +150,7 @@ impl Builder {
     /// the same draw from `rng` (so each slice starts where the single model does). The layer
     /// list describes one copy.
     pub fn stacked(rng: ChaCha8Rng, device: &Device, stack: usize) -> Self {
-        Self { store: ParamStore::new(), layers: Vec::new(), rng, device: device.clone(), stack: stack.max(1) }
+        Self { store: ParamStore::new(), layers: Vec::new(), init: Init::PyTorch, rng, device: device.clone(), stack: stack.max(1) }
     }
 
     /// `stack` copies of `data` (one copy's values, of `shape`) side by side on the device.
@@ -146,6 +159,13 @@ impl Builder {
         shape[0] *= self.stack;
         let data = if self.stack == 1 { data } else { data.repeat(self.stack) };
         Ok(Tensor::from_vec(data, shape, &Device::Cpu)?.to_device(&self.device)?)
+    }
+
+    fn normal(&mut self, shape: &[usize], std: f64) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        let dist = rand_distr::Normal::new(0f32, std as f32)?;
+        let data: Vec<f32> = (0..n).map(|_| dist.sample(&mut self.rng)).collect();
+        self.stacked_tensor(data, shape)
     }
 
     fn uniform(&mut self, shape: &[usize], bound: f64) -> Result<Tensor> {
@@ -159,8 +179,8 @@ impl Builder {
         Ok(Tensor::full(value, len * self.stack, &self.device)?)
     }
 
-    /// A conv layer `prefix` on an `in_c × in_hw.0 × in_hw.1` input, PyTorch-initialised
-    /// (kaiming_uniform with a = √5: U(±1/√fan_in) for weight and bias).
+    /// A conv layer `prefix` on an `in_c × in_hw.0 × in_hw.1` input, initialised as
+    /// [`Builder::init`] says (PyTorch's default: U(±1/√fan_in) for weight and bias).
     #[allow(clippy::too_many_arguments)]
     pub fn conv2d(
         &mut self,
@@ -189,7 +209,10 @@ impl Builder {
             bias,
         };
         let bound = 1.0 / (spec.fan_in() as f64).sqrt();
-        let w = self.uniform(&spec.weight_shape(), bound)?;
+        let w = match self.init {
+            Init::PyTorch => self.uniform(&spec.weight_shape(), bound)?,
+            Init::WideResNet => self.normal(&spec.weight_shape(), (2.0 / (k * k * out_c) as f64).sqrt())?,
+        };
         let weight = self.store.insert(&spec.name, w, Role::Trainable)?.as_tensor().clone();
         let bias = if bias {
             let b = self.uniform(&[out_c], bound)?;
@@ -202,13 +225,17 @@ impl Builder {
         Ok(Conv2d { name, weight, bias, stride, padding, groups, stack: self.stack })
     }
 
-    /// A linear layer `prefix`, PyTorch-initialised (U(±1/√in) for weight and bias).
+    /// A linear layer `prefix`, PyTorch-initialised (U(±1/√in) for weight and bias; the bias
+    /// 0 under [`Init::WideResNet`]).
     pub fn linear(&mut self, prefix: &str, in_f: usize, out_f: usize) -> Result<Linear> {
         let spec = LayerSpec::linear(prefix, in_f, out_f);
         let bound = 1.0 / (in_f as f64).sqrt();
         let w = self.uniform(&spec.weight_shape(), bound)?;
         let weight = self.store.insert(&spec.name, w, Role::Trainable)?.as_tensor().clone();
-        let b = self.uniform(&[out_f], bound)?;
+        let b = match self.init {
+            Init::PyTorch => self.uniform(&[out_f], bound)?,
+            Init::WideResNet => self.constant(out_f, 0.0)?,
+        };
         let bias = Some(self.store.insert(&format!("{prefix}.bias"), b, Role::Trainable)?.as_tensor().clone());
         let name = spec.name.clone();
         self.layers.push(spec);

@@ -229,6 +229,7 @@ pub fn load(out: &Path, config: &TrainConfig, model: &Model, sgd: &mut Sgd, reg:
 
 /// Puts a checkpoint's tensors into the model, the optimizer and the regularizer.
 fn restore(tp: &Path, tensors: HashMap<String, Tensor>, config: &TrainConfig, model: &Model, sgd: &mut Sgd, reg: &mut Regularizer) -> Result<()> {
+    crate::models::validate::check_weights(tp, tensors.iter().filter_map(|(key, t)| key.strip_prefix("model/").map(|name| (name, t))))?;
     let mut sgd_state = BTreeMap::new();
     let mut reg_state = Vec::new();
     let mut restored = 0usize;
