@@ -131,13 +131,24 @@ fn regularizers() -> Vec<RegConfig> {
     vec![
         RegConfig::WeightDecay { beta: Positive(1e-2) },
         RegConfig::norm_decay(NormKind::L1, Positive(1e-2)),
-        RegConfig::NormDecay { norm: NormKind::Linf, beta: Positive(1e-2), gamma: Fraction(0.5), variant: NdVariant::Paper, include_bn: true },
-        RegConfig::Svc { clip: Positive(1.0), every: std::num::NonZeroU32::MIN },
+        RegConfig::NormDecay {
+            norm: NormKind::Linf,
+            beta: Positive(1e-2),
+            gamma: Fraction(0.5),
+            variant: NdVariant::Paper,
+            include_bn: true,
+            coverage: crate::regularize::Coverage::All,
+            project_bn: Some(crate::regularize::REFERENCE_BN_BOUND),
+        },
+        RegConfig::Svc { clip: Positive(1.0), every: std::num::NonZeroU32::MIN, coverage: crate::regularize::Coverage::All, final_clip: false },
+        // The reference's moments: clipped before the step of batch 1, stacked groups.
+        RegConfig::Svc { clip: Positive(1.0), every: std::num::NonZeroU32::new(2).expect("2 > 0"), coverage: crate::regularize::Coverage::Reference, final_clip: false },
     ]
 }
 
 /// One training step with each regularizer on `device` against the CPU: the weights after
-/// backward, the regularizer's gradient transform, SGD and (SVC) the post-step clipping.
+/// backward, the regularizer's gradient transform, its pre-step work (the reference's SVC
+/// clip, BatchNorm projection), SGD and (SVC with coverage all) the post-step clipping.
 pub fn compare_regularizers(arch: Arch, device: &Device, batch: usize) -> Result<Vec<Check>> {
     let (x, y) = fixed_batch(batch)?;
     let mut out = Vec::new();
@@ -149,12 +160,13 @@ pub fn compare_regularizers(arch: Arch, device: &Device, batch: usize) -> Result
             let logits = model.forward(&x.to_device(dev)?, true)?;
             let mut grads = candle_nn::loss::cross_entropy(&logits, &y.to_device(dev)?)?.backward()?;
             r.apply(&model, &mut grads)?;
+            r.before_step(&model, 1)?;
             Sgd::new(0.1, 0.9).step(&model.params, &grads)?;
             r.after_step(&model, 1)?;
             let parts = model.params.trainable().map(|e| e.var.as_tensor().to_device(&Device::Cpu)?.flatten_all()).collect::<candle_core::Result<Vec<_>>>()?;
             weights.push(Tensor::cat(&parts, 0)?);
         }
-        out.push(check(format!("{} one step of {}", arch.name(), reg.name()), &weights[1], &weights[0], FORWARD_TOL)?);
+        out.push(check(format!("{} one step of {}", arch.name(), reg.describe(arch.layers())), &weights[1], &weights[0], FORWARD_TOL)?);
     }
     Ok(out)
 }

@@ -111,15 +111,26 @@ pub struct Builder {
     pub layers: Vec<LayerSpec>,
     rng: ChaCha8Rng,
     device: Device,
+    /// Weights and biases 0 instead of drawn (a model's layout without its initialisation).
+    zeros: bool,
 }
 
 impl Builder {
     /// A builder whose initial weights are drawn from `rng` and placed on `device`.
     pub fn new(rng: ChaCha8Rng, device: &Device) -> Self {
-        Self { store: ParamStore::new(), layers: Vec::new(), rng, device: device.clone() }
+        Self { store: ParamStore::new(), layers: Vec::new(), rng, device: device.clone(), zeros: false }
+    }
+
+    /// A builder whose weights and biases are all 0 (BatchNorm as initialised): the layers and
+    /// parameter names of a model without the cost of drawing its initialisation.
+    pub fn zeros(device: &Device) -> Self {
+        Self { zeros: true, ..Self::new(<ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0), device) }
     }
 
     fn uniform(&mut self, shape: &[usize], bound: f64) -> Result<Tensor> {
+        if self.zeros {
+            return Ok(Tensor::zeros(shape, candle_core::DType::F32, &self.device)?);
+        }
         let n: usize = shape.iter().product();
         let dist = Uniform::new_inclusive(-bound as f32, bound as f32);
         let data: Vec<f32> = (0..n).map(|_| dist.sample(&mut self.rng)).collect();

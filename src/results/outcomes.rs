@@ -46,8 +46,17 @@ impl OutcomeSet {
 
 /// The set name of the robust outcomes at radius `eps`: `robust_eps_1_255`.
 pub fn robust_set(eps: Eps) -> String {
-    format!("robust_eps_{}", eps.column_suffix())
+    robust_set_of(&eps.column_suffix())
 }
+
+/// The set name of the robust outcomes of a radius by its column suffix (`1_255`, as the
+/// results' `robust_acc_eps_1_255` column names it).
+pub fn robust_set_of(suffix: &str) -> String {
+    format!("robust_eps_{suffix}")
+}
+
+/// The name of the clean set.
+pub const CLEAN_SET: &str = "clean";
 
 const HEADER: [&str; 5] = ["set", "index", "label", "correct", "flipped_by"];
 

@@ -37,6 +37,8 @@ pub struct ResultRow {
     pub status: String,
     /// normlab version and commit, for the report's provenance line.
     pub build: String,
+    /// The cell's configuration as JSON (the `config` column; empty when absent).
+    pub config: String,
 }
 
 impl ResultRow {
@@ -71,6 +73,7 @@ pub fn read(path: &Path) -> Result<Vec<ResultRow>> {
         (need(c::PLAN)?, need(c::CELL_ID)?, need(c::MODEL)?, need(c::REGULARIZER)?, need(c::STRENGTH)?, need(c::STATUS)?);
     let (adv, seed, clean, cert) = (col(c::ADV), col(c::SEED), col(c::CLEAN_ACC), col(c::CERTIFIED_ACC));
     let (l1, linf, version, commit) = (col(c::NORMS[0]), col(c::NORMS[2]), col(c::VERSION), col(c::GIT_COMMIT));
+    let config = col(c::CONFIG);
     let robust_cols: Vec<(usize, String)> = headers
         .iter()
         .enumerate()
@@ -96,6 +99,7 @@ pub fn read(path: &Path) -> Result<Vec<ResultRow>> {
             linf_sum: num(linf),
             status: text(Some(status)),
             build: format!("{} {}", text(version), text(commit)).trim().to_string(),
+            config: text(config),
         });
     }
     Ok(rows)

@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod executor;
 pub mod fake;
+pub mod listing;
 pub mod progress;
 pub mod scheduler;
 
