@@ -2,7 +2,9 @@
 """PyTorch twin of `normlab bench train`: the same four CIFAR-10 models (kuangliu
 pytorch-cifar definitions: VGG11 with BatchNorm, ResNet18, SENet18 with PreActBlock + SE,
 RegNetX_200MF) and the same training step (augmented random batch, forward, cross-entropy,
-backward, SGD momentum 0.9 lr 0.01), timed phase by phase. Prints images/s.
+backward, SGD momentum 0.9 lr 0.01). Prints images/s of the steps run as training runs them
+(no waits between phases, as `normlab bench train`), then a phase split from separate steps,
+and last a `RESULT {json}` line that `normlab bench record` reads.
 
 Not a dependency of the build or the tests. Setup (outside the repository):
     python3 -m venv /work/.venv-bench && /work/.venv-bench/bin/pip install torch
@@ -15,6 +17,8 @@ torch.backends.cuda.matmul.allow_tf32, whose PyTorch defaults are 1 and 0.)
 """
 
 import argparse
+import json
+import math
 import time
 
 import torch
@@ -234,43 +238,80 @@ def main():
     labels = torch.randint(0, 10, (n_images,), generator=gen)
     model = MODELS[args.model]().train().to(dev, memory_format=fmt)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    phases = {"data": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
-    cpu_start = None
-    for step in range(args.steps + 1):
-        if step == 1:
-            cpu_start = time.process_time()
+    def step_once(step, wait):
+        """One training step on batch `step`; with `wait`, synchronizes after each phase and
+        returns the phase times."""
         idx = (torch.arange(args.batch) + step * args.batch) % n_images
         t0 = time.perf_counter()
         x, y = augmented_batch(images, labels, idx, gen)
         x, y = x.to(dev, memory_format=fmt), y.to(dev)
-        sync()
+        if wait:
+            sync()
         t1 = time.perf_counter()
         loss = F.cross_entropy(model(x), y)
-        sync()
+        if wait:
+            sync()
         t2 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        sync()
+        if wait:
+            sync()
         t3 = time.perf_counter()
         opt.step()
-        sync()
+        if wait:
+            sync()
         t4 = time.perf_counter()
-        if not torch.isfinite(loss):
-            raise SystemExit(f"loss is {loss.item()} at step {step}")
-        if step > 0:
-            for k, d in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
-                phases[k] += d
+        return loss.detach(), (t1 - t0, t2 - t1, t3 - t2, t4 - t3)
+
+    def check(losses, first):
+        values = torch.stack(losses).float().cpu()
+        for i, v in enumerate(values.tolist()):
+            if not math.isfinite(v):
+                raise SystemExit(f"loss is {v} at step {first + i}")
+
+    # Warm-up (cuDNN benchmark's search, allocator), then the steps as training runs them: no
+    # waits between phases, the losses read once at the end (as normlab's bench).
+    loss, _ = step_once(0, True)
+    check([loss], 0)
+    cpu_start = time.process_time()
+    wall0 = time.perf_counter()
+    losses = [step_once(step, False)[0] for step in range(1, args.steps + 1)]
+    sync()
+    wall = time.perf_counter() - wall0
     cpu = time.process_time() - cpu_start
+    check(losses, 1)
+    # The phase split: separate steps with a wait after each phase (on the CPU the same as
+    # training; on a GPU the waits cost time training does not spend).
+    phases = {"data": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
+    for step in range(args.steps + 1, 2 * args.steps + 1):
+        loss, times = step_once(step, True)
+        check([loss], step)
+        for k, d in zip(phases, times):
+            phases[k] += d
     total = sum(phases.values())
     where = torch.cuda.get_device_name(dev) if cuda else f"cpu threads {torch.get_num_threads()}"
     prec = f"tf32 conv {torch.backends.cudnn.allow_tf32} matmul {torch.backends.cuda.matmul.allow_tf32}" if cuda else "fp32"
     print(f"pytorch train: model {args.model} torch {torch.__version__} batch {args.batch} steps {args.steps} {where} {prec} channels_last {args.channels_last}")
-    print(f"images/s            {args.batch * args.steps / total:10.1f}")
-    print(f"step                {1e3 * total / args.steps:10.1f} ms")
+    images_per_s = args.batch * args.steps / wall
+    print(f"images/s            {images_per_s:10.1f}")
+    print(f"step                {1e3 * wall / args.steps:10.1f} ms")
     print(f"images/CPU-s        {args.batch * args.steps / cpu:10.1f} (process CPU time, all threads)")
+    print(f"phases (separate steps, waiting after each phase; {1e3 * total / args.steps:.1f} ms per step):")
     for k, d in phases.items():
         print(f"  {k:<17} {1e3 * d / args.steps:10.1f} ms {100 * d / total:5.1f}%")
     print(f"matmul GFLOP/s      {matmul_gflops(dev):10.1f} (f32 n×n, n = 8192 on a GPU and 2048 on a CPU, best of 3)")
+    # The machine-readable line `normlab bench record` reads (src/bench/record.rs), last.
+    result = {
+        "tool": "pytorch",
+        "model": args.model,
+        "device": "cuda" if cuda else "cpu",
+        "precision": "tf32" if cuda and torch.backends.cudnn.allow_tf32 else "fp32",
+        "batch": args.batch,
+        "steps": args.steps,
+        "images_per_s": round(images_per_s, 3),
+        "step_ms": round(1e3 * wall / args.steps, 4),
+    }
+    print("RESULT " + json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -17,13 +17,13 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// List the models with their parameter counts, layer counts and forward FLOPs.
+    /// List the models (the paper's four and RobustBench's three) with their parameter counts, layer counts and forward FLOPs.
     Models,
     /// Import CIFAR-10 (official archive, its URL, or an image folder) into the binary layout.
     Data(crate::data::cli::DataArgs),
     /// Per-layer norms (l1, linf, l2 bound, spectral) of a model, or of two checkpoints side by side.
     Norms(crate::norms::cli::NormsArgs),
-    /// Time alternatives on this machine (`bench norms`, `bench train`).
+    /// Time alternatives on this machine (`bench norms`, `bench train`, `bench stack`).
     Bench(crate::bench::BenchArgs),
     /// Train a model on CIFAR-10 with one regularizer (the paper's protocol).
     Train(crate::train::cli::TrainArgs),
@@ -58,10 +58,10 @@ pub fn main() -> Result<()> {
 }
 
 fn list_models() -> Result<()> {
-    println!("{:<12} {:>12} {:>7} {:>14}", "model", "parameters", "layers", "fwd GFLOP/img");
+    println!("{:<16} {:>12} {:>7} {:>14}", "model", "parameters", "layers", "fwd GFLOP/img");
     for arch in crate::models::Arch::ALL {
         let m = crate::models::Model::new(arch, 0, &candle_core::Device::Cpu)?;
-        println!("{:<12} {:>12} {:>7} {:>14.3}", arch.name(), m.num_parameters(), m.layers.len(), 2.0 * m.forward_macs() as f64 / 1e9);
+        println!("{:<16} {:>12} {:>7} {:>14.3}", arch.name(), m.num_parameters(), m.layers.len(), 2.0 * m.forward_macs() as f64 / 1e9);
     }
     Ok(())
 }

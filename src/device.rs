@@ -64,16 +64,68 @@ impl std::str::FromStr for DeviceSpec {
 #[cfg(feature = "cuda")]
 fn open_cuda(ordinal: usize) -> Result<Device> {
     candle_core::cuda::set_gemm_reduced_precision_f32(tf32());
-    Device::new_cuda(ordinal).with_context(|| {
-        format!("cannot open cuda:{ordinal}: no usable NVIDIA GPU or driver on this machine (use --device cpu)")
-    })
+    let device = Device::new_cuda(ordinal).with_context(|| {
+        format!("cannot open cuda:{ordinal}: no usable NVIDIA GPU or driver on this machine (or no GPU {ordinal}); run on the CPU (cpu) instead")
+    })?;
+    if let Device::Cuda(d) = &device {
+        // Every tensor of this device lives on its one stream (candle's per-thread stream; each
+        // training thread opens its own device), so cudarc's per-allocation events, made to
+        // order uses across streams, are never waited on: two event creations per allocation
+        // and two destructions per free for nothing (docs/gpu-step.md §1).
+        // SAFETY: no tensor of this device is used from another stream.
+        unsafe { d.disable_event_tracking() };
+        keep_freed_memory(d)?;
+    }
+    Ok(device)
+}
+
+/// Sets the device's default memory pool to keep freed memory (release threshold: unlimited):
+/// with the driver's default of 0, memory freed during a step may be handed back to the OS at
+/// each synchronization and mapped again by the next step's allocations. Keeps this process's
+/// peak reserved (shared with other processes on the card only after it exits).
+#[cfg(feature = "cuda")]
+fn keep_freed_memory(d: &candle_core::CudaDevice) -> Result<()> {
+    use candle_core::cuda::cudarc::driver::sys;
+    let cu_device = d.cuda_stream().context().cu_device();
+    let mut pool = std::ptr::null_mut();
+    // SAFETY: plain driver calls on a valid device, with out-pointers to live locals.
+    let status = unsafe { sys::cuDeviceGetDefaultMemPool(&mut pool, cu_device) };
+    if status != sys::CUresult::CUDA_SUCCESS {
+        bail!("cannot get the CUDA device's memory pool: {status:?}");
+    }
+    let mut threshold = u64::MAX;
+    let attr = sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD;
+    let status = unsafe { sys::cuMemPoolSetAttribute(pool, attr, &mut threshold as *mut u64 as *mut std::ffi::c_void) };
+    if status != sys::CUresult::CUDA_SUCCESS {
+        bail!("cannot set the CUDA memory pool's release threshold: {status:?}");
+    }
+    Ok(())
+}
+
+/// The free memory of a CUDA device in bytes, as its driver counts it (what `normlab run
+/// --stack auto` sizes stacks from).
+#[cfg(feature = "cuda")]
+pub fn free_memory(device: &Device) -> Result<u64> {
+    match device {
+        Device::Cuda(d) => {
+            let (free, _total) = d.cuda_stream().context().mem_get_info().map_err(|e| anyhow::anyhow!("cannot read the GPU's free memory: {e:?}"))?;
+            Ok(free as u64)
+        }
+        other => bail!("free device memory asked of {other:?}, which is not a CUDA device"),
+    }
+}
+
+/// The free memory of a CUDA device: an error on a build without the `cuda` feature.
+#[cfg(not(feature = "cuda"))]
+pub fn free_memory(device: &Device) -> Result<u64> {
+    bail!("free memory of {device:?} asked for, but this normlab was built without the `cuda` feature")
 }
 
 #[cfg(not(feature = "cuda"))]
 fn open_cuda(ordinal: usize) -> Result<Device> {
     bail!(
-        "device cuda:{ordinal} asked for, but this normlab was built without the `cuda` feature; \
-         build it with `make cuda` (cargo build --release --features cuda,cudnn) or use --device cpu"
+        "cuda:{ordinal} asked for, but this normlab was built without the `cuda` feature: \
+         build it with `make cuda` (cargo build --release --features cuda,cudnn), or run on the CPU (cpu)"
     )
 }
 

@@ -10,7 +10,7 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     if let Err(err) = normlab::cli::main() {
-        eprintln!("error: {err:#}");
+        eprintln!("error: {}", normlab::util::error_text(&err));
         std::process::exit(1);
     }
 }

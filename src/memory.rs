@@ -30,3 +30,31 @@ pub fn retain_freed_memory() {
         }
     });
 }
+
+/// The process's resident memory in bytes (Linux: `/proc/self/statm`); `None` elsewhere.
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
+}
+
+/// Memory the kernel can give new allocations without swapping, in bytes (Linux:
+/// `MemAvailable` of `/proc/meminfo`); `None` elsewhere.
+pub fn available_bytes() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Returns the freed memory the process keeps ([`retain_freed_memory`]) to the kernel, so that
+/// the resident size measures what is in use (glibc's `malloc_trim`; a no-op elsewhere).
+pub fn trim() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes malloc's own lock and only releases free memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

@@ -20,7 +20,7 @@ use crate::models::{Arch, Model};
 use crate::norms::NormKind;
 use crate::optim::Sgd;
 use crate::regularize::{NdVariant, RegConfig, Regularizer};
-use crate::values::{Eps, Fraction, NonEmpty, Positive};
+use crate::values::{Fraction, NonEmpty, Positive, Radius};
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use serde::Serialize;
@@ -108,7 +108,7 @@ pub fn compare_model(arch: Arch, device: &Device, batch: usize) -> Result<Vec<Ch
 fn eval_logits_and_input_grad(model: &Model, x: &Tensor, y: &Tensor) -> Result<(Tensor, Tensor)> {
     let xv = Var::from_tensor(x)?;
     let logits = model.forward(xv.as_tensor(), false)?;
-    let loss = candle_nn::loss::cross_entropy(&logits, y)?;
+    let loss = crate::ops::cross_entropy(&logits, y)?;
     let grads = loss.backward()?;
     let gx = grads.get(xv.as_tensor()).context("no input gradient")?.clone();
     Ok((logits, gx))
@@ -116,7 +116,7 @@ fn eval_logits_and_input_grad(model: &Model, x: &Tensor, y: &Tensor) -> Result<(
 
 fn train_logits_and_weight_grads(model: &Model, x: &Tensor, y: &Tensor) -> Result<(Tensor, Vec<Tensor>)> {
     let logits = model.forward(x, true)?;
-    let loss = candle_nn::loss::cross_entropy(&logits, y)?;
+    let loss = crate::ops::cross_entropy(&logits, y)?;
     let grads = loss.backward()?;
     let mut out = Vec::new();
     for e in model.params.trainable() {
@@ -126,7 +126,7 @@ fn train_logits_and_weight_grads(model: &Model, x: &Tensor, y: &Tensor) -> Resul
     Ok((logits, out))
 }
 
-/// The regularizers checked: one optimizer step of each, after the same backward pass.
+/// The regularizers checked ([`REG_STEPS`] optimizer steps of each, from the same batch).
 fn regularizers() -> Vec<RegConfig> {
     vec![
         RegConfig::WeightDecay { beta: Positive(1e-2) },
@@ -146,9 +146,13 @@ fn regularizers() -> Vec<RegConfig> {
     ]
 }
 
-/// One training step with each regularizer on `device` against the CPU: the weights after
-/// backward, the regularizer's gradient transform, its pre-step work (the reference's SVC
-/// clip, BatchNorm projection), SGD and (SVC with coverage all) the post-step clipping.
+/// Training steps of each regularizer checked against the CPU (three: the optimizer's momentum
+/// buffers and norm decay's running buffers are carried from step to step; SVC one).
+const REG_STEPS: usize = 3;
+
+/// [`REG_STEPS`] training steps with each regularizer on `device` against the CPU: the weights
+/// after backward, the regularizer's gradient transform, its pre-step work (the reference's
+/// SVC clip, BatchNorm projection), SGD and (SVC with coverage all) the post-step clipping.
 pub fn compare_regularizers(arch: Arch, device: &Device, batch: usize) -> Result<Vec<Check>> {
     let (x, y) = fixed_batch(batch)?;
     let mut out = Vec::new();
@@ -157,17 +161,117 @@ pub fn compare_regularizers(arch: Arch, device: &Device, batch: usize) -> Result
         for dev in [&Device::Cpu, device] {
             let model = Model::new(arch, 7, dev)?;
             let mut r = Regularizer::new(reg, &model)?;
-            let logits = model.forward(&x.to_device(dev)?, true)?;
-            let mut grads = candle_nn::loss::cross_entropy(&logits, &y.to_device(dev)?)?.backward()?;
-            r.apply(&model, &mut grads)?;
-            r.before_step(&model, 1)?;
-            Sgd::new(0.1, 0.9).step(&model.params, &grads)?;
-            r.after_step(&model, 1)?;
+            let mut sgd = Sgd::new(0.1, 0.9);
+            // SVC's clipping (an FFT and SVD per conv on the CPU side) once; the others carry
+            // state from step to step.
+            let steps = if matches!(reg, RegConfig::Svc { .. }) { 1 } else { REG_STEPS };
+            for step in 1..=steps {
+                let logits = model.forward(&x.to_device(dev)?, true)?;
+                let mut grads = crate::ops::cross_entropy(&logits, &y.to_device(dev)?)?.backward()?;
+                let terms = r.apply(&model, &mut grads)?;
+                // Batch index `step` of the epoch: the reference's SVC (every 2) clips before step 1.
+                r.before_step(&model, step)?;
+                sgd.step(&model.params, &grads, &terms)?;
+                r.after_step(&model, step)?;
+            }
             let parts = model.params.trainable().map(|e| e.var.as_tensor().to_device(&Device::Cpu)?.flatten_all()).collect::<candle_core::Result<Vec<_>>>()?;
             weights.push(Tensor::cat(&parts, 0)?);
         }
-        out.push(check(format!("{} one step of {}", arch.name(), reg.describe(arch.layers())), &weights[1], &weights[0], FORWARD_TOL)?);
+        let steps = if matches!(reg, RegConfig::Svc { .. }) { 1 } else { REG_STEPS };
+        out.push(check(format!("{} {steps} step(s) of {}", arch.name(), reg.describe(arch.layers())), &weights[1], &weights[0], FORWARD_TOL)?);
     }
+    Ok(out)
+}
+
+/// Random values in [-1, 1) from `seed` as a tensor of `shape` on the CPU.
+fn random_tensor(shape: &[usize], seed: u64) -> Result<Tensor> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    Ok(Tensor::from_vec((0..n).map(|_| rng.gen_range(-1f32..1f32)).collect::<Vec<_>>(), shape, &Device::Cpu)?)
+}
+
+/// The fused training-step kernels one by one on `device` against the CPU path, on the same
+/// random inputs: train-mode BatchNorm + ReLU (output, running statistics, input, γ and β
+/// gradients), add + ReLU (output and both input gradients), cross-entropy (loss and logit
+/// gradients) and three multi-tensor SGD steps over more tensors than one launch takes, with
+/// a regularizer term on some (parameters and momentum buffers).
+pub fn compare_fused(device: &Device) -> Result<Vec<Check>> {
+    use crate::models::{ParamStore, Role};
+    use crate::ops::{self, BatchNormState};
+    let mut out = Vec::new();
+    let to = |t: &Tensor, d: &Device| -> Result<Tensor> { Ok(t.to_device(d)?) };
+    // BatchNorm + ReLU, train mode, through a loss Σ y·r.
+    let (x, r) = (random_tensor(&[8, 16, 6, 6], 1)?, random_tensor(&[8, 16, 6, 6], 2)?);
+    let (g0, b0) = (random_tensor(&[16], 3)?.affine(0.5, 1.0)?, random_tensor(&[16], 4)?);
+    let mut results = Vec::new();
+    for dev in [&Device::Cpu, device] {
+        let xv = Var::from_tensor(&to(&x, dev)?)?;
+        let (gv, bv) = (Var::from_tensor(&to(&g0, dev)?)?, Var::from_tensor(&to(&b0, dev)?)?);
+        let (rm, rv) = (Var::from_tensor(&Tensor::zeros(16, DType::F32, dev)?)?, Var::from_tensor(&Tensor::ones(16, DType::F32, dev)?)?);
+        let state = BatchNormState { running_mean: &rm, running_var: &rv, eps: 1e-5, momentum: 0.1 };
+        let y = ops::batch_norm_relu(xv.as_tensor(), gv.as_tensor(), bv.as_tensor(), &state, true)?;
+        let grads = (&y * to(&r, dev)?)?.sum_all()?.backward()?;
+        let g = |v: &Var| grads.get(v.as_tensor()).cloned().context("no gradient");
+        results.push([y.clone(), Tensor::cat(&[rm.as_tensor(), rv.as_tensor()], 0)?, g(&xv)?, Tensor::cat(&[g(&gv)?, g(&bv)?], 0)?]);
+    }
+    for (i, what) in ["output", "running statistics", "input gradient", "γ, β gradients"].iter().enumerate() {
+        let tol = if i < 2 { FORWARD_TOL } else { GRAD_TOL };
+        out.push(check(format!("fused BatchNorm + ReLU {what}"), &results[1][i], &results[0][i], tol)?);
+    }
+    // add + ReLU.
+    let (a, b) = (random_tensor(&[4, 8, 5, 5], 5)?, random_tensor(&[4, 8, 5, 5], 6)?);
+    let mut results = Vec::new();
+    for dev in [&Device::Cpu, device] {
+        let (av, bv) = (Var::from_tensor(&to(&a, dev)?)?, Var::from_tensor(&to(&b, dev)?)?);
+        let y = ops::add_relu(av.as_tensor(), bv.as_tensor())?;
+        let grads = (&y * to(&r.narrow(0, 0, 4)?.narrow(1, 0, 8)?.narrow(2, 0, 5)?.narrow(3, 0, 5)?, dev)?)?.sum_all()?.backward()?;
+        let g = |v: &Var| grads.get(v.as_tensor()).cloned().context("no gradient");
+        results.push([y.clone(), Tensor::cat(&[g(&av)?.flatten_all()?, g(&bv)?.flatten_all()?], 0)?]);
+    }
+    out.push(check("fused add + ReLU output".into(), &results[1][0], &results[0][0], FORWARD_TOL)?);
+    out.push(check("fused add + ReLU input gradients".into(), &results[1][1], &results[0][1], GRAD_TOL)?);
+    // Cross-entropy.
+    let logits = random_tensor(&[37, 10], 7)?.affine(3.0, 0.0)?;
+    let labels = Tensor::new((0..37u32).map(|i| (i * 7) % 10).collect::<Vec<_>>().as_slice(), &Device::Cpu)?;
+    let mut results = Vec::new();
+    for dev in [&Device::Cpu, device] {
+        let lv = Var::from_tensor(&to(&logits, dev)?)?;
+        let loss = ops::cross_entropy(lv.as_tensor(), &to(&labels, dev)?)?;
+        let grads = (&loss * 2.0)?.backward()?;
+        results.push([loss.reshape(1)?, grads.get(lv.as_tensor()).cloned().context("no gradient")?]);
+    }
+    out.push(check("fused cross-entropy loss".into(), &results[1][0], &results[0][0], FORWARD_TOL)?);
+    out.push(check("fused cross-entropy logit gradient".into(), &results[1][1], &results[0][1], GRAD_TOL)?);
+    // Multi-tensor SGD: 30 tensors (two launches), weight-decay-like terms on every third.
+    let shapes: Vec<Vec<usize>> = (0..30).map(|i| vec![1 + i % 7, 3 + (i * 5) % 11]).collect();
+    let mut results = Vec::new();
+    for dev in [&Device::Cpu, device] {
+        let mut store = ParamStore::new();
+        let mut vars = Vec::new();
+        for (i, s) in shapes.iter().enumerate() {
+            vars.push(store.insert(&format!("p{i}"), to(&random_tensor(s, 100 + i as u64)?, dev)?, Role::Trainable)?);
+        }
+        let mut sgd = Sgd::new(0.05, 0.9);
+        for step in 0..3u64 {
+            // Gradients from a loss Σ p·c (c random per step): ∂/∂p = c.
+            let mut loss = Tensor::zeros((), DType::F32, dev)?;
+            for (i, v) in vars.iter().enumerate() {
+                loss = (loss + (v.as_tensor() * to(&random_tensor(&shapes[i], 1000 * step + i as u64)?, dev)?)?.sum_all()?)?;
+            }
+            let grads = loss.backward()?;
+            let mut terms = crate::optim::GradTerms::default();
+            for (i, v) in vars.iter().enumerate().filter(|(i, _)| i % 3 == 0) {
+                terms.insert(&format!("p{i}"), 1e-2, v.as_tensor().detach());
+            }
+            sgd.step(&store, &grads, &terms)?;
+        }
+        let params = vars.iter().map(|v| v.as_tensor().to_device(&Device::Cpu)?.flatten_all()).collect::<candle_core::Result<Vec<_>>>()?;
+        let bufs = (0..30).map(|i| sgd.state()[&format!("p{i}")].to_device(&Device::Cpu)?.flatten_all()).collect::<candle_core::Result<Vec<_>>>()?;
+        results.push([Tensor::cat(&params, 0)?, Tensor::cat(&bufs, 0)?]);
+    }
+    out.push(check("fused SGD, 3 steps: parameters".into(), &results[1][0], &results[0][0], FORWARD_TOL)?);
+    out.push(check("fused SGD, 3 steps: momentum buffers".into(), &results[1][1], &results[0][1], FORWARD_TOL)?);
     Ok(out)
 }
 
@@ -180,10 +284,11 @@ pub fn compare_attack(arch: Arch, device: &Device, n: usize) -> Result<Vec<Check
     let split = Split::new(images, y.to_vec1::<u32>()?.iter().map(|&l| l as u8).collect())?;
     let cfg = AttackConfig {
         attacks: NonEmpty(vec![AttackKind::ApgdCe, AttackKind::ApgdT]),
-        eps: NonEmpty(vec![Eps(2.0 / 255.0)]),
+        eps: NonEmpty(vec![Radius(2.0 / 255.0)]),
         n: std::num::NonZeroUsize::new(n).context("compare_attack needs n ≥ 1")?,
         seed: 3,
         iters: std::num::NonZeroU32::new(10).expect("10 > 0"),
+        ..AttackConfig::default()
     };
     let mut reports = Vec::new();
     for dev in [&Device::Cpu, device] {
@@ -215,7 +320,7 @@ pub struct SelftestArgs {
     /// which exercises every path without a GPU).
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Models to check (default: all four).
+    /// Models to check (default: the paper's four).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub models: Vec<Arch>,
     /// Images per batch.
@@ -239,8 +344,23 @@ pub fn run(args: SelftestArgs) -> Result<()> {
     crate::device::set_tf32(args.tf32);
     crate::ops::set_kernels(crate::ops::Kernels::parse(&args.kernels)?);
     let device = crate::device::open(&args.device)?;
-    let models = if args.models.is_empty() { Arch::ALL.to_vec() } else { args.models.clone() };
+    let models = if args.models.is_empty() { Arch::PAPER.to_vec() } else { args.models.clone() };
     let mut checks = Vec::new();
+    let print = |done: &[Check]| {
+        if !args.json {
+            for c in done {
+                println!("{:<4} {:<55} rel. error {:>10.3e} (tolerance {:.0e})", if c.pass { "ok" } else { "FAIL" }, c.name, c.rel_error, c.tolerance);
+            }
+        }
+    };
+    // The fused kernels alone first: a failure there explains the model checks below.
+    let clock = std::time::Instant::now();
+    let fused = compare_fused(&device)?;
+    print(&fused);
+    if !args.json {
+        eprintln!("selftest: fused kernel checks in {:.1} s", clock.elapsed().as_secs_f64());
+    }
+    checks.extend(fused);
     // Each group's lines are printed as soon as it is done, so a run cut short by a time
     // limit still shows what passed and where it stopped.
     type Group = fn(Arch, &Device, usize) -> Result<Vec<Check>>;
@@ -249,10 +369,8 @@ pub fn run(args: SelftestArgs) -> Result<()> {
         for (what, group) in groups {
             let clock = std::time::Instant::now();
             let done = group(arch, &device, args.batch)?;
+            print(&done);
             if !args.json {
-                for c in &done {
-                    println!("{:<4} {:<55} rel. error {:>10.3e} (tolerance {:.0e})", if c.pass { "ok" } else { "FAIL" }, c.name, c.rel_error, c.tolerance);
-                }
                 eprintln!("selftest: {} {what} checks in {:.1} s", arch.name(), clock.elapsed().as_secs_f64());
             }
             checks.extend(done);
@@ -279,6 +397,9 @@ mod tests {
         assert!(checks.iter().all(|c| c.pass && c.rel_error == 0.0), "{checks:?}");
         let checks = compare_regularizers(Arch::Vgg11, &Device::Cpu, 2).unwrap();
         assert!(checks.iter().all(|c| c.pass), "{checks:?}");
+        let checks = compare_fused(&Device::Cpu).unwrap();
+        assert_eq!(checks.len(), 10);
+        assert!(checks.iter().all(|c| c.pass && c.rel_error == 0.0), "{checks:?}");
     }
 
     #[test]

@@ -119,17 +119,21 @@ impl<T: Serialize> Serialize for NonEmpty<T> {
     }
 }
 
-/// An ℓ∞ radius in [0, 1] on [0, 1] images, written `"1/255"`, `"0.0039"` or a plain number.
+/// A perturbation radius in input units on [0, 1] images: a finite number ≥ 0, written
+/// `"8/255"`, `"0.5"` or a plain number. Radii are not bounded by 1 here: an ℓ2 radius may
+/// exceed 1 (CIFAR-10's image cube has ℓ2 diameter √3072 ≈ 55.4). The configuration that
+/// knows the norm bounds it by that norm's diameter of the cube (`attack::AttackConfig`:
+/// ℓ∞ radii ≤ 1, ℓ2 radii ≤ √3072); [`Eps`] is the ℓ∞-only radius of adversarial training.
 #[derive(Clone, Copy, PartialEq)]
-pub struct Eps(pub f64);
+pub struct Radius(pub f64);
 
-impl fmt::Debug for Eps {
+impl fmt::Debug for Radius {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.label())
     }
 }
 
-impl Eps {
+impl Radius {
     /// The radius.
     pub fn get(self) -> f64 {
         self.0
@@ -152,16 +156,16 @@ impl Eps {
         Self::check(value).map_err(|e| format!("'{text}': {e}"))
     }
 
-    /// `value` if it lies in [0, 1]; else the reason.
+    /// `value` if it is a finite number ≥ 0; else the reason.
     pub fn check(value: f64) -> Result<Self, String> {
-        if !(0.0..=1.0).contains(&value) {
-            return Err(format!("a radius must lie in [0, 1] for images in [0, 1], found {value}"));
+        if !(value.is_finite() && value >= 0.0) {
+            return Err(format!("a radius must be a finite number ≥ 0, found {value}"));
         }
         Ok(Self(value))
     }
 
     /// A name usable in a CSV column: `1_255` for 1/255 (any k/255), else the decimal with `_`
-    /// for the point (`0_004`).
+    /// for the point (`0_004`, `0_5`).
     pub fn column_suffix(self) -> String {
         let k = self.0 * 255.0;
         if (k - k.round()).abs() < 1e-9 {
@@ -182,28 +186,77 @@ impl Eps {
     }
 }
 
-impl<'de> Deserialize<'de> for Eps {
+impl<'de> Deserialize<'de> for Radius {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = Eps;
+            type Value = Radius;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a radius such as \"1/255\", \"0.0039\" or 0.0039")
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Eps, E> {
-                Eps::parse(v).map_err(E::custom)
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Radius, E> {
+                Radius::parse(v).map_err(E::custom)
             }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Eps, E> {
-                Eps::check(v).map_err(E::custom)
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Radius, E> {
+                Radius::check(v).map_err(E::custom)
             }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Eps, E> {
-                Eps::check(v as f64).map_err(E::custom)
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Radius, E> {
+                Radius::check(v as f64).map_err(E::custom)
             }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Eps, E> {
-                Eps::check(v as f64).map_err(E::custom)
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Radius, E> {
+                Radius::check(v as f64).map_err(E::custom)
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+impl Serialize for Radius {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(self.0)
+    }
+}
+
+/// An ℓ∞ radius in [0, 1] on [0, 1] images (adversarial training's ε and step), written as a
+/// [`Radius`].
+#[derive(Clone, Copy, PartialEq)]
+pub struct Eps(pub f64);
+
+impl fmt::Debug for Eps {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.label())
+    }
+}
+
+impl Eps {
+    /// The radius.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+
+    /// Parses `k/255`-style fractions or decimals.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let r = Radius::parse(text)?;
+        Self::check(r.get()).map_err(|e| format!("'{text}': {e}"))
+    }
+
+    /// `value` if it lies in [0, 1]; else the reason.
+    pub fn check(value: f64) -> Result<Self, String> {
+        if !(0.0..=1.0).contains(&value) {
+            return Err(format!("a radius must lie in [0, 1] for images in [0, 1], found {value}"));
+        }
+        Ok(Self(value))
+    }
+
+    /// A short label for tables and plots: `1/255` or the decimal.
+    pub fn label(self) -> String {
+        Radius(self.0).label()
+    }
+}
+
+impl<'de> Deserialize<'de> for Eps {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Eps::check(Radius::deserialize(d)?.get()).map_err(de::Error::custom)
     }
 }
 
@@ -236,14 +289,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn eps_parses_fractions_and_names_columns() {
+    fn radii_parse_fractions_and_name_columns() {
         assert!((Eps::parse("1/255").unwrap().get() - 1.0 / 255.0).abs() < 1e-15);
-        assert_eq!(Eps::parse("8/255").unwrap().column_suffix(), "8_255");
-        assert_eq!(Eps::parse("0").unwrap().column_suffix(), "0_255");
-        assert_eq!(Eps::parse("0.004").unwrap().column_suffix(), "0_004");
+        assert_eq!(Radius::parse("8/255").unwrap().column_suffix(), "8_255");
+        assert_eq!(Radius::parse("0").unwrap().column_suffix(), "0_255");
+        assert_eq!(Radius::parse("0.004").unwrap().column_suffix(), "0_004");
+        assert_eq!(Radius::parse("0.5").unwrap().column_suffix(), "0_5");
         assert_eq!(Eps::parse("2/255").unwrap().label(), "2/255");
         assert!(Eps::parse("1/0").is_err());
-        assert!(Eps::parse("2").is_err());
         assert!(Eps::parse("abc").is_err());
+        // ℓ∞ training radii stop at 1; radii in general do not (an ℓ2 ball of radius 2).
+        assert!(Eps::parse("2").unwrap_err().contains("[0, 1]"));
+        assert_eq!(Radius::parse("2").unwrap().get(), 2.0);
+        for bad in ["-0.1", "nan", "inf", "1/0", "x"] {
+            assert!(Radius::parse(bad).is_err(), "{bad}");
+        }
+        assert!(serde_json::from_str::<Eps>("1.5").is_err());
+        assert_eq!(serde_json::from_str::<Radius>("\"3/2\"").unwrap().get(), 1.5);
     }
 }

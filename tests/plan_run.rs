@@ -15,7 +15,7 @@ fn bin() -> Command {
     let exe = std::env::var("NORMLAB_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_normlab").to_string());
     let mut c = Command::new(exe);
     c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    for k in ["NORMLAB_FAKE_EPOCH_MS", "NORMLAB_FAKE_FAIL", "NORMLAB_FAKE_PANIC", "NORMLAB_FAKE_NAN"] {
+    for k in ["NORMLAB_FAKE_EPOCH_MS", "NORMLAB_FAKE_FAIL", "NORMLAB_FAKE_PANIC", "NORMLAB_FAKE_NAN", "NORMLAB_FAKE_DISK_FULL"] {
         c.env_remove(k);
     }
     c
@@ -100,6 +100,22 @@ fn the_good_plan_is_accepted() {
 }
 
 #[test]
+fn an_l2_standard_plan_names_its_columns_and_keeps_the_paper_ids() {
+    let l2 = GOOD.replace("    models:", "    evaluation: (robust: (norm: l2, eps: [\"0.5\", \"3/2\"], suite: standard)),\n    models:");
+    let p = plan::parse(Path::new("plans/l2.ron"), &l2).unwrap();
+    let names: Vec<String> = p.robust.iter().map(|c| c.name()).collect();
+    assert_eq!(names, vec!["robust_acc_eps_0_5_l2_standard", "robust_acc_eps_1_5_l2_standard"]);
+    let config = serde_json::to_string(&p.cells[0].config).unwrap();
+    assert!(config.contains(r#""attacks":["apgd_ce","apgd_t","fab_t","square"],"eps":[0.5,1.5],"n":1024,"seed":0,"iters":100,"norm":"l2""#), "{config}");
+    // Writing the defaults out changes no id.
+    let spelled = GOOD.replace("    models:", "    evaluation: (robust: (norm: linf, suite: paper, queries: 5000)),\n    models:");
+    let (a, b) = (plan::parse(Path::new("a.ron"), GOOD).unwrap(), plan::parse(Path::new("b.ron"), &spelled).unwrap());
+    assert_eq!(a.cells.iter().map(|c| &c.id).collect::<Vec<_>>(), b.cells.iter().map(|c| &c.id).collect::<Vec<_>>());
+    assert_eq!(b.robust[0].name(), "robust_acc_eps_1_255");
+    assert_ne!(a.cells[0].id, p.cells[0].id);
+}
+
+#[test]
 fn every_kind_of_bad_plan_names_its_line() {
     // (what is wrong, the plan, the line it must point at, a phrase the message must hold)
     let cases: Vec<(&str, String, usize, &str)> = vec![
@@ -122,6 +138,11 @@ fn every_kind_of_bad_plan_names_its_line() {
         ("milestone past the end", GOOD.replace("    models:", "    training: (epochs: 10, milestones: [5, 12]),\n    models:"), 4, "milestones"),
         ("momentum out of range", GOOD.replace("    models:", "    training: (momentum: 1.5),\n    models:"), 4, "[0, 1)"),
         ("bad radius", GOOD.replace("    models:", "    evaluation: (robust: (eps: [\"1/0\"])),\n    models:"), 4, "division"),
+        ("ℓ∞ radius above 1", GOOD.replace("    models:", "    evaluation: (robust: (eps: [\"2\"])),\n    models:"), 4, "outside [0, 1]"),
+        ("ℓ2 radius past the cube", GOOD.replace("    models:", "    evaluation: (robust: (norm: l2, eps: [\"60\"])),\n    models:"), 4, "√3072"),
+        ("suite against its list", GOOD.replace("    models:", "    evaluation: (robust: (suite: standard, attacks: [fgsm])),\n    models:"), 4, "contradict"),
+        ("ℓ∞-only attack at ℓ2", GOOD.replace("    models:", "    evaluation: (robust: (norm: l2, suite: custom, attacks: [pgd])),\n    models:"), 4, "ℓ∞ attack"),
+        ("unknown norm", GOOD.replace("    models:", "    evaluation: (robust: (norm: l1)),\n    models:"), 4, "l1"),
         ("bad plan name", GOOD.replace("\"t\"", "\"a/b\""), 2, "name"),
         ("syntax error", GOOD.replace("models: [vgg11],", "models: [vgg11"), 5, ""),
     ];
@@ -336,7 +357,17 @@ fn failures_panics_and_nan_are_rows_and_the_others_go_on() {
     let results = dir.path().join("results");
     let env = [("NORMLAB_FAKE_FAIL", "svc"), ("NORMLAB_FAKE_PANIC", "nd-l1"), ("NORMLAB_FAKE_NAN", "nd-linf")];
     let o = run_fake(&p, &results, &["--jobs-per-device", "2"], &env);
-    assert!(o.status.success(), "one cell's failure must not fail the run: {}", text(&o));
+    // Every cell ran; the run says how many failed and how to rerun them, and exits non-zero
+    // (so a Slurm task that ran them is not marked COMPLETED).
+    assert!(!o.status.success(), "a run with failed cells must exit non-zero: {}", text(&o));
+    let last = text(&o).trim_end().lines().last().unwrap_or("").to_string();
+    assert!(last.contains("4 cell(s) of this run failed") && last.contains("--retry-failed"), "{}", text(&o));
+    // The next run has nothing to do but says the failed rows are there and how to rerun them.
+    let o = run_fake(&p, &results, &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("4 cell(s) of this plan have a failed row") && text(&o).contains("--retry-failed"), "{}", text(&o));
+    let o = bin().args(["run", p.to_str().unwrap(), "--dry-run", "--results", results.to_str().unwrap()]).output().unwrap();
+    assert!(text(&o).contains("4 cell(s) have a failed row") && text(&o).contains("--retry-failed"), "{}", text(&o));
     let csv_path = results.join("fail.csv");
     let mut r = csv::Reader::from_path(&csv_path).unwrap();
     let h = r.headers().unwrap().clone();

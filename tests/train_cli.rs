@@ -80,3 +80,66 @@ fn bad_flags_are_named() {
     assert!(error_of(&["--reg", "plain", "--device", "tpu"]).contains("tpu"));
     assert!(error_of(&["--reg", "plain"]).contains("/nonexistent"));
 }
+
+/// `--init` with the seeded init's own weights (as `norms --save-init` writes them) gives the
+/// same run, bit for bit, as starting from the seed; a file with a NaN weight is refused.
+#[test]
+fn init_from_a_checkpoint_continues_like_the_seeded_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_dir(&Cifar10 { train: split(32, 0), test: split(16, 5) }, &data).unwrap();
+    let init = dir.path().join("init.safetensors");
+    let r = normlab(&["norms", "--model", "vgg11", "--seed", "1", "--no-spectral", "--save-init", init.to_str().unwrap()]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let d = data.to_str().unwrap();
+    let reg = ["--reg", "nd-l1", "--beta", "1e-3"];
+    let (a, b) = (dir.path().join("seeded"), dir.path().join("init"));
+    let r = normlab(&tiny_args(d, a.to_str().unwrap(), &reg));
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let mut with_init = tiny_args(d, b.to_str().unwrap(), &reg);
+    with_init.extend(["--init", init.to_str().unwrap()]);
+    let r = normlab(&with_init);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("--init: read"), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(std::fs::read(a.join("model.safetensors")).unwrap(), std::fs::read(b.join("model.safetensors")).unwrap());
+    // The same OUT again with --init: refused, pointing at --resume.
+    let r = normlab(&with_init);
+    assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains("--resume"));
+    // A NaN in the init weights: refused before training, naming the tensor.
+    let m = normlab::models::Model::load(normlab::models::Arch::Vgg11, &init, &candle_core::Device::Cpu).unwrap();
+    let v = m.params.var("features.8.weight").unwrap();
+    v.set(&(v.as_tensor() * f64::NAN).unwrap()).unwrap();
+    let bad = dir.path().join("bad.safetensors");
+    m.save(&bad).unwrap();
+    let c = dir.path().join("bad-run");
+    let mut args = tiny_args(d, c.to_str().unwrap(), &reg);
+    args.extend(["--init", bad.to_str().unwrap()]);
+    let r = normlab(&args);
+    let e = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success() && e.contains("features.8.weight: 294912 NaN of 294912 values"), "{e}");
+    assert!(!c.join("checkpoint").exists(), "nothing written for a refused init");
+}
+
+/// `--resume` from an epoch checkpoint whose weights hold a NaN: refused, naming the tensor.
+#[test]
+fn resume_refuses_a_checkpoint_with_invalid_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_dir(&Cifar10 { train: split(32, 0), test: split(16, 5) }, &data).unwrap();
+    let out = dir.path().join("run");
+    let args = tiny_args(data.to_str().unwrap(), out.to_str().unwrap(), &["--reg", "plain"]);
+    let r = normlab(&args);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    // Make the finished run look interrupted after its epoch, with a damaged weight.
+    std::fs::remove_file(out.join("status.json")).unwrap();
+    let ckpt = out.join("checkpoint/epoch-1.safetensors");
+    let mut tensors = candle_core::safetensors::load(&ckpt, &candle_core::Device::Cpu).unwrap();
+    let w = tensors["model/features.4.weight"].clone();
+    tensors.insert("model/features.4.weight".into(), (w * f64::NAN).unwrap());
+    candle_core::safetensors::save(&tensors, &ckpt).unwrap();
+    let mut resume = args.clone();
+    resume.push("--resume");
+    let r = normlab(&resume);
+    let e = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success() && e.contains("epoch-1.safetensors") && e.contains("features.4.weight: 73728 NaN of 73728 values"), "{e}");
+}

@@ -6,7 +6,7 @@
 
 use super::losses::{loss_and_input_grad, loss_fn_and_input_grad, Loss};
 use super::pgd::signed_step;
-use super::{check_in_ball, per_sample, Ball, Logits};
+use super::{check_in_ball, per_sample, Ball, Logits, Norm};
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor};
 use rand::Rng;
@@ -17,7 +17,7 @@ use rand::Rng;
 pub fn pgd_examples<R: Rng + ?Sized>(f: &Logits, x: &Tensor, y: &Tensor, eps: f64, step: f64, steps: usize, rng: &mut R) -> Result<Tensor> {
     check_settings(eps, step, steps)?;
     let labels = y.to_dtype(DType::U32)?.to_vec1::<u32>()?;
-    let ball = Ball::new(x, eps)?;
+    let ball = Ball::new(x, Norm::Linf, eps)?;
     let noise: Vec<f32> = (0..x.elem_count()).map(|_| rng.gen_range(-1.0f32..=1.0)).collect();
     let noise = Tensor::from_vec(noise, x.shape(), x.device())?.to_dtype(x.dtype())?;
     let mut x_adv = ball.project(&(x + (noise * eps)?)?)?;
@@ -26,7 +26,7 @@ pub fn pgd_examples<R: Rng + ?Sized>(f: &Logits, x: &Tensor, y: &Tensor, eps: f6
         let e = loss_and_input_grad(f, &x_adv, Loss::Ce, &labels)?;
         x_adv = signed_step(&ball, &x_adv, &e.grad, &eta)?;
     }
-    check_in_ball(x, &x_adv, eps)?;
+    check_in_ball(x, &x_adv, Norm::Linf, eps)?;
     Ok(x_adv.detach())
 }
 
@@ -35,7 +35,7 @@ pub fn pgd_examples<R: Rng + ?Sized>(f: &Logits, x: &Tensor, y: &Tensor, eps: f6
 /// ε-ball ∩ [0, 1] (the start is projected too); the final iterate, detached.
 pub fn trades_examples<R: Rng + ?Sized>(f: &Logits, x: &Tensor, eps: f64, step: f64, steps: usize, rng: &mut R) -> Result<Tensor> {
     check_settings(eps, step, steps)?;
-    let ball = Ball::new(x, eps)?;
+    let ball = Ball::new(x, Norm::Linf, eps)?;
     let p_clean = candle_nn::ops::softmax(&f(&x.detach())?, 1)?.detach();
     let log_p_clean = p_clean.clamp(1e-30f64, 1f64)?.log()?;
     let noise: Vec<f32> = (0..x.elem_count()).map(|_| 0.001 * standard_normal(rng)).collect();
@@ -50,7 +50,7 @@ pub fn trades_examples<R: Rng + ?Sized>(f: &Logits, x: &Tensor, eps: f64, step: 
         let e = loss_fn_and_input_grad(f, &x_adv, &kl)?;
         x_adv = signed_step(&ball, &x_adv, &e.grad, &eta)?;
     }
-    check_in_ball(x, &x_adv, eps)?;
+    check_in_ball(x, &x_adv, Norm::Linf, eps)?;
     Ok(x_adv.detach())
 }
 

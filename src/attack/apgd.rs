@@ -1,18 +1,23 @@
 //! APGD (Croce & Hein 2020, "Reliable evaluation of adversarial robustness with an ensemble
-//! of diverse parameter-free attacks"), ℓ∞, with AutoAttack's standard-version settings and
-//! the behaviour of its reference implementation (fra31/auto-attack, `autopgd_base.py`):
+//! of diverse parameter-free attacks"), ℓ∞ and ℓ2, with AutoAttack's standard-version
+//! settings and the behaviour of its reference implementation (fra31/auto-attack,
+//! `autopgd_base.py`):
 //!
-//! - start: x₀ = clip₀₁(x + ε·t / (max|t| + 1e-12)), t uniform in [−1, 1];
-//! - step size η = 2ε per point;
-//! - step: z = P(x_k + η·sign ∇ₖ), x_{k+1} = P(x_k + a(z − x_k) + (1 − a)(x_k − x_{k−1}))
-//!   with a = 0.75 (a = 1 at k = 0), P the projection onto the ε-ball ∩ [0, 1];
+//! - start (lines 206–213, 230): x₀ = clip₀₁(x + ε·t / (‖t‖ + 1e-12)), t uniform in [−1, 1]
+//!   with the ℓ∞ norm (max |t|), standard normal with the ℓ2 norm;
+//! - step size η = 2ε per point (line 293, for both norms);
+//! - step (lines 328–344): z = P(x_k + η·s_k), x_{k+1} = P(x_k + a(z − x_k) + (1 − a)(x_k −
+//!   x_{k−1})) with a = 0.75 (a = 1 at k = 0), s_k = sign ∇ₖ (ℓ∞) or ∇ₖ / (‖∇ₖ‖₂ + 1e-12)
+//!   (ℓ2), P the [`Ball`]'s map onto the ε-ball ∩ [0, 1] (for ℓ2 AutoAttack's rescale to
+//!   length ≤ ε, then clip);
 //! - checkpoints after w₁ = ⌊0.22·N⌋ iterations, then windows shrinking by ⌊0.03·N⌋ down to
 //!   ⌊0.06·N⌋ (fractions p₀ = 0, p₁ = 0.22, p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06));
 //! - at a checkpoint closing a window of w iterations, a point's step halves when its loss rose
 //!   in at most ρ·w of them (ρ = 0.75), or when its step did not halve at the previous
 //!   checkpoint and its best loss has not improved since; a point whose step halves restarts
-//!   from its best point and that point's gradient. As in the reference, the loss history
-//!   starts zero-filled, so the first comparison of the first window is against 0;
+//!   from its best point and that point's gradient (lines 405–424, the same rule for ℓ∞ and
+//!   ℓ2). As in the reference, the loss history starts zero-filled, so the first comparison of
+//!   the first window is against 0;
 //! - a point is fooled once any iterate is misclassified; restarts (and, for APGD-T, the 9
 //!   target classes: the 2nd..10th largest clean logits) run only on points not yet fooled.
 //!
@@ -21,7 +26,7 @@
 //! is where most of the saving on weak models comes from.
 
 use super::losses::{descending, loss_and_input_grad, Loss};
-use super::{argmax_rows, check_in_ball, index_tensor, per_sample, row_mask, set_rows, uniform_directions, Adversarial, Ball, Logits};
+use super::{argmax_rows, check_in_ball, index_tensor, per_sample, row_mask, set_rows, start_directions, Adversarial, Ball, Logits, Norm};
 use anyhow::{bail, Result};
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
@@ -42,7 +47,9 @@ pub enum ApgdLoss {
 pub struct ApgdConfig {
     /// The loss.
     pub loss: ApgdLoss,
-    /// ℓ∞ radius in input units.
+    /// The norm of the ball.
+    pub norm: Norm,
+    /// Radius in input units.
     pub eps: f64,
     /// Iterations per run (N).
     pub iters: usize,
@@ -59,9 +66,10 @@ pub struct ApgdConfig {
 }
 
 impl ApgdConfig {
-    /// AutoAttack's standard version: 100 iterations, 1 restart, 9 target classes, ρ = 0.75.
-    pub fn standard(loss: ApgdLoss, eps: f64) -> Self {
-        Self { loss, eps, iters: 100, restarts: 1, targets: 9, rho: 0.75, seed: 0, batch: 256 }
+    /// AutoAttack's standard version: 100 iterations, 1 restart, 9 target classes, ρ = 0.75
+    /// (`autoattack.py` lines 33–48 and 308–317).
+    pub fn standard(loss: ApgdLoss, norm: Norm, eps: f64) -> Self {
+        Self { loss, norm, eps, iters: 100, restarts: 1, targets: 9, rho: 0.75, seed: 0, batch: 256 }
     }
 
     /// Forward+backward runs per point that survives everything: iterations × restarts
@@ -74,8 +82,8 @@ impl ApgdConfig {
     }
 
     fn validate(&self, classes: usize) -> Result<()> {
-        if !self.eps.is_finite() || !(0.0..=1.0).contains(&self.eps) {
-            bail!("APGD ε = {} must lie in [0, 1]", self.eps);
+        if !(self.eps.is_finite() && self.eps >= 0.0) {
+            bail!("APGD ε = {} must be a finite number ≥ 0", self.eps);
         }
         if self.iters == 0 || self.restarts == 0 || self.batch == 0 {
             bail!("APGD needs iters ≥ 1, restarts ≥ 1 and batch ≥ 1 (got {}, {}, {})", self.iters, self.restarts, self.batch);
@@ -160,7 +168,7 @@ pub fn apgd(f: &Logits, x: &Tensor, y: &[u32], cfg: &ApgdConfig, tick: &dyn Fn()
                 let xc = x.index_select(&idx, 0)?;
                 let yc: Vec<u32> = chunk.iter().map(|&i| y[i]).collect();
                 let tc: Vec<u32> = chunk.iter().map(|&i| order[i][target_rank]).collect();
-                let t = uniform_directions(&xc, chunk, cfg.seed, run)?;
+                let t = start_directions(&xc, chunk, cfg.seed, run, cfg.norm)?;
                 let res = single_run(f, &xc, &yc, &tc, &t, cfg.loss, cfg, tick)?;
                 out = set_rows(&out, chunk, &res.x_adv)?;
                 for (&i, &fl) in chunk.iter().zip(&res.fooled) {
@@ -170,7 +178,7 @@ pub fn apgd(f: &Logits, x: &Tensor, y: &[u32], cfg: &ApgdConfig, tick: &dyn Fn()
             run += 1;
         }
     }
-    check_in_ball(x, &out, cfg.eps)?;
+    check_in_ball(x, &out, cfg.norm, cfg.eps)?;
     Ok(Adversarial { x_adv: out, fooled })
 }
 
@@ -218,9 +226,7 @@ impl Active {
 fn single_run(f: &Logits, x: &Tensor, y: &[u32], targets: &[u32], t: &Tensor, loss: ApgdLoss, cfg: &ApgdConfig, tick: &dyn Fn()) -> Result<Adversarial> {
     let m = x.dim(0)?;
     let eps = cfg.eps;
-    let tmax = t.abs()?.flatten_from(1)?.max(1)?;
-    let dir = t.broadcast_div(&(per_sample_tensor(&tmax, t)? + 1e-12)?)?;
-    let x0 = (x + (dir * eps)?)?.clamp(0f64, 1f64)?;
+    let x0 = (x + (cfg.norm.normalize_rows(t)? * eps)?)?.clamp(0f64, 1f64)?;
     let mut out = x0.clone();
     let mut fooled = vec![false; m];
 
@@ -251,7 +257,7 @@ fn single_run(f: &Logits, x: &Tensor, y: &[u32], targets: &[u32], t: &Tensor, lo
         p.loss_best = l;
         p.loss_best_last_check = l;
     }
-    let mut st = Active { ball: Ball::new(x, eps)?, x_adv: x0.clone(), x_prev: x0.clone(), grad: e.grad.clone(), x_best: x0.clone(), grad_best: e.grad };
+    let mut st = Active { ball: Ball::new(x, cfg.norm, eps)?, x_adv: x0.clone(), x_prev: x0.clone(), grad: e.grad.clone(), x_best: x0.clone(), grad_best: e.grad };
     let preds = argmax_rows(&e.logits);
     drop_fooled(&mut points, &mut st, &preds, &mut out, &mut fooled)?;
 
@@ -266,7 +272,7 @@ fn single_run(f: &Logits, x: &Tensor, y: &[u32], targets: &[u32], t: &Tensor, lo
         let momentum = (&st.x_adv - &st.x_prev)?;
         st.x_prev = st.x_adv.clone();
         let steps: Vec<f32> = points.iter().map(|p| p.step).collect();
-        let z = st.ball.project(&(&st.x_adv + st.grad.sign()?.broadcast_mul(&per_sample(&steps, &st.x_adv)?)?)?)?;
+        let z = st.ball.project(&(&st.x_adv + ascent(&st.grad, cfg.norm)?.broadcast_mul(&per_sample(&steps, &st.x_adv)?)?)?)?;
         let mixed = ((&st.x_adv + ((&z - &st.x_adv)? * a)?)? + (momentum * (1.0 - a))?)?;
         st.x_adv = st.ball.project(&mixed)?;
 
@@ -350,11 +356,12 @@ fn drop_fooled(points: &mut Vec<Point>, st: &mut Active, preds: &[u32], out: &mu
     Ok(())
 }
 
-/// A length-N tensor shaped N × 1 × … × 1 to broadcast against `like`.
-fn per_sample_tensor(v: &Tensor, like: &Tensor) -> Result<Tensor> {
-    let mut shape = vec![1usize; like.rank()];
-    shape[0] = v.dim(0)?;
-    Ok(v.reshape(shape)?)
+/// The direction of an ascent step: sign ∇ (ℓ∞) or ∇ / (‖∇‖₂ + 1e-12) (ℓ2), per row.
+fn ascent(grad: &Tensor, norm: Norm) -> Result<Tensor> {
+    match norm {
+        Norm::Linf => Ok(grad.sign()?),
+        Norm::L2 => norm.normalize_rows(grad),
+    }
 }
 
 #[cfg(test)]
@@ -420,7 +427,7 @@ mod tests {
         let f = model.function();
         let (x, pts) = grid(9);
         let y: Vec<u32> = pts.iter().map(|&p| model.predict(p)).collect();
-        let cfg = ApgdConfig { targets: model.w.len() - 1, batch: 16, ..ApgdConfig::standard(loss, eps) };
+        let cfg = ApgdConfig { targets: model.w.len() - 1, batch: 16, ..ApgdConfig::standard(loss, Norm::Linf, eps) };
         let adv = apgd(&f, &x, &y, &cfg, &|| {}).unwrap();
         let (d, lo, hi) = distance_and_range(&x, &adv.x_adv);
         assert!(d as f64 <= eps + 1e-6 && lo >= 0.0 && hi <= 1.0, "{d} {lo} {hi}");
@@ -460,9 +467,48 @@ mod tests {
         let f = model.function();
         let (x, pts) = grid(6);
         let y: Vec<u32> = pts.iter().map(|&p| model.predict(p)).collect();
-        let adv = apgd(&f, &x, &y, &ApgdConfig { iters: 10, targets: 3, ..ApgdConfig::standard(ApgdLoss::TargetedDlr, 0.0) }, &|| {}).unwrap();
+        let adv = apgd(&f, &x, &y, &ApgdConfig { iters: 10, targets: 3, ..ApgdConfig::standard(ApgdLoss::TargetedDlr, Norm::Linf, 0.0) }, &|| {}).unwrap();
         assert!(adv.fooled.iter().all(|&b| !b));
         assert_eq!(distance_and_range(&x, &adv.x_adv).0, 0.0);
+    }
+
+    #[test]
+    fn l2_apgd_stays_in_the_ball_and_finds_the_vulnerable_points() {
+        // Targeted DLR at ℓ2: sound everywhere (fooled ⇒ some input of the disc ∩ box is
+        // misclassified), exact where the disc lies inside the box (there AutoAttack's
+        // rescale-then-clip is the exact projection).
+        let model = Affine2d::four_classes();
+        let f = model.function();
+        let (x, pts) = grid(11);
+        let y: Vec<u32> = pts.iter().map(|&p| model.predict(p)).collect();
+        let eps = 0.15;
+        let cfg = ApgdConfig { targets: 3, batch: 16, ..ApgdConfig::standard(ApgdLoss::TargetedDlr, Norm::L2, eps) };
+        let adv = apgd(&f, &x, &y, &cfg, &|| {}).unwrap();
+        let (a, b) = (x.to_vec2::<f32>().unwrap(), adv.x_adv.to_vec2::<f32>().unwrap());
+        let (mut vulnerable, mut inside) = (0, 0);
+        for (i, &p) in pts.iter().enumerate() {
+            let d = ((a[i][0] - b[i][0]) as f64).hypot((a[i][1] - b[i][1]) as f64);
+            assert!(d <= eps * (1.0 + 1e-5) && b[i].iter().all(|v| (0.0..=1.0).contains(v)), "point {i} at {d}");
+            let worst = model.worst_margin_l2(p, y[i], eps);
+            if worst.abs() < 1e-3 {
+                continue;
+            }
+            if adv.fooled[i] {
+                assert!(worst < 0.0, "point {p:?} fooled, worst margin {worst}");
+            }
+            if p.iter().all(|&v| v >= eps && v <= 1.0 - eps) {
+                assert_eq!(adv.fooled[i], worst < 0.0, "point {p:?} worst margin {worst}");
+                inside += 1;
+            }
+            vulnerable += (worst < 0.0) as usize;
+        }
+        assert!(vulnerable > 5 && inside > 20, "{vulnerable} {inside}");
+        // A smaller ball finds no more than a larger one, and ℓ2 ε is not ℓ∞ ε: the ℓ2 ball
+        // of radius ε lies inside the ℓ∞ ball of radius ε.
+        let linf = apgd(&f, &x, &y, &ApgdConfig { norm: Norm::Linf, ..cfg.clone() }, &|| {}).unwrap();
+        for i in 0..pts.len() {
+            assert!(!adv.fooled[i] || linf.fooled[i] || model.worst_margin_l2(pts[i], y[i], eps).abs() < 1e-3, "point {i}");
+        }
     }
 
     #[test]
@@ -471,7 +517,7 @@ mod tests {
         let f = model.function();
         let (x, pts) = grid(7);
         let y: Vec<u32> = pts.iter().map(|&p| model.predict(p)).collect();
-        let run = |batch| apgd(&f, &x, &y, &ApgdConfig { iters: 20, batch, ..ApgdConfig::standard(ApgdLoss::Ce, 0.05) }, &|| {}).unwrap();
+        let run = |batch| apgd(&f, &x, &y, &ApgdConfig { iters: 20, batch, ..ApgdConfig::standard(ApgdLoss::Ce, Norm::Linf, 0.05) }, &|| {}).unwrap();
         let (a, b) = (run(7), run(49));
         assert_eq!(a.fooled, b.fooled);
         assert_eq!(distance_and_range(&a.x_adv, &b.x_adv).0, 0.0);

@@ -17,6 +17,11 @@
 //! ‖z(x + δ) − z(x)‖₂ ≤ L₂·√d·ε, and |Δ(z_y − z_j)| = |(e_y − e_j)·Δz| ≤ √2·‖Δz‖₂. A
 //! margin above √2·L₂·√d·ε certifies the point.
 //!
+//! ℓ2 certificate of the ℓ2 ball (the ℓ2 threat model). ‖δ‖₂ ≤ ε gives
+//! ‖z(x + δ) − z(x)‖₂ ≤ L₂·ε, so a margin above √2·L₂·ε certifies the point: the certificate
+//! follows the threat model's norm, ℓ∞ balls from the exact ℓ∞ norms, ℓ2 balls from the
+//! spectral norms.
+//!
 //! Models without such a bound (SENet: the squeeze-and-excitation gate multiplies two
 //! functions of the input, which no product of layer norms bounds) get n/a and the reason.
 //! Expect certified accuracy near 0 for normally trained networks: their bounds are
@@ -57,6 +62,28 @@ pub fn linf_threshold(eps: f64, lipschitz: f64) -> f64 {
 /// The margin an ℓ2 bound L₂ needs for the ℓ∞ ball of radius ε in dimension d: √2·L₂·√d·ε.
 pub fn l2_threshold(eps: f64, lipschitz: f64, input_dim: usize) -> f64 {
     std::f64::consts::SQRT_2 * lipschitz * (input_dim as f64).sqrt() * eps
+}
+
+/// The margin an ℓ2 bound L₂ needs for the ℓ2 ball of radius ε: √2·L₂·ε.
+pub fn l2_ball_threshold(eps: f64, lipschitz: f64) -> f64 {
+    std::f64::consts::SQRT_2 * lipschitz * eps
+}
+
+/// The certificates of the ball of radius `eps` in `norm`, the first one in that norm's own
+/// layer norms: for ℓ∞ the ℓ∞ certificate, then (with `spectral`) the ℓ2 one of the same
+/// ℓ∞ ball; for ℓ2 the spectral one (none without `spectral`: it needs the spectral norms).
+pub fn certify_ball(model: &Model, margins: &[f64], norm: crate::attack::Norm, eps: f64, spectral: bool) -> Result<Vec<Certified>> {
+    use crate::attack::Norm;
+    Ok(match (norm, spectral) {
+        (Norm::Linf, false) => vec![certify(model, margins, eps)?],
+        (Norm::Linf, true) => certify_both(model, margins, eps)?.to_vec(),
+        (Norm::L2, false) => Vec::new(),
+        (Norm::L2, true) => {
+            let norms = model_norms(model, true)?;
+            let (_, l2) = lipschitz_bounds(model, &norms);
+            vec![certificate(model, "l2", l2, margins, |l| l2_ball_threshold(eps, l))]
+        }
+    })
 }
 
 /// The ℓ∞ certified accuracy at radius `eps` of points with clean logit margins `margins`
@@ -109,6 +136,7 @@ mod tests {
         assert_eq!(certified_share(&[], 0.0), 0.0);
         assert_eq!(linf_threshold(0.5, 3.0), 3.0);
         assert!((l2_threshold(0.5, 3.0, 8) - 2f64.sqrt() * 3.0 * 8f64.sqrt() * 0.5).abs() < 1e-12);
+        assert!((l2_ball_threshold(0.5, 3.0) - 2f64.sqrt() * 1.5).abs() < 1e-12);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! A point is fooled once any iterate is misclassified; it then leaves its batch.
 
 use super::losses::{loss_and_input_grad, Loss};
-use super::{argmax_rows, check_in_ball, index_tensor, per_sample, row_mask, set_rows, uniform_directions, Adversarial, Ball, Logits};
+use super::{argmax_rows, check_in_ball, index_tensor, per_sample, row_mask, set_rows, start_directions, Adversarial, Ball, Logits, Norm};
 use anyhow::{bail, Result};
 use candle_core::Tensor;
 
@@ -69,7 +69,7 @@ pub fn pgd(f: &Logits, x: &Tensor, y: &[u32], cfg: &PgdConfig, tick: &dyn Fn()) 
             let xc = x.index_select(&index_tensor(chunk, x)?, 0)?;
             let yc: Vec<u32> = chunk.iter().map(|&i| y[i]).collect();
             let start = if cfg.random_start {
-                Ball::new(&xc, cfg.eps)?.project(&(&xc + (uniform_directions(&xc, chunk, cfg.seed, restart as u64)? * cfg.eps)?)?)?
+                Ball::new(&xc, Norm::Linf, cfg.eps)?.project(&(&xc + (start_directions(&xc, chunk, cfg.seed, restart as u64, Norm::Linf)? * cfg.eps)?)?)?
             } else {
                 xc.clone()
             };
@@ -80,7 +80,7 @@ pub fn pgd(f: &Logits, x: &Tensor, y: &[u32], cfg: &PgdConfig, tick: &dyn Fn()) 
             }
         }
     }
-    check_in_ball(x, &out, cfg.eps)?;
+    check_in_ball(x, &out, Norm::Linf, cfg.eps)?;
     Ok(Adversarial { x_adv: out, fooled })
 }
 
@@ -92,7 +92,7 @@ pub(crate) fn signed_step(ball: &Ball, x: &Tensor, grad: &Tensor, step: &Tensor)
 /// One PGD run on a batch from `start`.
 fn run(f: &Logits, x: &Tensor, y: &[u32], start: Tensor, cfg: &PgdConfig, tick: &dyn Fn()) -> Result<Adversarial> {
     let m = x.dim(0)?;
-    let mut ball = Ball::new(x, cfg.eps)?;
+    let mut ball = Ball::new(x, Norm::Linf, cfg.eps)?;
     let mut rows: Vec<usize> = (0..m).collect();
     let mut labels = y.to_vec();
     let mut out = start.clone();

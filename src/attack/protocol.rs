@@ -5,10 +5,12 @@
 //! re-classified before it counts (as AutoAttack re-evaluates its adversarial inputs).
 
 use super::apgd::{apgd, ApgdConfig, ApgdLoss};
+use super::fab::{fab_t, FabConfig};
 use super::pgd::{fgsm, pgd, PgdConfig};
-use super::{argmax_rows, check_in_ball, logits_in_chunks, Adversarial, Logits};
-use crate::data::Split;
-use crate::values::{Eps, NonEmpty};
+use super::square::{square, SquareConfig};
+use super::{argmax_rows, check_in_ball, logits_in_chunks, Adversarial, Logits, Norm};
+use crate::data::{Split, IMAGE_BYTES};
+use crate::values::{NonEmpty, Radius};
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -25,9 +27,9 @@ use std::time::Instant;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AttackKind {
-    /// One signed-gradient step of size ε on CE.
+    /// One signed-gradient step of size ε on CE (ℓ∞ only).
     Fgsm,
-    /// PGD on CE: `iters` steps of 2.5·ε/iters from a random start (Madry et al.).
+    /// PGD on CE: `iters` steps of 2.5·ε/iters from a random start (Madry et al.; ℓ∞ only).
     Pgd,
     /// APGD on CE (AutoAttack's first attack).
     #[serde(alias = "apgd-ce")]
@@ -38,11 +40,17 @@ pub enum AttackKind {
     /// APGD on the untargeted DLR loss.
     #[serde(alias = "apgd-dlr")]
     ApgdDlr,
+    /// Targeted FAB, the 9 runner-up classes as targets (AutoAttack's third).
+    #[serde(alias = "fab-t")]
+    FabT,
+    /// Square Attack, 5,000 queries (AutoAttack's fourth; no gradients).
+    Square,
 }
 
 impl AttackKind {
     /// Every attack, cheapest first.
-    pub const ALL: [AttackKind; 5] = [AttackKind::Fgsm, AttackKind::Pgd, AttackKind::ApgdCe, AttackKind::ApgdT, AttackKind::ApgdDlr];
+    pub const ALL: [AttackKind; 7] =
+        [AttackKind::Fgsm, AttackKind::Pgd, AttackKind::ApgdCe, AttackKind::ApgdT, AttackKind::ApgdDlr, AttackKind::FabT, AttackKind::Square];
 
     /// The name on the command line and in results.
     pub fn name(self) -> &'static str {
@@ -52,6 +60,8 @@ impl AttackKind {
             AttackKind::ApgdCe => "apgd-ce",
             AttackKind::ApgdT => "apgd-t",
             AttackKind::ApgdDlr => "apgd-dlr",
+            AttackKind::FabT => "fab-t",
+            AttackKind::Square => "square",
         }
     }
 
@@ -60,7 +70,7 @@ impl AttackKind {
         let t = text.trim().to_ascii_lowercase();
         match Self::ALL.into_iter().find(|a| a.name() == t) {
             Some(a) => Ok(a),
-            None => bail!("unknown attack '{text}': expected one of fgsm, pgd, apgd-ce, apgd-t, apgd-dlr"),
+            None => bail!("unknown attack '{text}': expected one of {}", Self::ALL.map(|a| a.name()).join(", ")),
         }
     }
 
@@ -72,6 +82,11 @@ impl AttackKind {
         }
         Ok(list)
     }
+
+    /// Whether the attack runs under `norm` (FGSM and PGD take sign steps: ℓ∞ only).
+    pub fn supports(self, norm: Norm) -> bool {
+        norm == Norm::Linf || !matches!(self, AttackKind::Fgsm | AttackKind::Pgd)
+    }
 }
 
 impl std::fmt::Display for AttackKind {
@@ -80,39 +95,220 @@ impl std::fmt::Display for AttackKind {
     }
 }
 
-/// What to measure: the attacks, the radii, the sample. A plan's `evaluation.robust` is this
-/// type (its JSON is part of a cell's id: keep the field order), and `normlab attack` builds
-/// it from its flags; every value in it is valid by construction.
+/// A named list of attacks: the paper's (AutoAttack's APGD-CE then APGD-T, the default),
+/// AutoAttack's standard version (APGD-CE, APGD-T, FAB-T, Square, in `autoattack.py`'s order,
+/// line 307), or any other list (custom).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Suite {
+    /// APGD-CE, APGD-T (the paper's protocol).
+    Paper,
+    /// APGD-CE, APGD-T, FAB-T, Square (AutoAttack's standard version, RobustBench's).
+    Standard,
+    /// The `attacks` list as given.
+    Custom,
+}
+
+impl Suite {
+    /// Every suite.
+    pub const ALL: [Suite; 3] = [Suite::Paper, Suite::Standard, Suite::Custom];
+    const PAPER: [AttackKind; 2] = [AttackKind::ApgdCe, AttackKind::ApgdT];
+    const STANDARD: [AttackKind; 4] = [AttackKind::ApgdCe, AttackKind::ApgdT, AttackKind::FabT, AttackKind::Square];
+
+    /// The name in plans, on the command line and in results columns.
+    pub fn name(self) -> &'static str {
+        match self {
+            Suite::Paper => "paper",
+            Suite::Standard => "standard",
+            Suite::Custom => "custom",
+        }
+    }
+
+    /// Parses `paper`, `standard` or `custom`; the error lists them.
+    pub fn parse(text: &str) -> Result<Self> {
+        let t = text.trim().to_ascii_lowercase();
+        match Self::ALL.into_iter().find(|s| s.name() == t) {
+            Some(s) => Ok(s),
+            None => bail!("unknown suite '{text}': expected paper, standard or custom"),
+        }
+    }
+
+    /// The suite's attacks in order; `None` for custom (the list is given).
+    pub fn attacks(self) -> Option<&'static [AttackKind]> {
+        match self {
+            Suite::Paper => Some(&Self::PAPER),
+            Suite::Standard => Some(&Self::STANDARD),
+            Suite::Custom => None,
+        }
+    }
+
+    /// The suite an attack list is: paper or standard when it is exactly theirs, else custom.
+    pub fn of(attacks: &[AttackKind]) -> Self {
+        [Suite::Paper, Suite::Standard].into_iter().find(|s| s.attacks() == Some(attacks)).unwrap_or(Suite::Custom)
+    }
+
+    /// The attack list a suite and an optional list name together: a named suite's own list
+    /// (a list given beside it must equal it), or the given list for custom. Neither given:
+    /// the paper's. Errors say which to drop or write.
+    pub fn resolve(suite: Option<Suite>, attacks: Option<Vec<AttackKind>>) -> Result<Vec<AttackKind>, String> {
+        let names = |l: &[AttackKind]| l.iter().map(|a| a.name()).collect::<Vec<_>>().join(", ");
+        match (suite, attacks) {
+            (None, None) => Ok(Self::PAPER.to_vec()),
+            (None, Some(list)) => Ok(list),
+            (Some(Suite::Custom), None) => Err("suite: custom needs an attacks list (e.g. attacks: [apgd_ce, square])".into()),
+            (Some(Suite::Custom), Some(list)) => Ok(list),
+            (Some(s), None) => Ok(s.attacks().unwrap_or_default().to_vec()),
+            (Some(s), Some(list)) => {
+                let own = s.attacks().unwrap_or_default();
+                if list == own {
+                    Ok(list)
+                } else {
+                    Err(format!(
+                        "attacks [{}] contradict suite {} (its attacks are {}): drop the attacks or use suite custom",
+                        names(&list),
+                        s.name(),
+                        names(own)
+                    ))
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Suite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What to measure: the attacks, the radii and their norm, the sample. A plan's
+/// `evaluation.robust` is this type (its JSON is part of a cell's id: keep the field order;
+/// the fields added later are left out at their defaults, so older ids stay), and `normlab
+/// attack` builds it from its flags; every value in it is valid by construction.
+///
+/// In a plan, `suite: standard` (or `paper`) stands for its attack list, and `suite: custom`
+/// takes `attacks`; the configuration keeps only the list (its suite is [`Suite::of`] the
+/// list), so a suite and the list it names cannot disagree.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(try_from = "Written")]
 pub struct AttackConfig {
     /// Attacks, run in order on the survivors of the previous ones (paper: AutoAttack's
     /// apgd_ce then apgd_t).
     pub attacks: NonEmpty<AttackKind>,
-    /// ℓ∞ radii in input units, one robust accuracy each (paper: 1/255).
-    pub eps: NonEmpty<Eps>,
+    /// Radii in input units under `norm`, one robust accuracy each (paper: ℓ∞ 1/255).
+    pub eps: NonEmpty<Radius>,
     /// Test images drawn at random (paper: 1,024).
     pub n: NonZeroUsize,
     /// Seed of the image draw and of the attacks' random starts.
     pub seed: u64,
-    /// Iterations per attack run (AutoAttack's standard version: 100).
+    /// Iterations per APGD and FAB run (AutoAttack's standard version: 100).
     pub iters: NonZeroU32,
+    /// The norm of the threat model (default ℓ∞, the paper's).
+    #[serde(skip_serializing_if = "Norm::is_linf")]
+    pub norm: Norm,
+    /// Square's queries per point (AutoAttack's standard version: 5,000).
+    #[serde(skip_serializing_if = "is_standard_queries")]
+    pub queries: NonZeroU32,
+}
+
+fn standard_queries() -> NonZeroU32 {
+    NonZeroU32::new(5000).expect("5000 > 0")
+}
+
+fn is_standard_queries(q: &NonZeroU32) -> bool {
+    *q == standard_queries()
+}
+
+/// An `AttackConfig` as written in a plan or JSON: every key optional, `suite` allowed. Only
+/// the deserializer sees it; [`AttackConfig`]'s `TryFrom` fills the defaults and checks what
+/// needs several keys at once.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Written {
+    #[serde(default)]
+    attacks: Option<NonEmpty<AttackKind>>,
+    #[serde(default)]
+    eps: Option<NonEmpty<Radius>>,
+    #[serde(default)]
+    n: Option<NonZeroUsize>,
+    #[serde(default)]
+    seed: Option<u64>,
+    #[serde(default)]
+    iters: Option<NonZeroU32>,
+    #[serde(default)]
+    norm: Option<Norm>,
+    #[serde(default)]
+    queries: Option<NonZeroU32>,
+    #[serde(default)]
+    suite: Option<Suite>,
+}
+
+impl TryFrom<Written> for AttackConfig {
+    type Error = String;
+
+    fn try_from(w: Written) -> Result<Self, String> {
+        let d = AttackConfig::default();
+        let attacks = Suite::resolve(w.suite, w.attacks.map(|l| l.0))?;
+        let cfg = AttackConfig {
+            attacks: NonEmpty(attacks),
+            eps: w.eps.unwrap_or(d.eps),
+            n: w.n.unwrap_or(d.n),
+            seed: w.seed.unwrap_or(d.seed),
+            iters: w.iters.unwrap_or(d.iters),
+            norm: w.norm.unwrap_or(d.norm),
+            queries: w.queries.unwrap_or(d.queries),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
 }
 
 impl Default for AttackConfig {
-    /// The paper's protocol: ε = 1/255, 1,024 images, APGD-CE then APGD-T, 100 iterations.
+    /// The paper's protocol: ℓ∞ ε = 1/255, 1,024 images, APGD-CE then APGD-T, 100 iterations.
     fn default() -> Self {
         Self {
-            attacks: NonEmpty(vec![AttackKind::ApgdCe, AttackKind::ApgdT]),
-            eps: NonEmpty(vec![Eps(1.0 / 255.0)]),
+            attacks: NonEmpty(Suite::PAPER.to_vec()),
+            eps: NonEmpty(vec![Radius(1.0 / 255.0)]),
             n: NonZeroUsize::new(1024).expect("1024 > 0"),
             seed: 0,
             iters: NonZeroU32::new(100).expect("100 > 0"),
+            norm: Norm::Linf,
+            queries: standard_queries(),
         }
     }
 }
 
 impl AttackConfig {
+    /// The suite the attack list is.
+    pub fn suite(&self) -> Suite {
+        Suite::of(&self.attacks.0)
+    }
+
+    /// Errors naming the problem when the settings do not make a protocol: a radius beyond
+    /// the norm's diameter of the CIFAR-10 image cube (1 in ℓ∞, √3072 in ℓ2: a larger ball
+    /// holds no more images), an attack that does not run under the norm, or an attack twice.
+    pub fn validate(&self) -> Result<(), String> {
+        let diameter = self.norm.diameter(IMAGE_BYTES);
+        for e in self.eps.iter() {
+            if e.get() > diameter {
+                return Err(match self.norm {
+                    Norm::Linf => format!(
+                        "ε = {} is outside [0, 1]: inputs are images in [0, 1], so an ℓ∞ radius above 1 adds nothing (expected e.g. 8/255)",
+                        e.get()
+                    ),
+                    Norm::L2 => format!(
+                        "ℓ2 ε = {} exceeds √{IMAGE_BYTES} ≈ {diameter:.2}, the largest ℓ2 distance between CIFAR-10 images in [0, 1] (expected e.g. 0.5)",
+                        e.get()
+                    ),
+                });
+            }
+        }
+        if let Some(a) = self.attacks.iter().find(|a| !a.supports(self.norm)) {
+            return Err(format!("{a} is an ℓ∞ attack (sign steps): under norm {} use apgd-ce, apgd-t, apgd-dlr, fab-t or square", self.norm));
+        }
+        NonEmpty::new(self.attacks.0.clone()).map(|_| ()).map_err(|e| format!("attacks: {e}"))
+    }
+
     /// Errors naming the field when the configuration cannot be run on a test split of
     /// `available` images.
     pub fn check_available(&self, available: usize) -> Result<()> {
@@ -125,6 +321,10 @@ impl AttackConfig {
     fn iters(&self) -> usize {
         self.iters.get() as usize
     }
+
+    fn queries(&self) -> usize {
+        self.queries.get() as usize
+    }
 }
 
 /// The result of one evaluation. Accuracies are fractions of the n drawn images.
@@ -132,8 +332,12 @@ impl AttackConfig {
 pub struct RobustReport {
     /// Images drawn.
     pub n: usize,
-    /// ℓ∞ radius.
+    /// The norm of the ball.
+    pub norm: Norm,
+    /// Radius under `norm`.
     pub eps: f64,
+    /// The suite the attack list is.
+    pub suite: Suite,
     /// Seed of the draw and the attacks.
     pub seed: u64,
     /// Iterations per attack run.
@@ -187,6 +391,7 @@ pub fn evaluate(f: &Logits, split: &Split, cfg: &AttackConfig, batch: usize, dev
 /// radii; each report's `seconds` and `forward_images` include the clean pass.
 pub fn evaluate_with_progress(f: &Logits, split: &Split, cfg: &AttackConfig, batch: usize, device: &Device, progress: bool) -> Result<Vec<RobustReport>> {
     cfg.check_available(split.len())?;
+    cfg.validate().map_err(anyhow::Error::msg)?;
     if batch == 0 {
         bail!("attack batch = 0: give at least 1 image per batch");
     }
@@ -219,37 +424,27 @@ pub fn evaluate_with_progress(f: &Logits, split: &Split, cfg: &AttackConfig, bat
     for &eps in cfg.eps.iter() {
         let t_eps = Instant::now();
         passes.set(clean_passes);
-        let mut survivors = clean.clone();
-        let mut flipped_by = vec![None; n];
-        let mut robust_acc_after = Vec::new();
-        let mut attack_seconds = Vec::new();
-        for (a, &kind) in cfg.attacks.iter().enumerate() {
-            let t0 = Instant::now();
-            if !survivors.is_empty() {
-                let idx: Vec<usize> = survivors.iter().map(|&p| indices[p]).collect();
-                let (x, _) = split.batch(&idx, device)?;
-                let y: Vec<u32> = survivors.iter().map(|&p| labels[p]).collect();
-                let bar = bar(progress, kind, bar_length(kind, cfg, batch, survivors.len()));
-                let tick = || bar.inc(1);
-                let adv = run_attack(kind, &counted, &x, &y, classes, eps.get(), cfg, batch, &tick)?;
-                bar.finish_and_clear();
-                check_in_ball(&x, &adv.x_adv, eps.get())?;
-                let preds = argmax_rows(&logits_in_chunks(&counted, &adv.x_adv, batch)?);
-                let before = std::mem::take(&mut survivors);
-                for ((s, p), y) in before.into_iter().zip(&preds).zip(&y) {
-                    if p == y {
-                        survivors.push(s);
-                    } else {
-                        flipped_by[s] = Some(a);
-                    }
-                }
-            }
-            attack_seconds.push(t0.elapsed().as_secs_f64());
-            robust_acc_after.push(survivors.len() as f64 / n as f64);
-        }
+        let outcome = run_suite(n, &clean, cfg.attacks.0.len(), |a, survivors| {
+            let kind = cfg.attacks.0[a];
+            let idx: Vec<usize> = survivors.iter().map(|&p| indices[p]).collect();
+            let (x, _) = split.batch(&idx, device)?;
+            let y: Vec<u32> = survivors.iter().map(|&p| labels[p]).collect();
+            let bar = bar(progress, kind, bar_length(kind, cfg, batch, survivors.len()));
+            let tick = || bar.inc(1);
+            let adv = run_attack(kind, &counted, &x, &y, classes, eps.get(), cfg, batch, &tick)?;
+            bar.finish_and_clear();
+            // Checked and re-classified before it counts, as AutoAttack re-evaluates.
+            check_in_ball(&x, &adv.x_adv, cfg.norm, eps.get())?;
+            let preds = argmax_rows(&logits_in_chunks(&counted, &adv.x_adv, batch)?);
+            Ok(preds.iter().zip(&y).map(|(p, y)| p != y).collect())
+        })?;
+        let SuiteOutcome { survivors, flipped_by, robust_after, seconds: attack_seconds } = outcome;
+        let robust_acc_after = robust_after.iter().map(|&r| r as f64 / n as f64).collect();
         reports.push(RobustReport {
             n,
+            norm: cfg.norm,
             eps: eps.get(),
+            suite: cfg.suite(),
             seed: cfg.seed,
             iters: cfg.iters(),
             attacks: cfg.attacks.iter().map(|a| a.name().to_string()).collect(),
@@ -266,6 +461,49 @@ pub fn evaluate_with_progress(f: &Logits, split: &Split, cfg: &AttackConfig, bat
         });
     }
     Ok(reports)
+}
+
+/// The bookkeeping of a suite on one radius: who was flipped by which attack.
+#[derive(Debug, Clone, PartialEq)]
+struct SuiteOutcome {
+    /// Positions no attack flipped.
+    survivors: Vec<usize>,
+    /// Per position: the attack that flipped it.
+    flipped_by: Vec<Option<usize>>,
+    /// Robust points after each attack.
+    robust_after: Vec<usize>,
+    /// Wall-clock seconds of each attack.
+    seconds: Vec<f64>,
+}
+
+/// Runs `attacks` attacks in order on `points` positions, starting from the correctly
+/// classified ones (`start`): attack `a` gets only the positions no earlier attack flipped
+/// and returns, per position it got, whether it flipped it. An attack with nobody left is
+/// not called (as AutoAttack breaks when no robust point is left).
+fn run_suite(points: usize, start: &[usize], attacks: usize, mut attack: impl FnMut(usize, &[usize]) -> Result<Vec<bool>>) -> Result<SuiteOutcome> {
+    let mut survivors = start.to_vec();
+    let mut flipped_by = vec![None; points];
+    let (mut robust_after, mut seconds) = (Vec::with_capacity(attacks), Vec::with_capacity(attacks));
+    for a in 0..attacks {
+        let t0 = Instant::now();
+        if !survivors.is_empty() {
+            let flipped = attack(a, &survivors)?;
+            if flipped.len() != survivors.len() {
+                bail!("attack {a} answered for {} of {} points", flipped.len(), survivors.len());
+            }
+            let before = std::mem::take(&mut survivors);
+            for (p, fl) in before.into_iter().zip(flipped) {
+                if fl {
+                    flipped_by[p] = Some(a);
+                } else {
+                    survivors.push(p);
+                }
+            }
+        }
+        seconds.push(t0.elapsed().as_secs_f64());
+        robust_after.push(survivors.len());
+    }
+    Ok(SuiteOutcome { survivors, flipped_by, robust_after, seconds })
 }
 
 /// `n` distinct indices out of `len`, drawn from `seed` (a seeded shuffle, first n).
@@ -286,29 +524,31 @@ pub fn margin(row: &[f32], y: usize) -> f64 {
 /// `classes` classes).
 #[allow(clippy::too_many_arguments)]
 fn run_attack(kind: AttackKind, f: &Logits, x: &Tensor, y: &[u32], classes: usize, eps: f64, cfg: &AttackConfig, batch: usize, tick: &dyn Fn()) -> Result<Adversarial> {
-    let apgd_cfg = |loss| ApgdConfig { iters: cfg.iters(), seed: cfg.seed, batch, ..ApgdConfig::standard(loss, eps) };
+    let norm = cfg.norm;
+    let apgd_cfg = |loss| ApgdConfig { iters: cfg.iters(), seed: cfg.seed, batch, ..ApgdConfig::standard(loss, norm, eps) };
+    // AutoAttack's 9 targets; fewer on classifiers with fewer than 10 classes.
+    let targets = 9.min(classes.saturating_sub(1));
     match kind {
         AttackKind::Fgsm => fgsm(f, x, y, eps, batch),
         AttackKind::Pgd => pgd(f, x, y, &PgdConfig { seed: cfg.seed, batch, ..PgdConfig::madry(eps, cfg.iters()) }, tick),
         AttackKind::ApgdCe => apgd(f, x, y, &apgd_cfg(ApgdLoss::Ce), tick),
         AttackKind::ApgdDlr => apgd(f, x, y, &apgd_cfg(ApgdLoss::Dlr), tick),
-        AttackKind::ApgdT => {
-            // AutoAttack's 9 targets; fewer on classifiers with fewer than 10 classes.
-            let targets = 9.min(classes.saturating_sub(1));
-            apgd(f, x, y, &ApgdConfig { targets, ..apgd_cfg(ApgdLoss::TargetedDlr) }, tick)
-        }
+        AttackKind::ApgdT => apgd(f, x, y, &ApgdConfig { targets, ..apgd_cfg(ApgdLoss::TargetedDlr) }, tick),
+        AttackKind::FabT => Ok(fab_t(f, x, y, &FabConfig { iters: cfg.iters(), targets, batch, ..FabConfig::standard(norm, eps) }, tick)?.adversarial),
+        AttackKind::Square => square(f, x, y, &SquareConfig { queries: cfg.queries(), seed: cfg.seed, batch, ..SquareConfig::standard(norm, eps) }, tick),
     }
 }
 
-/// Iterations (batches × runs × steps) an attack ticks through at most.
+/// Ticks (batches × runs × steps) an attack makes at most.
 fn bar_length(kind: AttackKind, cfg: &AttackConfig, batch: usize, points: usize) -> u64 {
     let batches = points.div_ceil(batch) as u64;
-    let runs = match kind {
+    let (runs, steps) = match kind {
         AttackKind::Fgsm => return batches,
-        AttackKind::ApgdT => 9,
-        _ => 1,
+        AttackKind::ApgdT | AttackKind::FabT => (9, cfg.iters()),
+        AttackKind::Square => (1, cfg.queries()),
+        _ => (1, cfg.iters()),
     };
-    batches * runs * cfg.iters() as u64
+    batches * runs * steps as u64
 }
 
 fn bar(progress: bool, kind: AttackKind, len: u64) -> ProgressBar {
@@ -316,7 +556,7 @@ fn bar(progress: bool, kind: AttackKind, len: u64) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(len);
-    let style = ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len} batch-iterations {elapsed_precise} (≤ {eta} left)")
+    let style = ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len} batch-steps {elapsed_precise} (≤ {eta} left)")
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
     bar.set_style(style);
@@ -352,10 +592,12 @@ mod tests {
     fn cfg(eps: f64) -> AttackConfig {
         AttackConfig {
             attacks: NonEmpty(AttackKind::ALL.to_vec()),
-            eps: NonEmpty(vec![Eps(eps)]),
+            eps: NonEmpty(vec![Radius(eps)]),
             n: NonZeroUsize::new(20).unwrap(),
             seed: 1,
             iters: NonZeroU32::new(8).unwrap(),
+            norm: Norm::Linf,
+            queries: NonZeroU32::new(30).unwrap(),
         }
     }
 
@@ -371,7 +613,7 @@ mod tests {
         let r = evaluate_one(&f, &s, &cfg(0.0)).unwrap();
         assert!(r.clean_acc > 0.5 && r.clean_acc < 1.0, "{}", r.clean_acc);
         assert_eq!(r.robust_acc, r.clean_acc);
-        assert_eq!(r.robust_acc_after, vec![r.clean_acc; 5]);
+        assert_eq!(r.robust_acc_after, vec![r.clean_acc; 7]);
         assert_eq!(r.margins.len(), 20);
         assert_eq!(r.margins.iter().filter(|&&m| m > 0.0).count() as f64 / 20.0, r.clean_acc);
     }
@@ -381,7 +623,7 @@ mod tests {
         let f = tiny_net();
         let s = split(&f, 24);
         let radii = [0.0, 0.5 / 255.0, 1.0 / 255.0, 4.0 / 255.0, 16.0 / 255.0, 64.0 / 255.0];
-        let c = AttackConfig { attacks: NonEmpty(vec![AttackKind::ApgdCe, AttackKind::ApgdT]), eps: NonEmpty(radii.iter().map(|&e| Eps(e)).collect()), ..cfg(0.0) };
+        let c = AttackConfig { attacks: NonEmpty(vec![AttackKind::ApgdCe, AttackKind::ApgdT]), eps: NonEmpty(radii.iter().map(|&e| Radius(e)).collect()), ..cfg(0.0) };
         let reports = evaluate(&f, &s, &c, 7, &Device::Cpu).unwrap();
         assert_eq!(reports.len(), radii.len());
         let mut last = 1.0;
@@ -405,8 +647,53 @@ mod tests {
             assert_eq!((correct - after_first) as f64 / 20.0, r.robust_acc_after[0]);
         }
         // Several radii in one call give what each radius gives alone.
-        let alone = evaluate_one(&f, &s, &AttackConfig { eps: NonEmpty(vec![Eps(radii[3])]), ..c.clone() }).unwrap();
+        let alone = evaluate_one(&f, &s, &AttackConfig { eps: NonEmpty(vec![Radius(radii[3])]), ..c.clone() }).unwrap();
         assert_eq!(alone.robust_acc_after, reports[3].robust_acc_after);
+    }
+
+    #[test]
+    fn the_suite_attacks_only_what_no_earlier_attack_flipped() {
+        // A fake suite of three attacks on 10 positions (8 correctly classified): attack a
+        // flips the positions p with p % 3 == a. Each attack must get exactly the survivors.
+        let start = vec![0, 1, 2, 3, 5, 6, 8, 9];
+        let mut seen: Vec<Vec<usize>> = Vec::new();
+        let out = run_suite(10, &start, 3, |a, survivors| {
+            seen.push(survivors.to_vec());
+            Ok(survivors.iter().map(|p| p % 3 == a).collect())
+        })
+        .unwrap();
+        assert_eq!(seen, vec![vec![0, 1, 2, 3, 5, 6, 8, 9], vec![1, 2, 5, 8], vec![2, 5, 8]]);
+        assert_eq!(out.robust_after, vec![4, 3, 0]);
+        assert!(out.survivors.is_empty());
+        assert_eq!(out.flipped_by, vec![Some(0), Some(1), Some(2), Some(0), None, Some(2), Some(0), None, Some(2), Some(0)]);
+        // Nobody left: later attacks are not called; a wrong answer is an error.
+        let mut calls = 0;
+        let out = run_suite(4, &[0, 1], 3, |_, s| {
+            calls += 1;
+            Ok(vec![true; s.len()])
+        })
+        .unwrap();
+        assert_eq!((calls, out.robust_after), (1, vec![0, 0, 0]));
+        assert!(run_suite(4, &[0, 1], 1, |_, _| Ok(vec![true])).is_err());
+    }
+
+    #[test]
+    fn the_standard_suite_extends_the_paper_suite_under_both_norms() {
+        // The standard suite starts with the paper's two attacks (same seed: same flips), so
+        // after them it agrees with the paper suite, and its robust accuracy never grows.
+        let f = tiny_net();
+        let s = split(&f, 24);
+        for (norm, eps) in [(Norm::Linf, 1.0 / 255.0), (Norm::L2, 0.15)] {
+            let paper = AttackConfig { attacks: NonEmpty(Suite::Paper.attacks().unwrap().to_vec()), norm, ..cfg(eps) };
+            let standard = AttackConfig { attacks: NonEmpty(Suite::Standard.attacks().unwrap().to_vec()), ..paper.clone() };
+            let (p, st) = (evaluate_one(&f, &s, &paper).unwrap(), evaluate_one(&f, &s, &standard).unwrap());
+            assert_eq!((p.suite, st.suite, st.norm), (Suite::Paper, Suite::Standard, norm));
+            assert_eq!(st.attacks, vec!["apgd-ce", "apgd-t", "fab-t", "square"]);
+            assert_eq!(&st.robust_acc_after[..2], &p.robust_acc_after[..]);
+            assert!(st.robust_acc_after.windows(2).all(|w| w[1] <= w[0]), "{norm}: {:?}", st.robust_acc_after);
+            assert!(st.robust_acc <= p.robust_acc && st.robust_acc > 0.0 && p.robust_acc < p.clean_acc, "{norm}: {} vs {}", st.robust_acc, p.robust_acc);
+            assert!(st.flipped_by.iter().all(|f| f.is_none_or(|a| a < 4)));
+        }
     }
 
     #[test]
@@ -441,6 +728,40 @@ mod tests {
         assert_eq!(serde_json::from_str::<AttackConfig>(&kebab).unwrap(), AttackConfig::default());
         for bad in [json.replace("1024", "0"), json.replace("\"iters\":100", "\"iters\":0"), json.replace("[\"apgd_ce\",\"apgd_t\"]", "[]")] {
             assert!(serde_json::from_str::<AttackConfig>(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn suites_and_norms_read_into_the_attack_list_and_keep_old_ids() {
+        let read = |text: &str| serde_json::from_str::<AttackConfig>(text).map_err(|e| e.to_string());
+        // A named suite stands for its list; only the list and a non-default norm are written.
+        let c = read(r#"{"norm":"l2","eps":[0.5],"suite":"standard"}"#).unwrap();
+        assert_eq!(c.attacks.0, vec![AttackKind::ApgdCe, AttackKind::ApgdT, AttackKind::FabT, AttackKind::Square]);
+        assert_eq!((c.suite(), c.norm, c.eps.0[0].get()), (Suite::Standard, Norm::L2, 0.5));
+        assert_eq!(serde_json::to_string(&c).unwrap(), r#"{"attacks":["apgd_ce","apgd_t","fab_t","square"],"eps":[0.5],"n":1024,"seed":0,"iters":100,"norm":"l2"}"#);
+        assert_eq!(read(&serde_json::to_string(&c).unwrap()).unwrap(), c);
+        // The default suite and norm add nothing: the paper's JSON (and so its cell ids) stays.
+        let p = read(r#"{"suite":"paper","norm":"linf","queries":5000}"#).unwrap();
+        assert_eq!(p, AttackConfig::default());
+        assert_eq!(p.suite(), Suite::Paper);
+        let q = read(r#"{"queries":40}"#).unwrap();
+        assert!(serde_json::to_string(&q).unwrap().ends_with(r#""iters":100,"queries":40}"#));
+        assert_eq!(read(r#"{"suite":"custom","attacks":["square"]}"#).unwrap().suite(), Suite::Custom);
+        // An ℓ2 radius may exceed 1, up to the cube's diameter; an ℓ∞ one may not.
+        assert!(read(r#"{"norm":"l2","eps":["3/2"]}"#).is_ok());
+        for (bad, want) in [
+            (r#"{"eps":[1.5]}"#, "outside [0, 1]"),
+            (r#"{"norm":"l2","eps":[60]}"#, "exceeds √3072"),
+            (r#"{"suite":"standard","attacks":["apgd_ce"]}"#, "contradict suite standard"),
+            (r#"{"suite":"custom"}"#, "needs an attacks list"),
+            (r#"{"norm":"l2","attacks":["pgd"]}"#, "pgd is an ℓ∞ attack"),
+            (r#"{"norm":"l1"}"#, "l1"),
+            (r#"{"suite":"plus"}"#, "plus"),
+            (r#"{"attacks":["square","square"]}"#, "twice"),
+            (r#"{"queries":0}"#, "nonzero"),
+        ] {
+            let err = read(bad).unwrap_err();
+            assert!(err.contains(want), "{bad}: {err}");
         }
     }
 }

@@ -53,6 +53,21 @@ impl Affine2d {
             .fold(f64::INFINITY, f64::min)
     }
 
+    /// The smallest margin over the ℓ2 disc of radius `eps` around `p` intersected with the
+    /// unit square, from 3,600 points of the circle clipped to the square (a linear function's
+    /// minimum over that convex set lies on its boundary, which these points trace).
+    pub fn worst_margin_l2(&self, p: [f64; 2], y: u32, eps: f64) -> f64 {
+        (0..3600)
+            .map(|k| {
+                let a = k as f64 * std::f64::consts::TAU / 3600.0;
+                let c = [(p[0] + eps * a.cos()).clamp(0.0, 1.0), (p[1] + eps * a.sin()).clamp(0.0, 1.0)];
+                let z = self.logits(c);
+                let other = (0..z.len()).filter(|&j| j as u32 != y).map(|j| z[j]).fold(f64::NEG_INFINITY, f64::max);
+                z[y as usize] - other
+            })
+            .fold(f64::INFINITY, f64::min)
+    }
+
     /// The classifier as a logits function on N × 2 tensors.
     pub fn function(&self) -> impl Fn(&Tensor) -> candle_core::Result<Tensor> {
         let k = self.w.len();

@@ -1,9 +1,15 @@
 //! `normlab bench ...`: measured speed claims, each subcommand timing alternatives in one run
 //! on one machine (norm formulas against power iteration and FFT + SVD; a training step
-//! against the machine's matmul rate).
+//! against the machine's matmul rate; the AutoAttack standard suite against AutoAttack's own
+//! code).
 
+pub mod attack;
+pub mod counts;
+pub mod device_clock;
 pub mod norms;
 pub mod op_profile;
+pub mod record;
+pub mod stack;
 pub mod train;
 
 use anyhow::Result;
@@ -23,6 +29,14 @@ pub enum BenchCommand {
     Norms(norms::BenchNormsArgs),
     /// Images/s of a training step, its split into phases, and GFLOP/s against the matmul rate.
     Train(train::TrainBenchArgs),
+    /// `normlab attack --suite standard` against AutoAttack (pyautoattack) on the same
+    /// checkpoint and images: robust accuracy after each attack and the images/s ratio.
+    Attack(attack::AttackBenchArgs),
+    /// Cells per hour of training K cells of a plan's row as one stack against one by one.
+    Stack(stack::StackBenchArgs),
+    /// Appends a row to bench/gpu-speed.csv from the RESULT lines of a `bench train` output and
+    /// a `bench/pytorch_train.py` output for the same model.
+    Record(record::RecordArgs),
 }
 
 /// Runs `normlab bench`.
@@ -30,5 +44,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     match args.command {
         BenchCommand::Norms(a) => norms::run(a),
         BenchCommand::Train(a) => train::run(&a),
+        BenchCommand::Attack(a) => attack::run(&a),
+        BenchCommand::Stack(a) => stack::run(&a),
+        BenchCommand::Record(a) => record::run(&a),
     }
 }

@@ -9,6 +9,7 @@
 //! `vision::cifar::load_dir` reads the full-size directories written here.
 
 use super::dataset::{Cifar10, Split, CLASSES, IMAGE_BYTES};
+use super::integrity::FileSum;
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 
@@ -16,6 +17,8 @@ use std::path::Path;
 pub const RECORD_BYTES: usize = 1 + IMAGE_BYTES;
 /// Records per batch file in the full data set.
 pub const FULL_RECORDS_PER_FILE: usize = 10_000;
+/// Training images of the full dataset.
+pub const TRAIN_IMAGES: usize = TRAIN_FILES.len() * FULL_RECORDS_PER_FILE;
 /// The five training batch files, in order.
 pub const TRAIN_FILES: [&str; 5] = ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"];
 /// The test batch file.
@@ -72,10 +75,26 @@ pub fn has_batch_files(dir: &Path) -> bool {
     TRAIN_FILES.iter().chain([&TEST_FILE]).all(|f| dir.join(f).is_file())
 }
 
+/// The number of training and test images in `dir`'s batch files, from their sizes (no
+/// file is read); an error names a file that is not a whole number of records.
+pub fn split_sizes(dir: &Path) -> Result<(usize, usize)> {
+    let count = |name: &str| -> Result<usize> {
+        let path = dir.join(name);
+        let bytes = std::fs::metadata(&path).with_context(|| format!("cannot read {}", path.display()))?.len() as usize;
+        if !bytes.is_multiple_of(RECORD_BYTES) {
+            bail!("{} holds {bytes} bytes, not a whole number of {RECORD_BYTES}-byte records: the file is truncated", path.display());
+        }
+        Ok(bytes / RECORD_BYTES)
+    };
+    let train = TRAIN_FILES.iter().map(|f| count(f)).sum::<Result<usize>>()?;
+    Ok((train, count(TEST_FILE)?))
+}
+
 /// Reads a directory in the official layout, validating every file: all six batch files
-/// present, sizes whole numbers of records, labels in 0..9. Errors name the file and what
-/// was expected and found. Sets smaller than 10,000 records per file are accepted (see
-/// [`describe`] to report the counts).
+/// present, their sizes those of the folder's import record (see [`super::integrity`]; a
+/// folder without one is read with a one-line note on stderr), sizes whole numbers of
+/// records, labels in 0..9. Errors name the file and what was expected and found. Sets
+/// smaller than 10,000 records per file are accepted (see [`describe`] to report the counts).
 pub fn load_dir(dir: &Path) -> Result<Cifar10> {
     if !dir.is_dir() {
         bail!(
@@ -94,6 +113,9 @@ pub fn load_dir(dir: &Path) -> Result<Cifar10> {
             missing.join(", "),
             TRAIN_FILES.join(", ")
         );
+    }
+    if let Some(note) = super::integrity::check_sizes(dir)? {
+        eprintln!("note: {note}");
     }
     let read = |name: &str| -> Result<Split> {
         let path = dir.join(name);
@@ -133,9 +155,10 @@ pub fn label_histogram(split: &Split) -> [usize; 10] {
 
 /// Writes `data` into `dir` (created if needed) in the official layout: the training split
 /// cut in order into five batch files (sizes differ by at most one record when the count is
-/// not a multiple of five), the test split, and the class names. Files are written in place;
-/// `normlab data` calls this on a temporary directory that it renames when complete.
-pub fn write_dir(data: &Cifar10, dir: &Path) -> Result<()> {
+/// not a multiple of five), the test split, and the class names; returns each batch file's
+/// size and checksum, for the import record. Files are written in place; `normlab data`
+/// calls this on a temporary directory that it renames when complete.
+pub fn write_dir(data: &Cifar10, dir: &Path) -> Result<Vec<FileSum>> {
     let n = data.train.len();
     if n < TRAIN_FILES.len() {
         bail!("cannot write {n} training images into {} batch files: need at least one per file", TRAIN_FILES.len());
@@ -148,17 +171,23 @@ pub fn write_dir(data: &Cifar10, dir: &Path) -> Result<()> {
         let path = dir.join(name);
         std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))
     };
+    let mut sums = Vec::new();
     let mut start = 0;
     for (k, name) in TRAIN_FILES.iter().enumerate() {
         let end = start + n / TRAIN_FILES.len() + usize::from(k < n % TRAIN_FILES.len());
         let part = Split { images: data.train.images[start * IMAGE_BYTES..end * IMAGE_BYTES].to_vec(), labels: data.train.labels[start..end].to_vec() };
-        write(name, &records(&part))?;
+        let bytes = records(&part);
+        write(name, &bytes)?;
+        sums.push(FileSum::of(name, &bytes));
         start = end;
     }
-    write(TEST_FILE, &records(&data.test))?;
+    let bytes = records(&data.test);
+    write(TEST_FILE, &bytes)?;
+    sums.push(FileSum::of(TEST_FILE, &bytes));
     let mut meta = CLASSES.join("\n");
     meta.push_str("\n\n");
-    write(META_FILE, meta.as_bytes())
+    write(META_FILE, meta.as_bytes())?;
+    Ok(sums)
 }
 
 #[cfg(test)]

@@ -21,7 +21,8 @@ use anyhow::{bail, Context, Result};
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
-/// The file in DIR that records where the data came from.
+/// The file in DIR that records where the data came from, and each batch file's size and
+/// SHA-256 (see [`super::integrity`]).
 pub const PROVENANCE_FILE: &str = "normlab-import.txt";
 /// Files at most read from a directory source (guards against pointing at a huge tree).
 const MAX_DIR_FILES: usize = 200_000;
@@ -327,8 +328,13 @@ fn write_atomically(data: &Cifar10, out: &Path, parent: &Path, name: &str, prove
         std::fs::remove_dir_all(&tmp).with_context(|| format!("cannot remove {}", tmp.display()))?;
     }
     let result = (|| -> Result<()> {
-        binary::write_dir(data, &tmp)?;
-        std::fs::write(tmp.join(PROVENANCE_FILE), provenance).with_context(|| format!("cannot write {}", tmp.join(PROVENANCE_FILE).display()))?;
+        let sums = binary::write_dir(data, &tmp)?;
+        let mut record = provenance.to_string();
+        for s in &sums {
+            record.push_str(&s.line());
+            record.push('\n');
+        }
+        std::fs::write(tmp.join(PROVENANCE_FILE), record).with_context(|| format!("cannot write {}", tmp.join(PROVENANCE_FILE).display()))?;
         let back = binary::load_dir(&tmp)?;
         if back.train.images != data.train.images || back.train.labels != data.train.labels || back.test.images != data.test.images || back.test.labels != data.test.labels {
             bail!("{} does not read back as written", tmp.display());

@@ -2,7 +2,7 @@
 //! state_dict order, with trainable parameters told apart from buffers (BatchNorm running
 //! statistics), and safetensors load/save so weights move both ways with PyTorch.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use std::collections::HashMap;
 use std::path::Path;
@@ -106,41 +106,78 @@ impl ParamStore {
         Ok(out)
     }
 
-    /// Writes the state_dict as safetensors, atomically (temp file, then rename).
-    pub fn save_safetensors(&self, path: &Path, num_batches_tracked: i64) -> Result<()> {
-        let tensors = self.state_dict(num_batches_tracked)?;
-        crate::util::atomic_write_with(path, |tmp| {
-            candle_core::safetensors::save(&tensors.into_iter().collect::<HashMap<_, _>>(), tmp)?;
-            Ok(())
-        })
-    }
-
-    /// Sets every tensor from a safetensors file. Every name must be present with the right
-    /// shape; extra `num_batches_tracked` keys are ignored; any other extra key is an error
-    /// (it means the file is of another model). Returns `num_batches_tracked` when present.
-    pub fn load_safetensors(&self, path: &Path) -> Result<i64> {
-        let tensors = candle_core::safetensors::load(path, &Device::Cpu)
-            .with_context(|| format!("cannot read safetensors file {}", path.display()))?;
-        let mut batches = 0i64;
-        for (name, t) in &tensors {
+    /// Sets every tensor from a state_dict read from `source` (a [`super::checkpoint`] file)
+    /// into this store of `model` (its name, for the messages).
+    /// Every name of the store must be present with the right shape, and no other name may
+    /// be (except BatchNorm's `num_batches_tracked` and names `ignore` accepts): all the
+    /// missing, unexpected and mis-shaped names are listed in one error. The values pass
+    /// [`super::validate::check_weights`] before any is set. Returns the largest
+    /// `num_batches_tracked` and the names ignored.
+    pub fn load_state_dict(&self, source: &Path, model: &str, tensors: &[(String, Tensor)], ignore: &dyn Fn(&str) -> bool) -> Result<Loaded> {
+        let mut loaded = Loaded::default();
+        let mut found: HashMap<&str, &Tensor> = HashMap::new();
+        let mut unexpected = Vec::new();
+        for (name, t) in tensors {
             if name.ends_with(NUM_BATCHES_TRACKED) {
-                batches = batches.max(t.to_dtype(DType::I64)?.flatten_all()?.to_vec1::<i64>()?.first().copied().unwrap_or(0));
-                continue;
-            }
-            if !self.index.contains_key(name) {
-                bail!("{}: tensor '{name}' belongs to no layer of this model (a checkpoint of another model?)", path.display());
+                let n = t.to_dtype(DType::I64)?.flatten_all()?.to_vec1::<i64>()?.first().copied().unwrap_or(0);
+                loaded.batches_tracked = loaded.batches_tracked.max(n);
+            } else if self.index.contains_key(name) {
+                found.insert(name, t);
+            } else if ignore(name) {
+                loaded.ignored.push(name.clone());
+            } else {
+                unexpected.push(name.as_str());
             }
         }
+        let missing: Vec<&str> = self.entries.iter().map(|e| e.name.as_str()).filter(|n| !found.contains_key(n)).collect();
+        let misshaped: Vec<String> = self
+            .entries
+            .iter()
+            .filter_map(|e| found.get(e.name.as_str()).filter(|t| t.dims() != e.var.dims()).map(|t| format!("{}: file {:?}, model {:?}", e.name, t.dims(), e.var.dims())))
+            .collect();
+        if !missing.is_empty() || !unexpected.is_empty() || !misshaped.is_empty() {
+            unexpected.sort_unstable();
+            let mut msg = format!("{} does not fit {model} (a checkpoint of another model?):", source.display());
+            for (what, names) in [("missing", missing.iter().map(|s| s.to_string()).collect::<Vec<_>>()), ("unexpected", unexpected.iter().map(|s| s.to_string()).collect()), ("wrong shape", misshaped)] {
+                if !names.is_empty() {
+                    msg += &format!("\n  {what} ({}): {}", names.len(), names.join(", "));
+                }
+            }
+            if let Some(hint) = prefix_hint(&missing, &unexpected) {
+                msg += &format!("\n  {hint}");
+            }
+            bail!("{msg}");
+        }
+        super::validate::check_weights(source, self.entries.iter().map(|e| (e.name.as_str(), found[e.name.as_str()])))?;
         for e in &self.entries {
-            let Some(t) = tensors.get(&e.name) else {
-                bail!("{}: tensor '{}' is missing (a checkpoint of another model?)", path.display(), e.name);
-            };
             let want = e.var.as_tensor();
-            if t.dims() != want.dims() {
-                bail!("{}: tensor '{}' has shape {:?}, the model expects {:?}", path.display(), e.name, t.dims(), want.dims());
-            }
-            e.var.set(&t.to_dtype(want.dtype())?.to_device(want.device())?)?;
+            e.var.set(&found[e.name.as_str()].to_dtype(want.dtype())?.to_device(want.device())?)?;
         }
-        Ok(batches)
+        Ok(loaded)
     }
+}
+
+/// What [`ParamStore::load_state_dict`] found besides the model's tensors.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Loaded {
+    /// The largest BatchNorm `num_batches_tracked` in the file (0 without one).
+    pub batches_tracked: i64,
+    /// Names in the file the model does not use and the caller chose to ignore.
+    pub ignored: Vec<String>,
+}
+
+/// When the unexpected names are the missing ones under one extra leading prefix (such as
+/// `model.`), or the other way round, says so.
+fn prefix_hint(missing: &[&str], unexpected: &[&str]) -> Option<String> {
+    let extra = |longer: &[&str], shorter: &str| -> Option<String> {
+        longer.iter().find_map(|l| l.strip_suffix(shorter).filter(|p| p.ends_with('.')).map(str::to_string))
+    };
+    let (m, u) = (missing.first()?, unexpected.first()?);
+    if let Some(prefix) = extra(unexpected, m).filter(|p| unexpected.iter().all(|n| n.starts_with(p.as_str()))) {
+        return Some(format!("the file's names carry an extra prefix '{prefix}': re-save the state_dict without it"));
+    }
+    if let Some(prefix) = extra(missing, u) {
+        return Some(format!("the model's names begin with '{prefix}' where the file's do not: is the file a checkpoint of the architecture named?"));
+    }
+    None
 }

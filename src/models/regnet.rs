@@ -52,7 +52,7 @@ impl XBlock {
             Some((conv, bn)) => bn.forward(&conv.forward(x, train)?, train)?,
             None => x.clone(),
         };
-        ops::relu(&(out + short)?)
+        ops::add_relu(&out, &short)
     }
 
     fn lipschitz(&self, norm: &dyn Fn(&str) -> f64) -> f64 {

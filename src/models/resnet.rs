@@ -49,7 +49,7 @@ impl Block for BasicBlock {
             Some((conv, bn)) => bn.forward(&conv.forward(x, train)?, train)?,
             None => x.clone(),
         };
-        ops::relu(&(out + short)?)
+        ops::add_relu(&out, &short)
     }
 }
 

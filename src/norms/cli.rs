@@ -2,7 +2,7 @@
 //! checkpoints' norms side by side with their ratios (`--compare A B`).
 
 use super::table::{model_norms, render_csv, render_json, render_table, LayerNorms, NormSummary};
-use crate::models::{Arch, Model};
+use crate::models::{Arch, Model, Normalization, NormalizeArg};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -21,10 +21,13 @@ pub enum Format {
 /// Arguments of `normlab norms`.
 #[derive(Debug, clap::Args)]
 pub struct NormsArgs {
-    /// Model: vgg11, resnet18, senet18, regnet200mf.
+    /// Model: vgg11, resnet18, senet18, regnet200mf, wrn-28-10, wrn-34-10, preact-resnet18
+    /// (`normlab models` lists them).
     #[arg(long)]
     pub model: String,
-    /// Weights to read (safetensors with PyTorch names).
+    /// Weights to read: safetensors or a PyTorch .pt/.pth (a state_dict, or a dict wrapping
+    /// one under state_dict/model_state_dict/model/net; a `module.` prefix is removed), with
+    /// PyTorch's names.
     #[arg(long, conflicts_with = "seed")]
     pub checkpoint: Option<PathBuf>,
     /// Use the PyTorch-default initial weights drawn from this seed.
@@ -46,6 +49,11 @@ pub struct NormsArgs {
     /// Skip the spectral norms (power iteration, the slow column); the CSV field stays empty.
     #[arg(long)]
     pub no_spectral: bool,
+    /// Input normalization in front of the model: CIFAR-10's mean and std, or none. Without
+    /// the flag, a checkpoint's own `mu`/`sigma` tensors are used when it has them. It
+    /// scales the Lipschitz bounds by max 1/std; the per-layer norms are unchanged.
+    #[arg(long, value_enum)]
+    pub normalize: Option<NormalizeArg>,
 }
 
 /// Runs `normlab norms`.
@@ -54,15 +62,20 @@ pub fn run(args: NormsArgs) -> Result<()> {
     let device = crate::device::open(&args.device)?;
     if let Some(pair) = &args.compare {
         let (a, b) = (&pair[0], &pair[1]);
-        let na = model_norms(&load(arch, a, &device)?, !args.no_spectral)?;
-        let nb = model_norms(&load(arch, b, &device)?, !args.no_spectral)?;
-        print!("{}", render_compare(&na, &nb, a, b, args.format)?);
+        let (ma, mb) = (load(arch, a, &device, args.normalize)?, load(arch, b, &device, args.normalize)?);
+        let (na, nb) = (model_norms(&ma, !args.no_spectral)?, model_norms(&mb, !args.no_spectral)?);
+        let sides = [Side { path: a, normalization: ma.normalization.as_ref() }, Side { path: b, normalization: mb.normalization.as_ref() }];
+        print!("{}", render_compare(&na, &nb, &sides, args.format)?);
         return Ok(());
     }
     let (model, source) = match (&args.checkpoint, args.seed) {
-        (Some(path), _) => (load(arch, path, &device)?, path.display().to_string()),
-        (None, Some(seed)) => (Model::new(arch, seed, &device)?, format!("seed {seed}")),
-        (None, None) => bail!("normlab norms needs weights: give --checkpoint FILE.safetensors or --seed S (initial weights), or --compare A B"),
+        (Some(path), _) => (load(arch, path, &device, args.normalize)?, path.display().to_string()),
+        (None, Some(seed)) => {
+            let mut m = Model::new(arch, seed, &device)?;
+            m.normalization = crate::models::normalize::resolve(args.normalize, None, &device)?;
+            (m, format!("seed {seed}"))
+        }
+        (None, None) => bail!("normlab norms needs weights: give --checkpoint FILE (.safetensors, .pt or .pth) or --seed S (initial weights), or --compare A B"),
     };
     if let Some(path) = &args.save_init {
         model.save(path).with_context(|| format!("writing the initial weights to {}", path.display()))?;
@@ -70,19 +83,39 @@ pub fn run(args: NormsArgs) -> Result<()> {
     }
     let norms = model_norms(&model, !args.no_spectral)?;
     let text = match args.format {
-        Format::Table => render_table(&norms),
-        Format::Csv => render_csv(&norms)?,
+        Format::Table => normalization_line(model.normalization.as_ref()) + &render_table(&norms),
+        Format::Csv => {
+            if let Some(n) = &model.normalization {
+                eprintln!("{}", n.describe());
+            }
+            render_csv(&norms)?
+        }
         Format::Json => render_json(&model, source, &norms)?,
     };
     print!("{text}");
     Ok(())
 }
 
-fn load(arch: Arch, path: &Path, device: &candle_core::Device) -> Result<Model> {
-    if !path.is_file() {
-        bail!("checkpoint {} does not exist (expected a .safetensors file of a {arch})", path.display());
-    }
-    Model::load(arch, path, device).with_context(|| format!("loading {} as a {arch}", path.display()))
+/// Loads a checkpoint of any format ([`Model::load_checkpoint`]) and says on stderr what
+/// was read.
+fn load(arch: Arch, path: &Path, device: &candle_core::Device, normalize: Option<NormalizeArg>) -> Result<Model> {
+    let (model, summary) = Model::load_checkpoint(arch, path, device, normalize)?;
+    eprintln!("{summary}");
+    Ok(model)
+}
+
+/// The table's first line when the model normalizes its input (empty otherwise).
+fn normalization_line(n: Option<&Normalization>) -> String {
+    n.map_or(String::new(), |n| format!("{}\n", n.describe()))
+}
+
+/// One side of a comparison: the checkpoint and its input normalization.
+#[derive(Debug, Clone, Copy)]
+pub struct Side<'a> {
+    /// The checkpoint file.
+    pub path: &'a Path,
+    /// Its model's input normalization, if any.
+    pub normalization: Option<&'a Normalization>,
 }
 
 /// One layer of a comparison: A's and B's norms and B/A.
@@ -121,13 +154,21 @@ pub fn compare_rows(a: &[LayerNorms], b: &[LayerNorms]) -> Vec<CompareRow> {
         .collect()
 }
 
-/// Two checkpoints' norms side by side (ratio = B / A), as a table, CSV or JSON.
-pub fn render_compare(a: &[LayerNorms], b: &[LayerNorms], path_a: &Path, path_b: &Path, format: Format) -> Result<String> {
+/// Two checkpoints' norms side by side (ratio = B / A), as a table, CSV or JSON. Input
+/// normalizations are stated in the table's header, in JSON, and on stderr for CSV.
+pub fn render_compare(a: &[LayerNorms], b: &[LayerNorms], sides: &[Side; 2], format: Format) -> Result<String> {
     let rows = compare_rows(a, b);
     let (sa, sb) = (NormSummary::of(a), NormSummary::of(b));
+    let (path_a, path_b) = (sides[0].path, sides[1].path);
     match format {
         Format::Table => {
-            let mut out = format!("A = {}\nB = {}\n", path_a.display(), path_b.display());
+            let mut out = String::new();
+            for (label, side) in ["A", "B"].iter().zip(sides) {
+                out += &format!("{label} = {}\n", side.path.display());
+                if let Some(n) = side.normalization {
+                    out += &format!("    {}\n", n.describe());
+                }
+            }
             out += &format!(
                 "{:<34} {:<6} {:>11} {:>11} {:>7} {:>11} {:>11} {:>7} {:>11} {:>11} {:>7}\n",
                 "layer", "kind", "l1 A", "l1 B", "B/A", "linf A", "linf B", "B/A", "spec A", "spec B", "B/A"
@@ -154,6 +195,11 @@ pub fn render_compare(a: &[LayerNorms], b: &[LayerNorms], path_a: &Path, path_b:
             Ok(out)
         }
         Format::Csv => {
+            for (label, side) in ["A", "B"].iter().zip(sides) {
+                if let Some(n) = side.normalization {
+                    eprintln!("{label}: {}", n.describe());
+                }
+            }
             let mut w = csv::Writer::from_writer(Vec::new());
             w.write_record([
                 "layer", "kind", "l1_a", "l1_b", "l1_ratio", "linf_a", "linf_b", "linf_ratio", "l2_bound_a", "l2_bound_b", "l2_bound_ratio", "spectral_a",
@@ -179,6 +225,8 @@ pub fn render_compare(a: &[LayerNorms], b: &[LayerNorms], path_a: &Path, path_b:
                 "layers": rows,
                 "summary_a": sa,
                 "summary_b": sb,
+                "normalization_a": sides[0].normalization.map(Normalization::to_json),
+                "normalization_b": sides[1].normalization.map(Normalization::to_json),
             });
             Ok(serde_json::to_string_pretty(&v)? + "\n")
         }

@@ -261,6 +261,9 @@ pub struct NormsReport<'a> {
     pub lipschitz_linf: Option<f64>,
     /// [`lipschitz_bounds`]' ℓ2 bound.
     pub lipschitz_l2: Option<f64>,
+    /// The model's input normalization (mean, std, origin, its factor max 1/std in both
+    /// bounds), null without one.
+    pub normalization: Option<serde_json::Value>,
 }
 
 /// One flat JSON row (the CSV's columns).
@@ -289,6 +292,7 @@ pub fn render_json(model: &Model, source: String, norms: &[LayerNorms]) -> Resul
         summary: NormSummary::of(norms),
         lipschitz_linf,
         lipschitz_l2,
+        normalization: model.normalization.as_ref().map(crate::models::Normalization::to_json),
     };
     Ok(serde_json::to_string_pretty(&report)? + "\n")
 }

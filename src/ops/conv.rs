@@ -28,7 +28,7 @@ const COL_CAP: usize = 4 << 20;
 const DIRECT_MIN_POSITIONS: usize = 64;
 
 /// Shapes of one convolution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Geom {
     /// Batch.
     pub n: usize,

@@ -5,11 +5,20 @@
 //! can be tested against candle's own op.
 
 pub mod bn;
+#[cfg(feature = "cudnn")]
+pub mod bn_cudnn;
 pub mod conv;
 #[cfg(feature = "cudnn")]
 pub mod conv_cudnn;
 pub mod conv_device;
+#[cfg(feature = "cuda")]
+mod cuda_ptr;
+#[cfg(feature = "cudnn")]
+pub mod cudnn;
 pub mod dense;
+pub mod fused;
+#[cfg(feature = "cuda")]
+pub mod fused_cuda;
 pub mod gemm;
 pub mod grouped;
 mod padded;
@@ -17,9 +26,12 @@ pub mod pointwise;
 pub mod reduce;
 #[cfg(test)]
 mod reference;
+pub mod stack;
 pub mod winograd;
 
 use candle_core::{bail, CpuStorage, DType, Layout, Result, Tensor, Var, D};
+
+pub use fused::{add_relu, cross_entropy};
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Which kernels the ops run: normlab's (the default), a device-generic convolution backward,
@@ -159,9 +171,18 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize,
         x.conv2d(weight, padding, stride, 1, groups)?
     };
     match bias {
-        Some(b) if fast(&y) && b.dtype() == DType::F32 => y.apply_op2(&b.contiguous()?, pointwise::ChannelBias),
-        Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?),
+        Some(b) => add_channel_bias(&y, b),
         None => Ok(y),
+    }
+}
+
+/// `y + b` with one value of `b` per channel of `y (n, c, h, w)`: on the CPU one pass
+/// ([`pointwise::ChannelBias`]).
+fn add_channel_bias(y: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if fast(y) && b.dtype() == DType::F32 {
+        y.apply_op2(&b.contiguous()?, pointwise::ChannelBias)
+    } else {
+        y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?)
     }
 }
 
@@ -177,12 +198,15 @@ fn cudnn_conv2d(_: &Tensor, _: &Tensor, _: usize, _: usize, _: usize) -> Result<
 }
 
 /// `max(x, 0)`; on the CPU a one-pass op with a one-pass backward ([`pointwise::Relu`]).
+/// On CUDA one kernel each way ([`fused`]).
 pub fn relu(x: &Tensor) -> Result<Tensor> {
     if fast(x) {
-        x.contiguous()?.apply_op1(pointwise::Relu)
-    } else {
-        x.relu()
+        return x.contiguous()?.apply_op1(pointwise::Relu);
     }
+    if let Some(y) = fused::relu(x)? {
+        return Ok(y);
+    }
+    x.relu()
 }
 
 /// Max pooling over non-overlapping `k × k` windows, as PyTorch's `F.max_pool2d(x, k)`, whose
@@ -224,7 +248,24 @@ pub fn abs_sum_mid(x: &Tensor, dims: (usize, usize, usize)) -> Result<Tensor> {
     if fast(&x) {
         return x.contiguous()?.apply_op1_no_bwd(&reduce::AbsSumMid { dims });
     }
+    if let Some(m) = abs_sum_mid_cuda(&x, dims)? {
+        return Ok(m);
+    }
     x.abs()?.reshape(dims)?.sum(1)
+}
+
+/// [`abs_sum_mid`] as one CUDA kernel (`None`: not a case for it).
+#[cfg(feature = "cuda")]
+fn abs_sum_mid_cuda(x: &Tensor, dims: (usize, usize, usize)) -> Result<Option<Tensor>> {
+    if !fused::on(x.device()) || x.dtype() != DType::F32 {
+        return Ok(None);
+    }
+    x.contiguous()?.apply_op1_no_bwd(&fused_cuda::AbsSumMid { dims }).map(Some)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn abs_sum_mid_cuda(_: &Tensor, _: (usize, usize, usize)) -> Result<Option<Tensor>> {
+    Ok(None)
 }
 
 /// `y + a·x` (same shapes), no gradient. On the CPU one multi-threaded pass ([`reduce::Axpy`]).
@@ -252,11 +293,41 @@ pub struct BatchNormState<'a> {
 /// (biased variance) and update the running ones (unbiased variance, momentum); in eval mode,
 /// normalise with the running statistics. On the CPU the fused ops of [`bn`] (same
 /// semantics, statistics in f64 across planes); elsewhere candle's generic ops.
+/// On CUDA in train mode one cuDNN call each way ([`bn_cudnn`], with the `cudnn` feature).
 pub fn batch_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, state: &BatchNormState, train: bool) -> Result<Tensor> {
     if fast(x) && gamma.dtype() == DType::F32 && beta.dtype() == DType::F32 {
         return batch_norm_fused(x, gamma, beta, state, train, false);
     }
+    if train {
+        if let Some(y) = batch_norm_cudnn(x, gamma, beta, state)? {
+            return Ok(y);
+        }
+    }
     batch_norm_generic(x, gamma, beta, state, train)
+}
+
+/// Train-mode [`batch_norm`] through cuDNN (`None`: not a case for it: not CUDA, not f32,
+/// `--kernels stock`, or ε below cuDNN's minimum).
+#[cfg(feature = "cudnn")]
+fn batch_norm_cudnn(x: &Tensor, gamma: &Tensor, beta: &Tensor, state: &BatchNormState) -> Result<Option<Tensor>> {
+    let f32s = [x, gamma, beta, state.running_mean.as_tensor(), state.running_var.as_tensor()].iter().all(|t| t.dtype() == DType::F32);
+    if !fused::on(x.device()) || !f32s || x.rank() != 4 || state.eps < bn_cudnn::MIN_EPS {
+        return Ok(None);
+    }
+    let c = x.dim(1)?;
+    let op = bn_cudnn::CudnnBatchNormTrain {
+        running_mean: state.running_mean.as_tensor().clone(),
+        running_var: state.running_var.as_tensor().clone(),
+        saved: unsafe { Tensor::empty((2, c), DType::F32, x.device())? },
+        eps: state.eps,
+        momentum: state.momentum,
+    };
+    x.contiguous()?.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op).map(Some)
+}
+
+#[cfg(not(feature = "cudnn"))]
+fn batch_norm_cudnn(_: &Tensor, _: &Tensor, _: &Tensor, _: &BatchNormState) -> Result<Option<Tensor>> {
+    Ok(None)
 }
 
 /// `relu(batch_norm(…))`, the pair every model uses: on the CPU in train mode one fused op

@@ -290,3 +290,25 @@ fn abs_sum_mid_and_axpy_match_candle() {
     let (y, x) = (randn(&[40_000], 70), randn(&[40_000], 71));
     close(&axpy(&y, -0.75, &x).unwrap(), &(&y + (&x * -0.75).unwrap()).unwrap(), "axpy");
 }
+
+/// The running-statistics semantics every BatchNorm path keeps (PyTorch's, which cuDNN's
+/// `exponentialAverageFactor` implements on CUDA): momentum 0.1 towards the batch mean and the
+/// unbiased batch variance, hand-computed.
+#[test]
+fn batch_norm_running_statistics_are_pytorch_s() {
+    // One channel, values 1, 2, 3, 4 (n = 2, 1×2 maps): mean 2.5, biased variance 1.25,
+    // unbiased 5/3. From mean 0, variance 1: 0.9·0 + 0.1·2.5 and 0.9·1 + 0.1·5/3.
+    let x = Tensor::from_vec(vec![1f32, 2.0, 3.0, 4.0], (2, 1, 1, 2), &Device::Cpu).unwrap();
+    let (g, b) = (Tensor::new(&[1f32], &Device::Cpu).unwrap(), Tensor::new(&[0f32], &Device::Cpu).unwrap());
+    for fused in [true, false] {
+        let rm = Var::new(&[0f32], &Device::Cpu).unwrap();
+        let rv = Var::new(&[1f32], &Device::Cpu).unwrap();
+        let state = BatchNormState { running_mean: &rm, running_var: &rv, eps: 1e-5, momentum: 0.1 };
+        let y = if fused { batch_norm(&x, &g, &b, &state, true) } else { batch_norm_generic(&x, &g, &b, &state, true) }.unwrap();
+        let (m, v) = (rm.as_tensor().to_vec1::<f32>().unwrap()[0], rv.as_tensor().to_vec1::<f32>().unwrap()[0]);
+        assert!((m - 0.25).abs() < 1e-6 && (v - (0.9 + 0.1 * 5.0 / 3.0)).abs() < 1e-6, "fused {fused}: running mean {m}, variance {v}");
+        // Normalised with the biased variance: (1 − 2.5)/√(1.25 + ε).
+        let y0 = y.flatten_all().unwrap().to_vec1::<f32>().unwrap()[0];
+        assert!((y0 - (-1.5 / (1.25f32 + 1e-5).sqrt())).abs() < 1e-5, "fused {fused}: {y0}");
+    }
+}

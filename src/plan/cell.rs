@@ -52,7 +52,12 @@ impl Cell {
 /// The id of a configuration: the first 12 hex digits of SHA-256 over its canonical JSON
 /// (field order fixed by the struct, floats in shortest round-trip form).
 pub fn cell_id(config: &CellConfig) -> String {
-    let json = serde_json::to_string(config).expect("a cell configuration always serializes");
+    id_of_config_json(&serde_json::to_string(config).expect("a cell configuration always serializes"))
+}
+
+/// The id of a configuration given as the canonical JSON a results row holds in its `config`
+/// column (what [`cell_id`] hashes): the results reader checks each row's id against it.
+pub fn id_of_config_json(json: &str) -> String {
     let mut h = Sha256::new();
     h.update(CELL_SCHEMA.as_bytes());
     h.update(b"\n");

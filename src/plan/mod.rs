@@ -9,7 +9,8 @@ pub mod cell;
 pub mod error;
 pub mod schema;
 
-pub use crate::values::Eps;
+pub use crate::values::{Eps, Radius};
+use crate::results::RobustColumn;
 pub use cell::{cell_id, expand, Cell, CellConfig};
 pub use error::PlanError;
 pub use schema::{DataSpec, EvaluationSpec, NdVariant, PlanFile, RegularizerSpec, TrainingSpec};
@@ -26,12 +27,35 @@ pub struct Plan {
     pub path: PathBuf,
     /// Where the data is.
     pub data: DataSpec,
-    /// The ℓ∞ radii of the robust-accuracy columns, in order (empty: robust accuracy off).
-    pub eps: Vec<Eps>,
+    /// The robust-accuracy columns (radius, norm, suite), in order (empty: robust accuracy
+    /// off).
+    pub robust: Vec<RobustColumn>,
     /// Every cell of the grid, in grid order.
     pub cells: Vec<Cell>,
     /// The plan as written (with defaults filled in).
     pub file: PlanFile,
+    /// The plan's text, for errors found after loading (against the data) that point into it.
+    pub source: String,
+}
+
+impl Plan {
+    /// Checks the plan's subsets against the data it runs on (`train` training and `test` test
+    /// images), before any cell: a subset larger than its split is an error at its line that
+    /// gives the split's size (never clamped: the cell id and the row would keep the number
+    /// asked for).
+    pub fn check_against_data(&self, train: usize, test: usize) -> Result<(), PlanError> {
+        let at = |e: crate::train::SubsetTooLarge| PlanError::at_key(&self.path, &self.source, e.field, format!("{e} ({})", self.data.dir.display()));
+        self.file.training.protocol().check_subsets(train, test).map_err(at)?;
+        let eval = &self.file.evaluation;
+        let too_large = |field, asked: usize| crate::train::SubsetTooLarge { field, split: "test", asked, available: test };
+        if let Some(n) = eval.clean_subset.filter(|n| n.get() > test) {
+            return Err(at(too_large("clean_subset", n.get())));
+        }
+        if let Some(r) = eval.robust.as_ref().filter(|r| r.n.get() > test) {
+            return Err(at(too_large("n", r.n.get())));
+        }
+        Ok(())
+    }
 }
 
 /// Reads, parses, validates and expands a plan file. Every refusal names the file, the line
@@ -43,8 +67,12 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
 /// [`load`], with the data directory given on the command line (`--data DIR`) in place of
 /// the plan's.
 pub fn load_with_data(path: &Path, data_dir: Option<&Path>) -> Result<Plan, PlanError> {
-    let source = std::fs::read_to_string(path)
-        .map_err(|e| PlanError::at(path, 0, 0, format!("cannot read the plan file: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| PlanError::at(path, 0, 0, format!("cannot read the plan file: {e}")))?;
+    let source = String::from_utf8(bytes).map_err(|e| {
+        let upto = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = upto.iter().filter(|&&b| b == b'\n').count() + 1;
+        PlanError::at(path, line, 1, "the plan is not UTF-8 text (saved in another encoding?): save it as UTF-8")
+    })?;
     parse_with_data(path, &source, data_dir)
 }
 
@@ -55,6 +83,8 @@ pub fn parse(path: &Path, source: &str) -> Result<Plan, PlanError> {
 
 /// [`parse`] with an optional data directory overriding the plan's.
 pub fn parse_with_data(path: &Path, source: &str, data_dir: Option<&Path>) -> Result<Plan, PlanError> {
+    // Editors on Windows may start a UTF-8 file with a byte-order mark, which RON refuses.
+    let source = source.strip_prefix('\u{feff}').unwrap_or(source);
     let options = ron::Options::default().with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME);
     let mut file: PlanFile = options.from_str(source).map_err(|e| {
         PlanError::at(path, e.position.line, e.position.col, explain_ron_error(&e.code.to_string()))
@@ -65,8 +95,8 @@ pub fn parse_with_data(path: &Path, source: &str, data_dir: Option<&Path>) -> Re
     validate(path, source, &file)?;
     let cells = expand(&file);
     check_distinct(path, source, &cells)?;
-    let eps = file.evaluation.robust.as_ref().map(|r| r.eps.0.clone()).unwrap_or_default();
-    Ok(Plan { name: file.name.0.clone(), path: path.to_path_buf(), data: file.data.clone(), eps, cells, file })
+    let robust = RobustColumn::of(file.evaluation.robust.as_ref());
+    Ok(Plan { name: file.name.0.clone(), path: path.to_path_buf(), data: file.data.clone(), robust, cells, file, source: source.to_string() })
 }
 
 /// Adds the hint a RON error lacks: how to fix the most common slips.

@@ -218,7 +218,8 @@ pub struct EvaluationSpec {
     /// Robust accuracy (absent: the paper's APGD-CE + APGD-T at 1/255 on 1,024 images;
     /// `None`: not measured): the attack protocol's own configuration.
     pub robust: Option<AttackConfig>,
-    /// Certified accuracy from the layers' ℓ∞ norms (default true).
+    /// Certified accuracy at the first radius from the layer norms of the threat model's norm
+    /// (ℓ∞ norms for `norm: linf`, spectral norms for `norm: l2`; default true).
     pub certified: bool,
 }
 

@@ -13,6 +13,7 @@
 pub mod bn_projection;
 pub mod coverage;
 pub mod norm_decay;
+pub mod stacked;
 pub mod svc;
 pub mod weight_decay;
 
@@ -21,6 +22,7 @@ pub use coverage::Coverage;
 pub use norm_decay::{NdVariant, NormDecay};
 
 use crate::models::{LayerSpec, Model};
+use crate::optim::GradTerms;
 use crate::values::{Fraction, Positive};
 use anyhow::{bail, Result};
 use candle_core::{backprop::GradStore, Tensor};
@@ -256,7 +258,7 @@ impl Regularizer {
             State::Stateless if matches!(self.config, RegConfig::WeightDecay { .. }) => model.params.trainable().map(|e| e.name.clone()).collect(),
             State::Stateless => Vec::new(),
             State::NormDecay(nd, projection) => {
-                let mut names: Vec<String> = nd.acted_on().map(String::from).collect();
+                let mut names: Vec<String> = nd.layer_names().map(String::from).collect();
                 for p in projection.iter().flat_map(|p| p.acted_on()) {
                     if !names.iter().any(|n| n == p) {
                         names.push(p.to_string());
@@ -275,13 +277,35 @@ impl Regularizer {
         &self.config
     }
 
-    /// Transforms the gradients of one step in place (between `backward()` and the optimizer
-    /// step).
-    pub fn apply(&mut self, model: &Model, grads: &mut GradStore) -> Result<()> {
+    /// Norm decay's live state, when this is norm decay (a stacked model's slices drive it
+    /// through [`stacked`]).
+    pub fn norm_decay_mut(&mut self) -> Option<&mut NormDecay> {
+        match &mut self.state {
+            State::NormDecay(nd, _) => Some(nd),
+            _ => None,
+        }
+    }
+
+    /// SVC's live state, when this is SVC.
+    pub fn svc_mut(&mut self) -> Option<&mut svc::Svc> {
+        match &mut self.state {
+            State::Svc(s, _) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Transforms the gradients of one step (between `backward()` and the optimizer step). On
+    /// CUDA with normlab's kernels, weight decay's β·θ and norm decay's β·h are returned as
+    /// terms for the optimizer's fused update ([`GradTerms`]) instead of written into the
+    /// gradients (norm decay still updates its buffers here, on the device); elsewhere the
+    /// gradients are rewritten in place and the terms are empty.
+    pub fn apply(&mut self, model: &Model, grads: &mut GradStore) -> Result<GradTerms> {
+        let fused = model.params.trainable().next().is_some_and(|e| crate::ops::fused::on(e.var.device()));
         match (&self.config, &mut self.state) {
-            (RegConfig::WeightDecay { beta }, _) => weight_decay::apply(&model.params, grads, beta.get()),
-            (_, State::NormDecay(nd, _)) => nd.apply(&model.params, grads),
-            _ => Ok(()),
+            (RegConfig::WeightDecay { beta }, _) if fused => Ok(weight_decay::terms(&model.params, grads, beta.get())),
+            (RegConfig::WeightDecay { beta }, _) => weight_decay::apply(&model.params, grads, beta.get()).map(|_| GradTerms::default()),
+            (_, State::NormDecay(nd, _)) => nd.apply(&model.params, grads, fused),
+            _ => Ok(GradTerms::default()),
         }
     }
 

@@ -31,6 +31,8 @@ use super::coverage::{self, Coverage};
 use crate::models::{layers::BN_EPS, LayerKind, LayerSpec, ParamStore};
 use crate::norms::{position_sets, NormKind};
 use crate::ops;
+use crate::ops::fused::NdShape;
+use crate::optim::GradTerms;
 use anyhow::{bail, Context, Result};
 use candle_core::{backprop::GradStore, DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -168,6 +170,37 @@ impl DeviceMaximiser {
     }
 }
 
+impl DeviceMaximiser {
+    /// The layer's shape as the norm-decay kernel sees it, for `variant`.
+    pub fn nd_shape(&self, variant: NdVariant) -> NdShape {
+        NdShape { linf: self.kind == NormKind::Linf, paper: variant == NdVariant::Paper, out_c: self.out_c, cin_g: self.cin_g, groups: self.groups, khw: self.khw, pairs: self.pairs.len() }
+    }
+
+    /// [`Self::step_buffer`] for the maximiser at the device index `flat` (from
+    /// [`Self::flat_argmax`], never read back): one kernel on CUDA.
+    #[allow(clippy::too_many_arguments)]
+    fn step_buffer_on_device(&self, h_hat: &Tensor, scale: f64, weight: &Tensor, flat: &Tensor, gamma: f64, variant: NdVariant) -> Result<()> {
+        let (inv_scale, paper_coef) = nd_coefficients(scale, gamma);
+        nd_update(weight, h_hat, &self.indicator, flat, &self.nd_shape(variant), inv_scale, paper_coef)
+    }
+}
+
+/// The f32 coefficients the CPU path rounds its buffer update's factors to: 1/scale (for
+/// p / scale) and (1−γ)/scale (the paper variant).
+fn nd_coefficients(scale: f64, gamma: f64) -> (f32, f32) {
+    ((1.0 / scale) as f32, ((1.0 - gamma) / scale) as f32)
+}
+
+#[cfg(feature = "cuda")]
+fn nd_update(weight: &Tensor, h_hat: &Tensor, indicator: &Tensor, flat: &Tensor, shape: &NdShape, inv_scale: f32, paper_coef: f32) -> Result<()> {
+    Ok(ops::fused_cuda::nd_update(weight, h_hat, indicator, flat, shape, inv_scale, paper_coef)?)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn nd_update(_: &Tensor, _: &Tensor, _: &Tensor, _: &Tensor, _: &NdShape, _: f32, _: f32) -> Result<()> {
+    bail!("norm decay's device update needs a build with the `cuda` feature")
+}
+
 /// What one decayed layer needs to find its active entries.
 enum Target {
     Matrix(DeviceMaximiser),
@@ -194,6 +227,20 @@ impl Layer {
     }
 }
 
+/// One step of a BatchNorm layer's buffer (kept unscaled: one value per channel), with `mask`
+/// 1 at the maximising channel: p = sign(γ)·scale there, h ← decayed h with p (reference) or
+/// γh + (1−γ)p (paper).
+fn bn_step(layer: &mut Layer, w: &Tensor, scale: &Tensor, mask: &Tensor, gamma: f64, variant: NdVariant) -> Result<()> {
+    let p = ((w.sign()? * scale)? * mask)?;
+    let decayed = (layer.h()? * gamma)?;
+    layer.h_hat = match variant {
+        NdVariant::Reference => ((&decayed - (&decayed * mask)?)? + p)?,
+        NdVariant::Paper => (decayed + (p * (1.0 - gamma))?)?,
+    };
+    layer.scale = 1.0;
+    Ok(())
+}
+
 /// Folds a buffer's `scale` into `h_hat` (one pass; scale 1 afterwards).
 fn fold(h_hat: &mut Tensor, scale: &mut f64) -> Result<()> {
     if *scale != 1.0 {
@@ -201,6 +248,33 @@ fn fold(h_hat: &mut Tensor, scale: &mut f64) -> Result<()> {
         *scale = 1.0;
     }
     Ok(())
+}
+
+/// Every decayed layer's maximiser, still on the device ([`NormDecay::find`]).
+pub struct Maximisers {
+    flats: Vec<Tensor>,
+    bn_scales: Vec<Option<Tensor>>,
+}
+
+impl Maximisers {
+    /// The layers' maximiser indices as one u32 tensor on the device (so a step copies them to
+    /// the host at once: on a GPU each copy waits for the device); `None` without layers.
+    pub fn indices(&self) -> Result<Option<Tensor>> {
+        if self.flats.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Tensor::stack(&self.flats, 0)?))
+    }
+
+    /// The number of layers.
+    pub fn len(&self) -> usize {
+        self.flats.len()
+    }
+
+    /// Whether there are no layers.
+    pub fn is_empty(&self) -> bool {
+        self.flats.is_empty()
+    }
 }
 
 /// Norm decay's live state for one model: one running buffer per decayed layer.
@@ -242,39 +316,106 @@ impl NormDecay {
         Ok(Self { beta, gamma, variant, layers })
     }
 
-    /// The weights it decays, in layer order.
-    pub fn acted_on(&self) -> impl Iterator<Item = &str> {
-        self.layers.iter().map(|l| l.name.as_str())
-    }
-
-    /// Updates every layer's h from the current weights and adds β·h to its gradient.
-    pub fn apply(&mut self, params: &ParamStore, grads: &mut GradStore) -> Result<()> {
-        let weights = self
+    /// Updates every layer's h from the current weights and adds β·h to its gradient. With
+    /// `fused` (CUDA, normlab's kernels) the maximisers stay on the device, each matrix layer's
+    /// buffer is updated by one kernel, and β·h is returned as a term for the optimizer's
+    /// fused update instead of added here ([`Self::apply_on_device`]).
+    pub fn apply(&mut self, params: &ParamStore, grads: &mut GradStore, fused: bool) -> Result<GradTerms> {
+        let vars = self
             .layers
             .iter()
             .map(|l| params.var(&l.name).with_context(|| format!("norm decay: no parameter {}", l.name)))
             .collect::<Result<Vec<_>>>()?;
-        // Every layer's maximiser first, copied to the host in one transfer: the weights do not
-        // change within the step, and on a GPU one copy per layer was one wait per layer.
-        let mut flats = Vec::with_capacity(self.layers.len());
-        let mut bn_scales = Vec::with_capacity(self.layers.len());
-        for (layer, var) in self.layers.iter().zip(&weights) {
+        if fused {
+            return self.apply_on_device(params, grads, &vars);
+        }
+        let weights: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().detach()).collect();
+        let found = self.find(&weights, &|name| Ok(params.get(name)?.detach()))?;
+        // Every layer's maximiser copied to the host in one transfer: on a GPU one copy per
+        // layer was one wait per layer.
+        let flats = match found.indices()? {
+            Some(t) => t.to_vec1::<u32>()?,
+            None => Vec::new(),
+        };
+        self.step(&weights, found, &flats)?;
+        for (i, var) in vars.iter().enumerate() {
+            let Some(g) = grads.get(var.as_tensor()) else { continue };
+            let g = self.decayed(i, g)?;
+            grads.insert(var.as_tensor(), g);
+        }
+        Ok(GradTerms::default())
+    }
+
+    /// [`Self::apply`] with nothing read back to the host: each layer's maximiser index stays a
+    /// u32 on the device, where one kernel per matrix layer updates its buffer from it
+    /// ([`crate::ops::fused_cuda::nd_update`], CPU twin [`crate::ops::fused::nd_update_cpu`]);
+    /// BatchNorm layers compare the index on the device. Matrix layers' β·h become terms for
+    /// the optimizer; BatchNorm layers' are added to their gradients here.
+    fn apply_on_device(&mut self, params: &ParamStore, grads: &mut GradStore, weights: &[&candle_core::Var]) -> Result<GradTerms> {
+        let mut terms = GradTerms::default();
+        for (layer, var) in self.layers.iter_mut().zip(weights) {
             let w = var.as_tensor().detach();
             match &layer.target {
                 Target::Matrix(m) => {
-                    flats.push(m.flat_argmax(&w)?);
-                    bn_scales.push(None);
+                    let flat = m.flat_argmax(&w)?;
+                    layer.scale *= self.gamma;
+                    if layer.scale < MIN_SCALE {
+                        fold(&mut layer.h_hat, &mut layer.scale)?;
+                    }
+                    m.step_buffer_on_device(&layer.h_hat, layer.scale, &w, &flat, self.gamma, self.variant)?;
+                    if grads.get(var.as_tensor()).is_some() {
+                        terms.insert(&layer.name, self.beta * layer.scale, layer.h_hat.clone());
+                    }
                 }
-                Target::Bn { running_var, .. } => {
+                Target::Bn { running_var, channel_ids } => {
                     let scale = (params.get(running_var)?.detach() + BN_EPS)?.sqrt()?.recip()?;
-                    flats.push((w.abs()? * &scale)?.argmax(0)?);
-                    bn_scales.push(Some(scale));
+                    let flat = (w.abs()? * &scale)?.argmax(0)?;
+                    let mask = channel_ids.broadcast_eq(&flat)?.to_dtype(w.dtype())?;
+                    bn_step(layer, &w, &scale, &mask, self.gamma, self.variant)?;
+                    if let Some(g) = grads.get(var.as_tensor()) {
+                        let g = ops::axpy(g, self.beta * layer.scale, &layer.h_hat)?;
+                        grads.insert(var.as_tensor(), g);
+                    }
                 }
             }
         }
-        let flats = if flats.is_empty() { Vec::new() } else { Tensor::stack(&flats, 0)?.to_vec1::<u32>()? };
-        for (((layer, var), flat), bn_scale) in self.layers.iter_mut().zip(&weights).zip(flats).zip(bn_scales) {
-            let w = var.as_tensor().detach();
+        Ok(terms)
+    }
+
+    /// The weight names of the decayed layers, in the order [`NormDecay::find`] and
+    /// [`NormDecay::step`] take their weights.
+    pub fn layer_names(&self) -> impl Iterator<Item = &str> {
+        self.layers.iter().map(|l| l.name.as_str())
+    }
+
+    /// Every layer's maximiser, left on the device: `weights` are the layers' weights (in
+    /// [`NormDecay::layer_names`] order, detached), `tensor(name)` any other tensor of the
+    /// model (a BatchNorm layer's running variance).
+    pub fn find(&self, weights: &[Tensor], tensor: &dyn Fn(&str) -> Result<Tensor>) -> Result<Maximisers> {
+        let mut found = Maximisers { flats: Vec::with_capacity(self.layers.len()), bn_scales: Vec::with_capacity(self.layers.len()) };
+        for (layer, w) in self.layers.iter().zip(weights) {
+            match &layer.target {
+                Target::Matrix(m) => {
+                    found.flats.push(m.flat_argmax(w)?);
+                    found.bn_scales.push(None);
+                }
+                Target::Bn { running_var, .. } => {
+                    let scale = (tensor(running_var)? + BN_EPS)?.sqrt()?.recip()?;
+                    found.flats.push((w.abs()? * &scale)?.argmax(0)?);
+                    found.bn_scales.push(Some(scale));
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Updates every layer's h from the maximisers `find` found (`flats`: their indices, copied
+    /// to the host) on the same `weights`.
+    pub fn step(&mut self, weights: &[Tensor], found: Maximisers, flats: &[u32]) -> Result<()> {
+        if flats.len() != self.layers.len() || weights.len() != self.layers.len() {
+            bail!("norm decay: {} maximisers and {} weights for {} layers", flats.len(), weights.len(), self.layers.len());
+        }
+        for (((layer, w), &flat), bn_scale) in self.layers.iter_mut().zip(weights).zip(flats).zip(found.bn_scales) {
             match (&layer.target, bn_scale) {
                 (Target::Matrix(m), _) => {
                     let (c, s) = m.split(flat);
@@ -282,26 +423,22 @@ impl NormDecay {
                     if layer.scale < MIN_SCALE {
                         fold(&mut layer.h_hat, &mut layer.scale)?;
                     }
-                    m.step_buffer(&layer.h_hat, layer.scale, &w, c, s, self.gamma, self.variant)?;
+                    m.step_buffer(&layer.h_hat, layer.scale, w, c, s, self.gamma, self.variant)?;
                 }
                 (Target::Bn { channel_ids, .. }, scale) => {
                     let scale = scale.context("norm decay: a BatchNorm layer without its scale")?;
-                    // Small (one value per channel): the buffer is kept unscaled.
                     let mask = channel_ids.eq(flat)?.to_dtype(w.dtype())?;
-                    let p = ((w.sign()? * scale)? * &mask)?;
-                    let decayed = (layer.h()? * self.gamma)?;
-                    layer.h_hat = match self.variant {
-                        NdVariant::Reference => ((&decayed - (&decayed * &mask)?)? + p)?,
-                        NdVariant::Paper => (decayed + (p * (1.0 - self.gamma))?)?,
-                    };
-                    layer.scale = 1.0;
+                    bn_step(layer, w, &scale, &mask, self.gamma, self.variant)?;
                 }
             }
-            let Some(g) = grads.get(var.as_tensor()) else { continue };
-            let g = ops::axpy(g, self.beta * layer.scale, &layer.h_hat)?;
-            grads.insert(var.as_tensor(), g);
         }
         Ok(())
+    }
+
+    /// Layer `i`'s gradient `g` (in [`NormDecay::layer_names`] order) plus β·h.
+    pub fn decayed(&self, i: usize, g: &Tensor) -> Result<Tensor> {
+        let layer = self.layers.get(i).with_context(|| format!("norm decay has no layer {i}"))?;
+        Ok(ops::axpy(g, self.beta * layer.scale, &layer.h_hat)?)
     }
 
     /// The buffers h by layer weight name (for checkpoints).
@@ -417,7 +554,7 @@ mod tests {
                 for _ in 0..2 {
                     let loss = v.as_tensor().sum_all().unwrap();
                     let mut grads = loss.backward().unwrap();
-                    nd.apply(&store, &mut grads).unwrap();
+                    nd.apply(&store, &mut grads, false).unwrap();
                     got.push(grads.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap());
                 }
                 // Reference: h1 = p, h2 = γ·h1 off the mask, p on it = p (same mask): g = 1 + β·p both steps.
@@ -448,7 +585,7 @@ mod tests {
         let mut nd = NormDecay::new(&[conv, bn], &store, NormKind::Linf, 0.1, 0.5, NdVariant::Reference, true, Coverage::All).unwrap();
         let loss = (c.as_tensor().sum_all().unwrap() + g.as_tensor().sum_all().unwrap()).unwrap();
         let mut grads = loss.backward().unwrap();
-        nd.apply(&store, &mut grads).unwrap();
+        nd.apply(&store, &mut grads, false).unwrap();
         let got = |v: &candle_core::Var| grads.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let p1 = -1.0 / (3.0f32 + BN_EPS as f32).sqrt();
         for (a, b) in got(&g).iter().zip([1.0, 1.0 + 0.1 * p1, 1.0]) {
@@ -467,11 +604,11 @@ mod tests {
         let mut nd = NormDecay::new(std::slice::from_ref(&s), &store, NormKind::Linf, 1.0, 0.5, NdVariant::Reference, false, Coverage::All).unwrap();
         let loss = v.as_tensor().sum_all().unwrap();
         let mut grads = loss.backward().unwrap();
-        nd.apply(&store, &mut grads).unwrap();
+        nd.apply(&store, &mut grads, false).unwrap();
         // Now make row 1 the maximiser: h ← 0.5·h (row 0: 0.5, −0.5), row 1 ← sign = (−1, 1).
         v.set(&Tensor::from_vec(vec![0.1f32, 0.1, -3.0, 3.0], (2, 1, 1, 2), &Device::Cpu).unwrap()).unwrap();
         let mut grads = loss.backward().unwrap();
-        nd.apply(&store, &mut grads).unwrap();
+        nd.apply(&store, &mut grads, false).unwrap();
         assert_eq!(nd.layers[0].h().unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![0.5, -0.5, -1.0, 1.0]);
     }
 
@@ -515,15 +652,45 @@ mod tests {
         }
         for (coverage, decayed) in [(Coverage::All, [true, true, true, true]), (Coverage::Reference, [true, false, false, true])] {
             let mut nd = NormDecay::new(&specs, &store, NormKind::L1, 0.1, 0.5, NdVariant::Reference, false, coverage).unwrap();
-            let names: Vec<&str> = nd.acted_on().collect();
+            let names: Vec<&str> = nd.layer_names().collect();
             let want: Vec<&str> = specs.iter().zip(decayed).filter(|(_, d)| *d).map(|(s, _)| s.name.as_str()).collect();
             assert_eq!(names, want, "{coverage:?}");
             let loss = vars.iter().map(|v| v.as_tensor().sum_all().unwrap()).reduce(|a, b| (a + b).unwrap()).unwrap();
             let mut grads = loss.backward().unwrap();
-            nd.apply(&store, &mut grads).unwrap();
+            nd.apply(&store, &mut grads, false).unwrap();
             for ((v, s), d) in vars.iter().zip(&specs).zip(decayed) {
                 let g = grads.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
                 assert_eq!(g.iter().any(|&x| x != 1.0), d, "{coverage:?} {}: gradient {g:?}", s.name);
+            }
+        }
+    }
+
+    /// The norm-decay kernel's arithmetic (CPU twin, which reads the maximiser as the flat
+    /// index the device keeps) against the CPU path's buffer step, for ℓ1 and ℓ∞, both
+    /// variants, grouped, strided and linear layers: the same values.
+    #[test]
+    fn device_update_twin_matches_the_buffer_step() {
+        let cases = [spec(LayerKind::Conv, 4, 6, 8, 3, 1, 1, 1), spec(LayerKind::Conv, 8, 8, 8, 3, 2, 1, 4), spec(LayerKind::Conv, 8, 16, 5, 3, 1, 1, 2), spec(LayerKind::Linear, 7, 5, 1, 1, 1, 0, 1)];
+        for (i, s) in cases.iter().enumerate() {
+            for kind in [NormKind::L1, NormKind::Linf] {
+                for variant in [NdVariant::Reference, NdVariant::Paper] {
+                    let w = random_weight(s, 40 + i as u64);
+                    let h = random_weight(s, 80 + i as u64);
+                    let wt = Tensor::from_vec(w.clone(), s.weight_shape(), &Device::Cpu).unwrap();
+                    let dm = DeviceMaximiser::new(s, kind, &Device::Cpu).unwrap();
+                    let flat = dm.flat_argmax(&wt).unwrap().to_scalar::<u32>().unwrap();
+                    let (scale, gamma) = (0.3, 0.5);
+                    let h_cpu = Tensor::from_vec(h.clone(), s.weight_shape(), &Device::Cpu).unwrap();
+                    let (c, p) = dm.split(flat);
+                    dm.step_buffer(&h_cpu, scale, &wt, c, p, gamma, variant).unwrap();
+                    let mut h_twin = h.clone();
+                    let ind = dm.indicator.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                    let (inv, paper) = nd_coefficients(scale, gamma);
+                    crate::ops::fused::nd_update_cpu(&w, &mut h_twin, &ind, flat, &dm.nd_shape(variant), inv, paper);
+                    let want = h_cpu.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                    assert_eq!(h_twin, want, "case {i} {kind:?} {variant:?}");
+                    assert_ne!(h_twin, h, "case {i}: the step changed nothing");
+                }
             }
         }
     }

@@ -51,21 +51,35 @@ impl Svc {
     }
 
     /// Clips before the optimizer step of batch `batch` (from 0 within its epoch) when the
-    /// coverage's schedule says so ([`coverage::svc_clips_before_step`]).
+    /// coverage's schedule says so ([`Svc::due_before`]).
     pub fn before_step(&mut self, params: &ParamStore, batch: usize) -> Result<()> {
-        if coverage::svc_clips_before_step(self.coverage, self.every, batch) {
+        if self.due_before(batch) {
             self.clip_all(params)?;
         }
         Ok(())
     }
 
     /// Clips after optimizer step `step` (from 1 over the run) when the coverage's schedule
-    /// says so ([`coverage::svc_clips_after_step`]).
+    /// says so ([`Svc::due`]).
     pub fn after_step(&mut self, params: &ParamStore, step: usize) -> Result<()> {
-        if coverage::svc_clips_after_step(self.coverage, self.every, step) {
+        if self.due(step) {
             self.clip_all(params)?;
         }
         Ok(())
+    }
+
+    /// Whether optimizer step `step` (from 1 over the run) ends with a clipping
+    /// ([`coverage::svc_clips_after_step`]: every `every`-th under `all`, never under
+    /// `reference`).
+    pub fn due(&self, step: usize) -> bool {
+        coverage::svc_clips_after_step(self.coverage, self.every, step)
+    }
+
+    /// Whether the optimizer step of batch `batch` (from 0 within its epoch) is preceded by a
+    /// clipping ([`coverage::svc_clips_before_step`]: batches ≡ 1 mod `every` under
+    /// `reference`, never under `all`).
+    pub fn due_before(&self, batch: usize) -> bool {
+        coverage::svc_clips_before_step(self.coverage, self.every, batch)
     }
 
     /// Clips every covered conv's singular values at C now (on the host, then back to the
@@ -73,18 +87,25 @@ impl Svc {
     /// ([`coverage::svc_grouping`]: stacked is the clip of the ungrouped conv whose kernel is
     /// the stored out_c × in_c/groups × k × k tensor).
     pub fn clip_all(&mut self, params: &ParamStore) -> Result<()> {
+        let var = |name: &str| params.var(name).with_context(|| format!("svc: no parameter {name}"));
+        self.clip_with(&|name| Ok(var(name)?.as_tensor().detach()), &mut |name, t| Ok(var(name)?.set(&t)?))
+    }
+
+    /// [`Svc::clip_all`] on weights read by `weight(name)` and written back by `store(name,
+    /// clipped)` (a model's variables, or one slice of a stacked model's).
+    pub fn clip_with(&mut self, weight: &dyn Fn(&str) -> Result<Tensor>, store: &mut dyn FnMut(&str, Tensor) -> Result<()>) -> Result<()> {
         let mut worst = 0f64;
         for spec in &self.convs {
-            let var = params.var(&spec.name).with_context(|| format!("svc: no parameter {}", spec.name))?;
-            let w: Vec<f32> = var.as_tensor().detach().flatten_all()?.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.to_vec1()?;
+            let w = weight(&spec.name)?;
+            let values: Vec<f32> = w.flatten_all()?.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.to_vec1()?;
             let (in_c, groups) = match coverage::svc_grouping(self.coverage) {
                 SvcGrouping::PerGroup => (spec.in_c, spec.groups),
                 SvcGrouping::Stacked => (spec.in_c / spec.groups, 1),
             };
-            let (clipped, crop_error) = clip_grouped_conv_kernel(&w, spec.out_c, in_c, spec.kh, spec.kw, spec.in_h, groups, self.clip, self.measure_crop_error);
+            let (clipped, crop_error) = clip_grouped_conv_kernel(&values, spec.out_c, in_c, spec.kh, spec.kw, spec.in_h, groups, self.clip, self.measure_crop_error);
             worst = worst.max(crop_error.unwrap_or(0.0));
-            let t = Tensor::from_vec(clipped, var.shape(), &Device::Cpu)?.to_dtype(var.dtype())?.to_device(var.device())?;
-            var.set(&t)?;
+            let t = Tensor::from_vec(clipped, w.shape(), &Device::Cpu)?.to_dtype(w.dtype())?.to_device(w.device())?;
+            store(&spec.name, t)?;
         }
         self.last_crop_error = worst;
         Ok(())

@@ -3,25 +3,42 @@
 //! for BatchNorm's running statistics (buffers).
 
 use crate::models::ParamStore;
+use crate::optim::GradTerms;
 use anyhow::Result;
-use candle_core::backprop::GradStore;
+use candle_core::{backprop::GradStore, Tensor};
 
 /// Adds β·θ to the gradient of every trainable parameter of `params` present in `grads`.
 pub fn apply(params: &ParamStore, grads: &mut GradStore, beta: f64) -> Result<()> {
     for e in params.trainable() {
         let theta = e.var.as_tensor();
         let Some(g) = grads.get(theta) else { continue };
-        let decayed = (g.detach() + (theta.detach() * beta)?)?;
+        let decayed = decayed(g, theta, beta)?;
         grads.insert(theta, decayed);
     }
     Ok(())
+}
+
+/// `g + β·θ`: one parameter's decayed gradient (also a slice of a stacked model's).
+pub fn decayed(g: &Tensor, theta: &Tensor, beta: f64) -> Result<Tensor> {
+    Ok((g.detach() + (theta.detach() * beta)?)?)
+}
+
+/// [`apply`]'s β·θ as terms for the optimizer's fused update (the gradients untouched).
+pub fn terms(params: &ParamStore, grads: &GradStore, beta: f64) -> GradTerms {
+    let mut terms = GradTerms::default();
+    for e in params.trainable() {
+        if grads.get(e.var.as_tensor()).is_some() {
+            terms.insert(&e.name, beta, e.var.as_tensor().detach());
+        }
+    }
+    terms
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::models::Role;
-    use candle_core::{Device, Tensor};
+    use candle_core::Device;
 
     #[test]
     fn adds_beta_theta_to_trainable_gradients_only() {

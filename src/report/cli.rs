@@ -53,11 +53,8 @@ pub fn run(args: &ReportArgs) -> Result<()> {
         None => default_out(&args.results),
     };
     let compare = args.compare.as_ref().map(|v| (v[0].clone(), v[1].clone()));
-    let expected = match &args.plan {
-        Some(p) => expected_cells(&crate::plan::load(p)?),
-        None => Vec::new(),
-    };
-    let w = render(&args.results, &out, args.format, compare, &expected)?;
+    let plan = args.plan.as_deref().map(crate::plan::load).transpose()?;
+    let w = render(&args.results, &out, args.format, compare, plan.as_ref())?;
     for f in &w.files {
         println!("wrote {}", f.display());
     }
@@ -81,9 +78,22 @@ pub fn default_out(results: &Path) -> PathBuf {
     results.parent().unwrap_or(Path::new(".")).join(format!("{stem}-report"))
 }
 
-/// Renders the report of `results_csv` into `out`.
-pub fn render(results_csv: &Path, out: &Path, format: Format, compare: Option<(String, String)>, expected: &[table::Expected]) -> Result<Written> {
-    let rows: Vec<results::ResultRow> = results::read(results_csv)?.into_iter().map(super::setting::labelled).collect();
+/// Renders the report of `results_csv` into `out`. With the plan the results come from, its
+/// cells without a row show as missing and rows of cells that are not the plan's are named
+/// and left out (none of the plan's: an error).
+pub fn render(results_csv: &Path, out: &Path, format: Format, compare: Option<(String, String)>, plan: Option<&crate::plan::Plan>) -> Result<Written> {
+    let mut file = results::read::read_file(results_csv)?;
+    let expected = match plan {
+        Some(p) => {
+            file.keep_plan_cells(results_csv, &p.name, &p.cells.iter().map(|c| c.id.clone()).collect())?;
+            expected_cells(p)
+        }
+        None => Vec::new(),
+    };
+    for n in &file.notes {
+        eprintln!("note: {n}");
+    }
+    let rows: Vec<results::ResultRow> = file.rows.drain(..).map(super::setting::labelled).collect();
     if rows.is_empty() {
         bail!("{} has no result rows yet: run the plan first (`normlab run PLAN`)", results_csv.display());
     }
@@ -91,7 +101,7 @@ pub fn render(results_csv: &Path, out: &Path, format: Format, compare: Option<(S
     let plan = rows[0].plan.clone();
     let layout = Layout::of_csv(results_csv);
     let evidence = super::evidence::Evidence::gather(&rows, &layout);
-    let grid = table::build(&rows, expected, &evidence);
+    let grid = table::build(&rows, &expected, &evidence);
     let eps = grid.eps.first().cloned();
     let mut written = Written::default();
 
@@ -137,6 +147,9 @@ pub fn render(results_csv: &Path, out: &Path, format: Format, compare: Option<(S
             rows.len() - ok,
             builds.join(", ")
         );
+        for n in &file.notes {
+            md.push_str(&format!("Note: {n}\n\n"));
+        }
         md.push_str(&table::markdown(&grid, &evidence));
         if !plots_md.is_empty() {
             md.push_str("## Plots\n\n");

@@ -568,7 +568,7 @@ pub fn markdown(g: &Grid, evidence: &Evidence) -> String {
         if eps == paper::PAPER_EPS_COLUMN {
             s.push_str("Under each model: the paper's published numbers (Table 1) and the difference ours − paper (only for settings run with the published protocol: a label's notes say how a setting differs).\n");
         }
-        s.push_str("Mean ± sd where a setting has several seeds. — : no result yet; failed / diverged / nan: the cell ran and ended so.\n\n");
+        s.push_str("Mean ± sd where a setting has several seeds. — : no result yet; failed / diverged / nan: the cell ran and ended so. The cells of a model's row share their initial weights, training batches and attacked images (common random numbers), so a difference between two of them is their regularizers'.\n\n");
         s.push_str(&md_table("model", &headers, &accuracy_rows(g, e)));
         s.push('\n');
         s.push_str(&format!("### 95% intervals (Wilson) of clean / robust accuracy (%), robust at ε = {}\n\n", eps_label(eps)));

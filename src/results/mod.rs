@@ -15,5 +15,5 @@ pub mod store;
 
 pub use layout::{Layout, RunDir};
 pub use read::{read, ResultRow};
-pub use record::{CellRecord, CellStatus, NormSummary, Provenance};
+pub use record::{CellRecord, CellStatus, NormSummary, Provenance, RobustColumn};
 pub use store::{CellLock, ResultsStore};

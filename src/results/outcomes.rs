@@ -6,11 +6,12 @@
 //!
 //! One row per image and measurement, long format (pandas reads it as is):
 //! `set,index,label,correct,flipped_by` where `set` is `clean` (the clean-accuracy test images)
-//! or `robust_eps_<suffix>` (the images drawn for robust accuracy at that radius; `correct` is
+//! or `robust_eps_<key>` (the images drawn for robust accuracy at that radius, norm and suite,
+//! keyed as the results column, e.g. `robust_eps_1_255`, `robust_eps_0_5_l2_standard`; `correct` is
 //! 1 where the image is still classified correctly after every attack, and `flipped_by` names
 //! the attack that flipped a correctly classified image, empty otherwise).
 
-use crate::values::Eps;
+use super::record::RobustColumn;
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 
@@ -31,7 +32,7 @@ pub struct ImageOutcome {
 /// The outcomes of one measurement: the clean test images, or the attacked images at one ε.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutcomeSet {
-    /// `clean` or `robust_eps_<suffix>` ([`robust_set`]).
+    /// `clean` or `robust_eps_<key>` ([`robust_set`]).
     pub name: String,
     /// The images, in evaluation order.
     pub images: Vec<ImageOutcome>,
@@ -44,15 +45,16 @@ impl OutcomeSet {
     }
 }
 
-/// The set name of the robust outcomes at radius `eps`: `robust_eps_1_255`.
-pub fn robust_set(eps: Eps) -> String {
-    robust_set_of(&eps.column_suffix())
+/// The set name of the robust outcomes of a column: `robust_eps_1_255`,
+/// `robust_eps_0_5_l2_standard`.
+pub fn robust_set(column: &RobustColumn) -> String {
+    robust_set_of(&column.key())
 }
 
-/// The set name of the robust outcomes of a radius by its column suffix (`1_255`, as the
-/// results' `robust_acc_eps_1_255` column names it).
-pub fn robust_set_of(suffix: &str) -> String {
-    format!("robust_eps_{suffix}")
+/// The set name of the robust outcomes of a column by its key ([`RobustColumn::key`]: `1_255`,
+/// as a results file's `robust_acc_eps_1_255` column names it).
+pub fn robust_set_of(key: &str) -> String {
+    format!("robust_eps_{key}")
 }
 
 /// The name of the clean set.
@@ -116,7 +118,7 @@ mod tests {
         let img = |index, correct, flipped_by: Option<&str>| ImageOutcome { index, label: 3, correct, flipped_by: flipped_by.map(String::from) };
         let sets = vec![
             OutcomeSet { name: "clean".into(), images: vec![img(0, true, None), img(1, false, None)] },
-            OutcomeSet { name: robust_set(Eps(1.0 / 255.0)), images: vec![img(7, false, Some("apgd-ce")), img(2, true, None)] },
+            OutcomeSet { name: robust_set(&RobustColumn { eps: crate::values::Radius(1.0 / 255.0), norm: crate::attack::Norm::Linf, suite: crate::attack::Suite::Paper }), images: vec![img(7, false, Some("apgd-ce")), img(2, true, None)] },
         ];
         write(&p, &sets).unwrap();
         assert_eq!(read(&p).unwrap(), sets);

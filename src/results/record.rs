@@ -2,7 +2,9 @@
 //! results row built from them with the cell's identity and provenance ([`row`]), under the
 //! column names of [`col`], which the reader ([`super::read`]) uses too.
 
-use crate::plan::{Cell, Eps};
+use crate::attack::{AttackConfig, Norm, Suite};
+use crate::plan::Cell;
+use crate::values::Radius;
 use anyhow::{bail, Result};
 
 /// How a cell ended.
@@ -113,7 +115,9 @@ pub mod col {
     pub const EPOCHS: &str = "epochs";
     /// Clean accuracy, a fraction.
     pub const CLEAN_ACC: &str = "clean_acc";
-    /// Prefix of a robust-accuracy column: `robust_acc_eps_1_255` is ε = 1/255.
+    /// Prefix of a robust-accuracy column: `robust_acc_eps_1_255` is ℓ∞ ε = 1/255 under the
+    /// paper's suite, `robust_acc_eps_0_5_l2_standard` ℓ2 ε = 0.5 under AutoAttack's standard
+    /// suite ([`super::RobustColumn`]).
     pub const ROBUST_PREFIX: &str = "robust_acc_eps_";
     /// Certified accuracy at the first ε.
     pub const CERTIFIED_ACC: &str = "certified_acc";
@@ -147,15 +151,70 @@ const AFTER_ROBUST: [&str; 1] = [col::CERTIFIED_ACC];
 const TAIL: [&str; 9] =
     [col::STATUS, col::TRAIN_SECONDS, col::EVAL_SECONDS, col::DEVICE, col::VERSION, col::GIT_COMMIT, col::FINISHED_AT, col::MESSAGE, col::CONFIG];
 
-/// The robust-accuracy column of radius `eps`.
-pub fn robust_column(eps: Eps) -> String {
-    format!("{}{}", col::ROBUST_PREFIX, eps.column_suffix())
+/// One robust-accuracy measurement of a plan: a radius under the plan's norm and suite. It
+/// names the results column and the per-image outcome set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RobustColumn {
+    /// The radius.
+    pub eps: Radius,
+    /// The norm it is measured in.
+    pub norm: Norm,
+    /// The suite of attacks.
+    pub suite: Suite,
 }
 
-/// The results file's header for a plan with these robust-accuracy radii.
-pub fn header(eps: &[Eps]) -> Vec<String> {
+impl RobustColumn {
+    /// The columns of a plan's robust accuracy, in radius order (none when it is off).
+    pub fn of(robust: Option<&AttackConfig>) -> Vec<Self> {
+        robust.map(|r| r.eps.iter().map(|&eps| Self { eps, norm: r.norm, suite: r.suite() }).collect()).unwrap_or_default()
+    }
+
+    /// The key after [`col::ROBUST_PREFIX`]: the radius (`1_255`) for ℓ∞ under the paper's
+    /// suite, as columns were named before norms and suites were settings (so existing files
+    /// read as they did), else the radius, the norm and the suite (`0_5_l2_standard`,
+    /// `8_255_linf_standard`).
+    pub fn key(&self) -> String {
+        let eps = self.eps.column_suffix();
+        if (self.norm, self.suite) == (Norm::Linf, Suite::Paper) {
+            eps
+        } else {
+            format!("{eps}_{}_{}", self.norm, self.suite)
+        }
+    }
+
+    /// The results column: `robust_acc_eps_<key>`.
+    pub fn name(&self) -> String {
+        format!("{}{}", col::ROBUST_PREFIX, self.key())
+    }
+
+    /// For people: `1/255`, or `0.5 (ℓ2, standard)`.
+    pub fn label(&self) -> String {
+        robust_label(&self.key())
+    }
+}
+
+/// The label of a robust column's key ([`RobustColumn::key`]): `1_255` → `1/255`, `0_004` →
+/// `0.004`, `0_5_l2_standard` → `0.5 (ℓ2, standard)`.
+pub fn robust_label(key: &str) -> String {
+    let (eps, threat) = Norm::ALL
+        .iter()
+        .flat_map(|n| Suite::ALL.iter().map(move |s| (*n, *s)))
+        .find_map(|(n, s)| key.strip_suffix(&format!("_{n}_{s}")).map(|e| (e, Some((n, s)))))
+        .unwrap_or((key, None));
+    let eps = match eps.strip_suffix("_255") {
+        Some(k) => format!("{k}/255"),
+        None => eps.replacen('_', ".", 1),
+    };
+    match threat {
+        Some((n, s)) => format!("{eps} ({}, {s})", n.symbol()),
+        None => eps,
+    }
+}
+
+/// The results file's header for a plan with these robust-accuracy columns.
+pub fn header(robust: &[RobustColumn]) -> Vec<String> {
     let mut h: Vec<String> = HEAD.iter().map(|s| s.to_string()).collect();
-    h.extend(eps.iter().map(|&e| robust_column(e)));
+    h.extend(robust.iter().map(RobustColumn::name));
     h.extend(AFTER_ROBUST.iter().chain(&col::NORMS).chain(&TAIL).map(|s| s.to_string()));
     h
 }
@@ -164,7 +223,8 @@ pub fn header(eps: &[Eps]) -> Vec<String> {
 pub const CELL_ID_COLUMN: &str = col::CELL_ID;
 
 /// Builds the row of a finished cell, in [`header`]'s order.
-pub fn row(plan: &str, eps: &[Eps], cell: &Cell, rec: &CellRecord, prov: &Provenance, finished_at: &str) -> Result<Vec<String>> {
+pub fn row(plan: &str, robust: &[RobustColumn], cell: &Cell, rec: &CellRecord, prov: &Provenance, finished_at: &str) -> Result<Vec<String>> {
+    let eps = robust;
     let (c, t) = (&cell.config, &cell.config.train);
     if !rec.robust_acc.is_empty() && rec.robust_acc.len() != eps.len() {
         bail!("the executor returned {} robust accuracies for {} radii", rec.robust_acc.len(), eps.len());
@@ -258,6 +318,24 @@ mod tests {
     fn norm_summary_sums_and_maxes() {
         let s = NormSummary::from_layers(&[(1.0, 4.0), (9.0, 1.0)]);
         assert_eq!(s.values(), [10.0, 9.0, 5.0, 4.0, 5.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn robust_columns_name_norm_and_suite_except_for_the_papers() {
+        let col = |eps: f64, norm, suite| RobustColumn { eps: Radius(eps), norm, suite };
+        let paper = col(1.0 / 255.0, Norm::Linf, Suite::Paper);
+        assert_eq!(paper.name(), "robust_acc_eps_1_255", "existing results files keep their columns");
+        assert_eq!(paper.label(), "1/255");
+        let l2 = col(0.5, Norm::L2, Suite::Standard);
+        assert_eq!(l2.name(), "robust_acc_eps_0_5_l2_standard");
+        assert_eq!(l2.label(), "0.5 (ℓ2, standard)");
+        assert_eq!(col(8.0 / 255.0, Norm::Linf, Suite::Standard).label(), "8/255 (ℓ∞, standard)");
+        assert_eq!(col(0.004, Norm::Linf, Suite::Custom).key(), "0_004_linf_custom");
+        assert_eq!(robust_label("0_004"), "0.004");
+        let cfg = AttackConfig { norm: Norm::L2, eps: crate::values::NonEmpty(vec![Radius(0.25), Radius(1.5)]), ..AttackConfig::default() };
+        let names: Vec<String> = RobustColumn::of(Some(&cfg)).iter().map(RobustColumn::name).collect();
+        assert_eq!(names, vec!["robust_acc_eps_0_25_l2_paper", "robust_acc_eps_1_5_l2_paper"]);
+        assert!(RobustColumn::of(None).is_empty());
     }
 
     #[test]

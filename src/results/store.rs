@@ -147,16 +147,24 @@ impl ResultsStore {
         })
     }
 
-    /// Removes the rows whose `status` column is `failed`, so that those cells run again;
-    /// returns how many were removed.
-    pub fn remove_failed(&self) -> Result<usize> {
+    /// The ids of the cells whose row has status `failed`.
+    pub fn failed_ids(&self) -> Result<HashSet<String>> {
+        let (id, status) = (self.id_column(), self.column(super::record::col::STATUS).context("no status column")?);
+        Ok(self.read_rows()?.iter().filter(|r| &r[status] == "failed").map(|r| r[id].to_string()).collect())
+    }
+
+    /// Removes the rows whose `status` column is `failed` and whose cell `mine` accepts (the
+    /// cells of this shard: another shard's task may be about to skip its own), so that
+    /// those cells run again; returns how many were removed.
+    pub fn remove_failed(&self, mine: impl Fn(&str) -> bool) -> Result<usize> {
         if !self.path.exists() {
             return Ok(0);
         }
         let status = self.header.iter().position(|h| h == super::record::col::STATUS).context("no status column")?;
         self.locked(|_, content| {
             let rows = self.parse(content)?;
-            let keep: Vec<&csv::StringRecord> = rows.iter().filter(|r| &r[status] != "failed").collect();
+            let id = self.id_column();
+            let keep: Vec<&csv::StringRecord> = rows.iter().filter(|r| &r[status] != "failed" || !mine(&r[id])).collect();
             let removed = rows.len() - keep.len();
             if removed > 0 {
                 let mut bytes = Vec::new();
@@ -241,7 +249,9 @@ mod tests {
         assert_eq!(text.lines().count(), 4, "{text}");
         assert!(!text.contains("half"));
         assert_eq!(s.done_ids().unwrap().len(), 3);
-        assert_eq!(s.remove_failed().unwrap(), 1);
+        assert_eq!(s.failed_ids().unwrap(), ["b".to_string()].into_iter().collect());
+        assert_eq!(s.remove_failed(|id| id != "b").unwrap(), 0, "another shard's failed row stays");
+        assert_eq!(s.remove_failed(|_| true).unwrap(), 1);
         assert_eq!(s.done_ids().unwrap(), ["a", "c"].iter().map(|s| s.to_string()).collect());
     }
 

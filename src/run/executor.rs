@@ -3,8 +3,7 @@
 //! [`CellRecord`]. This is where the plan meets the training loop and the attacks.
 
 use crate::results::outcomes::{self, ImageOutcome, OutcomeSet};
-use crate::results::{CellRecord, CellStatus, NormSummary, RunDir};
-use crate::values::Eps;
+use crate::results::{CellRecord, CellStatus, NormSummary, RobustColumn, RunDir};
 use super::scheduler::CellContext;
 use crate::attack::{certified, protocol};
 use crate::data::Cifar10;
@@ -58,9 +57,12 @@ pub fn execute(cell: &Cell, ctx: &CellContext, data: &Cifar10) -> Result<CellRec
         let reports = protocol::evaluate(&logits, &data.test, robust, ATTACK_BATCH, &device)?;
         robust_acc = reports.iter().map(|r| r.robust_acc).collect();
         if eval.certified {
-            certified_acc = certified::certify(&model, &reports[0].margins, reports[0].eps)?.certified_acc;
+            // The certificate of the threat model's norm: ℓ∞ norms for ℓ∞ balls, spectral
+            // norms for ℓ2 balls.
+            let certs = certified::certify_ball(&model, &reports[0].margins, robust.norm, reports[0].eps, robust.norm == crate::attack::Norm::L2)?;
+            certified_acc = certs.first().and_then(|c| c.certified_acc);
         }
-        for r in &reports {
+        for (r, column) in reports.iter().zip(RobustColumn::of(Some(robust))) {
             let images = r
                 .indices
                 .iter()
@@ -73,7 +75,7 @@ pub fn execute(cell: &Cell, ctx: &CellContext, data: &Cifar10) -> Result<CellRec
                     flipped_by: f.map(|a| r.attacks[a].clone()),
                 })
                 .collect();
-            sets.push(OutcomeSet { name: outcomes::robust_set(Eps(r.eps)), images });
+            sets.push(OutcomeSet { name: outcomes::robust_set(&column), images });
         }
     }
     outcomes::write(&run.outcomes(), &sets)?;

@@ -8,7 +8,8 @@
 //! Environment (test-only knobs): `NORMLAB_FAKE_EPOCH_MS` sleep per epoch (default 0);
 //! `NORMLAB_FAKE_FAIL`, `NORMLAB_FAKE_PANIC`, `NORMLAB_FAKE_NAN`: comma-separated regularizer
 //! labels (`plain`, `wd`, `svc`, `nd-l1`, `nd-linf`) whose cells return an error, panic, or
-//! report a NaN robust accuracy.
+//! report a NaN robust accuracy; `NORMLAB_FAKE_DISK_FULL`: labels whose cells find the disk
+//! full when they write their metrics (the bytes go to `/dev/full`, so the OS error is real).
 
 use crate::results::{CellRecord, CellStatus, NormSummary, RunDir};
 use super::scheduler::CellContext;
@@ -30,6 +31,8 @@ pub struct FakeExecutor {
     pub panic: Vec<String>,
     /// Regularizer labels whose cells report a NaN robust accuracy.
     pub nan: Vec<String>,
+    /// Regularizer labels whose cells meet a full disk.
+    pub disk_full: Vec<String>,
 }
 
 impl FakeExecutor {
@@ -42,7 +45,13 @@ impl FakeExecutor {
             Ok(v) => v.parse().with_context(|| format!("NORMLAB_FAKE_EPOCH_MS='{v}' is not a number of milliseconds"))?,
             Err(_) => 0,
         };
-        Ok(Self { epoch_ms, fail: list("NORMLAB_FAKE_FAIL"), panic: list("NORMLAB_FAKE_PANIC"), nan: list("NORMLAB_FAKE_NAN") })
+        Ok(Self {
+            epoch_ms,
+            fail: list("NORMLAB_FAKE_FAIL"),
+            panic: list("NORMLAB_FAKE_PANIC"),
+            nan: list("NORMLAB_FAKE_NAN"),
+            disk_full: list("NORMLAB_FAKE_DISK_FULL"),
+        })
     }
 
     /// Runs one fake cell.
@@ -68,7 +77,11 @@ impl FakeExecutor {
                 let f = e as f64 / epochs as f64;
                 metrics.push_str(&format!("{e},{},{:.4},{:.4},{:.4},0.1\n", t.training.lr.get(), 2.3 * (1.0 - 0.8 * f), 0.3 + 0.6 * f, clean * (0.4 + 0.6 * f)));
             }
-            crate::util::atomic_write(&RunDir::new(&ctx.work_dir).metrics(), metrics.as_bytes())?;
+            let metrics_path = RunDir::new(&ctx.work_dir).metrics();
+            if self.disk_full.contains(&label) {
+                crate::util::atomic_write_with(&metrics_path, |_| Ok(std::fs::write("/dev/full", metrics.as_bytes())?))?;
+            }
+            crate::util::atomic_write(&metrics_path, metrics.as_bytes())?;
             crate::util::atomic_write(&state, epoch.to_string().as_bytes())?;
         }
         if self.fail.contains(&label) {

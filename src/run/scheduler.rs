@@ -53,6 +53,33 @@ pub struct CellContext {
 /// loaded once (`data::load_dir(&plan.data.dir)`) and shared by reference.
 pub type Executor<'a> = dyn Fn(&Cell, &CellContext) -> Result<CellRecord> + Sync + 'a;
 
+/// What a stack trainer gets besides the cells.
+#[derive(Debug, Clone)]
+pub struct StackContext {
+    /// Each cell's directory (as [`CellContext::work_dir`]), in the cells' order.
+    pub work_dirs: Vec<PathBuf>,
+    /// The device the stack must run on.
+    pub device: DeviceSpec,
+    /// The run's bar group on a terminal (as [`CellContext::progress`]).
+    pub progress: Option<indicatif::MultiProgress>,
+}
+
+/// Trains a stack of cells together (training only): it must leave each cell's directory as
+/// the executor's own training would (the real one: [`crate::train::stack::train_stack`]), so
+/// that the executor, called for each cell afterwards, finds its training ended and evaluates
+/// it. When it fails, the executor trains each cell alone from whatever checkpoint it left.
+pub type StackTrainer<'a> = dyn Fn(&[&Cell], &StackContext) -> Result<()> + Sync + 'a;
+
+/// How a run forms and trains stacks: `units` groups the cells this run will do (given in
+/// grid order) into stacks, as positions in that list, each cell exactly once; `train` trains
+/// a stack of two or more.
+pub struct Stacking<'a> {
+    /// The grouping ([`super::stack::stacks`]).
+    pub units: &'a (dyn Fn(&[&Cell]) -> Result<Vec<Vec<usize>>> + Sync + 'a),
+    /// The stack trainer.
+    pub train: &'a StackTrainer<'a>,
+}
+
 /// Which share of a plan's cells this process runs: cell `k` of the grid belongs to shard
 /// `k mod count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +137,8 @@ pub struct RunSummary {
     pub ran: usize,
     /// Of those, with status other than ok.
     pub not_ok: usize,
+    /// Of those, with status `failed` (the run then exits non-zero).
+    pub failed: usize,
     /// Cells skipped because another process held them or wrote their row first.
     pub skipped: usize,
 }
@@ -126,7 +155,7 @@ pub fn cell_dir(results_dir: &Path, plan: &Plan, cell: &Cell) -> PathBuf {
 
 /// Opens the plan's results store.
 pub fn open_store(results_dir: &Path, plan: &Plan) -> Result<ResultsStore> {
-    ResultsStore::open(&results_path(results_dir, plan), record::header(&plan.eps))
+    ResultsStore::open(&results_path(results_dir, plan), record::header(&plan.robust))
 }
 
 /// Mean seconds (train + eval) per cell of earlier rows with status ok, per model, for
@@ -159,8 +188,15 @@ pub fn estimate_seconds(cells: &[&Cell], per_model: &HashMap<String, f64>, worke
 
 /// Runs this shard's cells of `plan` that have no row yet, appending one row each to
 /// `<results_dir>/<plan>.csv`. A cell's error, panic or NaN becomes its row's status; an
-/// error of the results file itself stops the run.
+/// error of the results file itself, and a cell's error that comes from the machine (a full
+/// disk, a read-only folder: [`super::environment::problem`]), stop the run without a row.
 pub fn run_plan(plan: &Plan, results_dir: &Path, opts: &RunOptions, executor: &Executor) -> Result<RunSummary> {
+    run_plan_stacked(plan, results_dir, opts, executor, None)
+}
+
+/// [`run_plan`], training the stacks `stacking` forms together before the executor evaluates
+/// their cells one by one (each stack is one worker's job).
+pub fn run_plan_stacked(plan: &Plan, results_dir: &Path, opts: &RunOptions, executor: &Executor, stacking: Option<&Stacking>) -> Result<RunSummary> {
     if opts.devices.is_empty() || opts.jobs_per_device == 0 {
         bail!("no workers: give at least one device and --jobs-per-device ≥ 1");
     }
@@ -183,29 +219,44 @@ pub fn run_plan(plan: &Plan, results_dir: &Path, opts: &RunOptions, executor: &E
         store.path().display()
     ));
 
+    let units = units_of(&mine, stacking)?;
+
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let summary = Mutex::new(RunSummary { done_before, ..Default::default() });
     let fatal: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     std::thread::scope(|s| {
         for &device in &workers {
-            let (next, stop, summary, fatal, mine, store, progress) = (&next, &stop, &summary, &fatal, &mine, &store, &progress);
+            let (next, stop, summary, fatal, units, store, progress) = (&next, &stop, &summary, &fatal, &units, &store, &progress);
             s.spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
                     let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(cell) = mine.get(i) else { break };
-                    match run_one(plan, results_dir, opts, store, cell, device, executor, progress) {
-                        Ok(Outcome::Appended(status)) => {
-                            let mut sm = summary.lock().expect("summary lock");
-                            sm.ran += 1;
-                            if status != CellStatus::Ok {
-                                sm.not_ok += 1;
-                            }
-                        }
-                        Ok(Outcome::Skipped) => summary.lock().expect("summary lock").skipped += 1,
-                        Err(e) => {
+                    let Some(unit) = units.get(i) else { break };
+                    if let (Some(stacking), true) = (stacking, unit.len() > 1) {
+                        if let Err(e) = train_stack(plan, results_dir, store, unit, device, stacking.train, progress) {
                             stop.store(true, Ordering::SeqCst);
                             fatal.lock().expect("fatal lock").get_or_insert(e);
+                            break;
+                        }
+                    }
+                    for cell in unit {
+                        match run_one(plan, results_dir, opts, store, cell, device, executor, progress) {
+                            Ok(Outcome::Appended(status)) => {
+                                let mut sm = summary.lock().expect("summary lock");
+                                sm.ran += 1;
+                                if status != CellStatus::Ok {
+                                    sm.not_ok += 1;
+                                }
+                                if status == CellStatus::Failed {
+                                    sm.failed += 1;
+                                }
+                            }
+                            Ok(Outcome::Skipped) => summary.lock().expect("summary lock").skipped += 1,
+                            Err(e) => {
+                                stop.store(true, Ordering::SeqCst);
+                                fatal.lock().expect("fatal lock").get_or_insert(e);
+                                break;
+                            }
                         }
                     }
                 }
@@ -222,6 +273,59 @@ pub fn run_plan(plan: &Plan, results_dir: &Path, opts: &RunOptions, executor: &E
 enum Outcome {
     Appended(CellStatus),
     Skipped,
+}
+
+/// The run's units of work: `stacking`'s stacks of `mine`, or each cell alone.
+fn units_of<'c>(mine: &[&'c Cell], stacking: Option<&Stacking>) -> Result<Vec<Vec<&'c Cell>>> {
+    let Some(stacking) = stacking else { return Ok(mine.iter().map(|c| vec![*c]).collect()) };
+    let units = (stacking.units)(mine)?;
+    let mut seen = vec![false; mine.len()];
+    for &i in units.iter().flatten() {
+        if i >= mine.len() || std::mem::replace(&mut seen[i], true) {
+            bail!("stacking: position {i} given twice or outside the {} cells", mine.len());
+        }
+    }
+    if let Some(missing) = seen.iter().position(|s| !s) {
+        bail!("stacking left out cell {} ({})", mine[missing].id, mine[missing].describe());
+    }
+    Ok(units.into_iter().map(|u| u.into_iter().map(|i| mine[i]).collect()).collect())
+}
+
+/// Trains `unit`'s cells that no other process holds and that have no row yet as one stack
+/// (two or more of them), holding their claims meanwhile; a failure of the stack is logged and
+/// leaves its cells to train alone. Errors only for the results file or the claims.
+fn train_stack(plan: &Plan, results_dir: &Path, store: &ResultsStore, unit: &[&Cell], device: DeviceSpec, train: &StackTrainer, progress: &Progress) -> Result<()> {
+    let done = store.done_ids()?;
+    let (mut claims, mut cells) = (Vec::new(), Vec::new());
+    for cell in unit.iter().filter(|c| !done.contains(&c.id)) {
+        match CellLock::try_claim(&cell_dir(results_dir, plan, cell))? {
+            Some(claim) => {
+                claims.push(claim);
+                cells.push(*cell);
+            }
+            None => progress.log(&format!("cell {} ({}) is running in another process: left out of its stack", cell.id, cell.describe())),
+        }
+    }
+    if cells.len() < 2 {
+        return Ok(());
+    }
+    let names = cells.iter().map(|c| format!("{} ({})", c.id, c.describe())).collect::<Vec<_>>().join(", ");
+    progress.log(&format!("stack of {} cells on {device}: {names}", cells.len()));
+    let ctx = StackContext { work_dirs: cells.iter().map(|c| cell_dir(results_dir, plan, c)).collect(), device, progress: progress.multi() };
+    let t0 = Instant::now();
+    let what = match std::panic::catch_unwind(AssertUnwindSafe(|| train(&cells, &ctx))) {
+        Ok(Ok(())) => format!("trained in {:.1} s; evaluating its cells", t0.elapsed().as_secs_f64()),
+        Ok(Err(e)) => format!("failed ({e:#}); its cells train alone from their checkpoints"),
+        Err(payload) => format!("panicked ({}); its cells train alone from their checkpoints", panic_text(payload.as_ref())),
+    };
+    progress.log(&format!("stack of {} cells on {device}: {what}", cells.len()));
+    drop(claims);
+    Ok(())
+}
+
+/// The message of a panic's payload.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| payload.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown panic".to_string())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -249,15 +353,11 @@ fn run_one(
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| executor(cell, &ctx)));
     let mut rec = match result {
         Ok(Ok(rec)) => rec,
-        Ok(Err(e)) => CellRecord::failed(format!("{e:#}"), t0.elapsed().as_secs_f64()),
-        Err(payload) => {
-            let what = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".to_string());
-            CellRecord::failed(format!("panicked: {what}"), t0.elapsed().as_secs_f64())
+        Ok(Err(e)) if super::environment::problem(&e).is_some() => {
+            bail!(super::environment::stop_message(&format!("cell {} {}", cell.id, cell.describe()), &e))
         }
+        Ok(Err(e)) => CellRecord::failed(crate::util::error_text(&e), t0.elapsed().as_secs_f64()),
+        Err(payload) => CellRecord::failed(format!("panicked: {}", panic_text(payload.as_ref())), t0.elapsed().as_secs_f64()),
     };
     if rec.status == CellStatus::Ok && rec.has_non_finite() {
         rec.status = CellStatus::Nan;
@@ -270,23 +370,23 @@ fn run_one(
         version: opts.version.clone(),
         git_commit: opts.git_commit.clone(),
     };
-    let row = match record::row(&plan.name, &plan.eps, cell, &rec, &prov, &record::utc_now()) {
+    let row = match record::row(&plan.name, &plan.robust, cell, &rec, &prov, &record::utc_now()) {
         Ok(row) => row,
         Err(e) => {
             // The executor broke the contract (e.g. wrong number of radii): a failed cell.
             let bad = CellRecord::failed(format!("{e:#}"), rec.train_seconds);
             rec = bad;
-            record::row(&plan.name, &plan.eps, cell, &rec, &prov, &record::utc_now())?
+            record::row(&plan.name, &plan.robust, cell, &rec, &prov, &record::utc_now())?
         }
     };
     if !store.append(&row)? {
         return Ok(Outcome::Skipped);
     }
-    progress.finished(&summary_line(cell, &rec, &plan.eps));
+    progress.finished(&summary_line(cell, &rec, &plan.robust));
     Ok(Outcome::Appended(rec.status))
 }
 
-fn summary_line(cell: &Cell, rec: &CellRecord, eps: &[crate::plan::Eps]) -> String {
+fn summary_line(cell: &Cell, rec: &CellRecord, eps: &[crate::results::RobustColumn]) -> String {
     let mut s = format!("cell {} ({}): {}", cell.id, cell.describe(), rec.status.as_str());
     if let Some(c) = rec.clean_acc {
         s.push_str(&format!(", clean {:.1}%", 100.0 * c));
@@ -385,13 +485,32 @@ mod tests {
             }
         };
         let s = run_plan(&p, dir.path(), &opts(1, 2), &exec).unwrap();
-        assert_eq!((s.ran, s.not_ok), (12, 5));
+        assert_eq!((s.ran, s.not_ok, s.failed), (12, 5, 3));
         let st = statuses(dir.path(), &p);
         let of = |i: usize| st.iter().find(|(id, _)| *id == p.cells[i].id).unwrap().1.clone();
         assert_eq!([of(0), of(1), of(2), of(3), of(4), of(5)], ["failed", "failed", "nan", "failed", "diverged", "ok"]);
         let text = std::fs::read_to_string(dir.path().join("t.csv")).unwrap();
         assert_eq!(text.lines().count(), 13, "one line per row, messages included:\n{text}");
         assert!(text.contains("panicked: boom") && text.contains("out of memory on two lines"));
+    }
+
+    #[test]
+    fn a_full_disk_stops_the_run_without_a_failed_row() {
+        let p = plan();
+        let dir = tempfile::tempdir().unwrap();
+        let exec = |cell: &Cell, _: &CellContext| -> Result<CellRecord> {
+            if cell.index == 3 {
+                let e = std::io::Error::from_raw_os_error(28);
+                return Err(anyhow::Error::new(e).context("cannot write r/t/cells/x/checkpoint/epoch-1.safetensors"));
+            }
+            Ok(good(cell))
+        };
+        let err = run_plan(&p, dir.path(), &opts(1, 1), &exec).unwrap_err().to_string();
+        assert!(err.contains("epoch-1.safetensors") && err.matches("os error 28").count() == 1, "{err}");
+        assert!(err.contains("no row was written"), "{err}");
+        let st = statuses(dir.path(), &p);
+        assert_eq!(st.len(), 3, "cells 0-2 finished before cell 3 stopped the run: {st:?}");
+        assert!(st.iter().all(|(_, s)| s == "ok"), "{st:?}");
     }
 
     #[test]
@@ -404,6 +523,42 @@ mod tests {
         drop(held);
         let s = run_plan(&p, dir.path(), &opts(1, 1), &|c: &Cell, _: &CellContext| Ok(good(c))).unwrap();
         assert_eq!((s.ran, s.done_before), (1, 11));
+    }
+
+    #[test]
+    fn stacks_train_together_then_each_cell_is_evaluated() {
+        let p = plan();
+        let dir = tempfile::tempdir().unwrap();
+        let trained: Mutex<Vec<Vec<usize>>> = Mutex::new(Vec::new());
+        let train = |cells: &[&Cell], ctx: &StackContext| -> Result<()> {
+            assert_eq!(ctx.work_dirs, cells.iter().map(|c| cell_dir(dir.path(), &p, c)).collect::<Vec<_>>());
+            trained.lock().unwrap().push(cells.iter().map(|c| c.index).collect());
+            if cells[0].index == 0 {
+                bail!("out of memory");
+            }
+            Ok(())
+        };
+        let units = |cells: &[&Cell]| super::super::stack::group(cells, &mut |_| Ok(2));
+        let stacking = Stacking { units: &units, train: &train };
+        let evaluated = AtomicUsize::new(0);
+        let exec = |c: &Cell, _: &CellContext| {
+            evaluated.fetch_add(1, Ordering::SeqCst);
+            Ok(good(c))
+        };
+        let s = run_plan_stacked(&p, dir.path(), &opts(1, 2), &exec, Some(&stacking)).unwrap();
+        // Every cell evaluated once, those of the failed stack too.
+        assert_eq!((s.ran, evaluated.load(Ordering::SeqCst)), (12, 12));
+        // Per model and seed, three regularizer cells: a stack of two and one cell alone.
+        let mut stacks = trained.lock().unwrap().clone();
+        stacks.sort();
+        assert_eq!(stacks.len(), 4, "{stacks:?}");
+        for st in &stacks {
+            let (a, b) = (&p.cells[st[0]].config.train, &p.cells[st[1]].config.train);
+            assert!(st.len() == 2 && a.model == b.model && a.seed == b.seed && a.regularizer != b.regularizer, "{st:?}");
+        }
+        // Nothing left: no stack is trained again.
+        let s = run_plan_stacked(&p, dir.path(), &opts(1, 2), &exec, Some(&stacking)).unwrap();
+        assert_eq!((s.ran, s.done_before), (0, 12));
     }
 
     #[test]

@@ -2,12 +2,12 @@
 
 use super::{schedule, AdvConfig, RunStatus, TrainConfig};
 use crate::device::DeviceSpec;
-use crate::models::Arch;
+use crate::models::{Arch, Model};
 use crate::regularize::{Coverage, NdVariant, NormKind, RegConfig, DEFAULT_GAMMA, DEFAULT_SVC_EVERY};
 use crate::values::{Eps, Fraction, Positive};
 use anyhow::{anyhow, bail, Context, Result};
 use std::num::{NonZeroU32, NonZeroUsize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The regularizers by their command-line names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -105,6 +105,11 @@ pub struct TrainArgs {
     /// Continue the run in OUT from its last checkpoint.
     #[arg(long)]
     pub resume: bool,
+    /// Start from these weights instead of the seeded init: safetensors or a PyTorch
+    /// .pt/.pth of the same architecture, read and checked as every command reads weights
+    /// (the seed still draws the epoch orders and augmentation).
+    #[arg(long, conflicts_with = "resume")]
+    pub init: Option<PathBuf>,
     /// Adversarial training (paper §7; use --lr 0.1 as the paper does): PGD-AT or TRADES.
     #[arg(long, value_enum)]
     pub adv: Option<AdvName>,
@@ -252,9 +257,23 @@ fn parse_eps_flag(text: &str) -> Result<f64, String> {
 /// Runs `normlab train`.
 pub fn run(args: &TrainArgs) -> Result<()> {
     let cfg = args.config()?;
-    let device = DeviceSpec::parse(&args.device)?;
-    let data = crate::data::binary::load_dir(&args.data)?;
-    let outcome = super::train(&cfg, device, &data, &args.out, args.resume)?;
+    let device = DeviceSpec::parse(&args.device).map_err(|e| anyhow!("--device: {e}"))?;
+    if args.resume && !super::has_run(&args.out) {
+        bail!(
+            "--resume: {} holds nothing to resume (no checkpoint/, status.json or config.json): \
+             leave out --resume to start a new run there, or give the --out of the run to continue",
+            args.out.display()
+        );
+    }
+    device.open().map_err(|e| anyhow!("--device {device}: {e:#}"))?;
+    let data = crate::data::binary::load_dir(&args.data).map_err(|e| anyhow!("--data: {e:#}"))?;
+    if let Err(e) = cfg.training.check_subsets(data.train.len(), data.test.len()) {
+        bail!("--{}: {e}", e.field.replace('_', "-"));
+    }
+    if let Some(init) = &args.init {
+        start_from(&cfg, init, device, &args.out)?;
+    }
+    let outcome = super::train(&cfg, device, &data, &args.out, args.resume || args.init.is_some())?;
     let acc = outcome.test_acc.map(|a| format!("{a:.2}%")).unwrap_or_else(|| "n/a".into());
     match outcome.status {
         RunStatus::Finished => println!("finished {} epochs: test accuracy {acc}; results in {}", outcome.epochs_done, args.out.display()),
@@ -263,4 +282,27 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Writes an epoch-0 checkpoint holding `init`'s weights into `out`, so the run starts from
+/// them through the path that continues an interrupted run (nothing else differs from a
+/// run from the seeded init).
+fn start_from(cfg: &super::TrainConfig, init: &Path, device: DeviceSpec, out: &Path) -> Result<()> {
+    if super::has_run(out) {
+        bail!("{} already holds a training run: continue it with --resume (without --init), or choose another --out", out.display());
+    }
+    let device = device.open()?;
+    let (model, summary) = Model::load_checkpoint(cfg.model, init, &device, None)?;
+    if let Some(n) = &model.normalization {
+        bail!(
+            "--init {}: the checkpoint normalizes its input ({}), which normlab train does not do; its weights would see other inputs than those they were trained on",
+            init.display(),
+            n.describe()
+        );
+    }
+    eprintln!("--init: {summary}");
+    let sgd = crate::optim::Sgd::new(cfg.training.lr.get(), cfg.training.momentum.get());
+    let mut reg = crate::regularize::Regularizer::new(cfg.regularizer, &model)?;
+    let progress = super::checkpoint::Progress { config: cfg.clone(), epochs_done: 0, steps_done: 0, batches_tracked: model.batches_tracked(), train_seconds: 0.0, rows: Vec::new() };
+    super::checkpoint::save(out, &progress, &model, &sgd, &mut reg)
 }

@@ -51,6 +51,34 @@ pub struct TrainingProtocol {
     pub test_subset: Option<NonZeroUsize>,
 }
 
+/// A subset larger than the split it is taken from ([`TrainingProtocol::check_subsets`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubsetTooLarge {
+    /// The setting: `train_subset`, `test_subset` (or the evaluation's `clean_subset`, `n`).
+    pub field: &'static str,
+    /// `training` or `test`.
+    pub split: &'static str,
+    /// The subset asked for.
+    pub asked: usize,
+    /// The images the split holds.
+    pub available: usize,
+}
+
+impl std::fmt::Display for SubsetTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} = {} is larger than the {} split, which holds {} images: lower it to at most {}{}",
+            self.field,
+            self.asked,
+            self.split,
+            self.available,
+            self.available,
+            if self.field.ends_with("subset") { ", or leave it out to use the whole split" } else { "" }
+        )
+    }
+}
+
 /// Standard training, or adversarial training: how the examples the loss sees are made
 /// (ℓ∞, from the model in eval mode with its weights as constants). A plan's `adv` list holds
 /// these (`none`, `pgd(eps: "8/255")`, `trades(beta: 6)`), defaults as the paper's §7.
@@ -148,6 +176,19 @@ impl TrainingProtocol {
         self.epochs.get() as usize
     }
 
+    /// Errors naming the first subset that is larger than the split it is taken from
+    /// (`train` training and `test` test images): a subset is never clamped, since the cell
+    /// id and the results row would keep the number asked for.
+    pub fn check_subsets(&self, train: usize, test: usize) -> Result<(), SubsetTooLarge> {
+        let too_large = |field, split, asked: Option<NonZeroUsize>, available| {
+            asked.filter(|n| n.get() > available).map(|n| SubsetTooLarge { field, split, asked: n.get(), available })
+        };
+        match too_large("train_subset", "training", self.train_subset, train).or_else(|| too_large("test_subset", "test", self.test_subset, test)) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
     /// Checks what the field types cannot: milestones strictly increasing inside the run.
     pub fn validate(&self) -> Result<(), String> {
         let epochs = self.epochs.get();
@@ -186,6 +227,20 @@ impl TrainConfig {
             bail!("{e}");
         }
         Ok(())
+    }
+
+    /// Each setting in which `recorded` (a checkpoint's or a finished run's) differs from this
+    /// configuration, as `training.lr: 0.1 recorded, 0.01 given`, found by comparing their
+    /// JSON; one line when they are equal.
+    pub fn differences_from(&self, recorded: &TrainConfig) -> Vec<String> {
+        let json = |c: &TrainConfig| serde_json::to_value(c).expect("a configuration always serializes");
+        let d = crate::util::json_differences(&json(recorded), &json(self));
+        if d.is_empty() {
+            return vec!["no setting differs".to_string()];
+        }
+        let mut lines: Vec<String> = d.into_iter().map(|(path, was, now)| format!("{path}: {was} recorded, {now} given")).collect();
+        lines.push("resume with the recorded settings, or start the new run in another folder".to_string());
+        lines
     }
 
     /// Reads a configuration from a checkpoint or status file's JSON, including the shape an

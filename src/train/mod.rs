@@ -22,8 +22,10 @@ pub mod config;
 pub mod metrics;
 pub mod progress;
 pub mod schedule;
+pub mod stack;
+pub mod step_stats;
 
-pub use config::{AdvConfig, TrainConfig, TrainingProtocol};
+pub use config::{AdvConfig, SubsetTooLarge, TrainConfig, TrainingProtocol};
 
 use crate::data::dataset::{epoch_order, Cifar10, Split};
 use crate::device::DeviceSpec;
@@ -78,7 +80,14 @@ struct StatusFile {
 }
 
 /// Images per evaluation batch.
-const EVAL_BATCH: usize = 500;
+pub(crate) const EVAL_BATCH: usize = 500;
+
+/// Whether `out` holds anything a resume continues from: a checkpoint (even a damaged one),
+/// the status of an ended run, or the configuration of a run killed in its first epoch.
+pub fn has_run(out: &Path) -> bool {
+    let dir = RunDir::new(out);
+    checkpoint::exists(out) || dir.status().exists() || dir.config().exists()
+}
 
 /// Trains `cfg` on `data` on `device`, writing into `out`. With `resume`, continues from
 /// `out`'s checkpoint (or returns the recorded outcome of a run that already ended; starts
@@ -99,14 +108,19 @@ fn train_session(cfg: &TrainConfig, device: DeviceSpec, data: &Cifar10, out: &Pa
     if !resume && (checkpoint::exists(out) || status_path.exists()) {
         bail!("{} already holds a training run: pass --resume to continue it, or choose another --out", out.display());
     }
-    if resume && status_path.exists() {
-        let text = std::fs::read_to_string(&status_path)?;
-        let done: StatusFile = serde_json::from_str(&text).with_context(|| format!("{} is not a normlab status file", status_path.display()))?;
-        if done.config != *cfg {
-            bail!("{} records another run: use the same settings to resume, or another --out", status_path.display());
+    if resume {
+        if let Some(outcome) = recorded_outcome(out, cfg)? {
+            return Ok(Some(outcome));
         }
-        return Ok(Some(done.outcome));
     }
+    if resume {
+        // A run killed before its first checkpoint has only its config.json.
+        let recorded = std::fs::read_to_string(dir.config()).ok().and_then(|t| serde_json::from_str(&t).ok()).and_then(|v| TrainConfig::from_json(v).ok());
+        if let Some(recorded) = recorded.filter(|r| r != cfg) {
+            bail!("{} records another run: {}", dir.config().display(), cfg.differences_from(&recorded).join("; "));
+        }
+    }
+    cfg.training.check_subsets(data.train.len(), data.test.len()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let train_set = subset(&data.train, cfg.training.train_subset);
     let test_set = subset(&data.test, cfg.training.test_subset);
     if train_set.is_empty() || test_set.is_empty() {
@@ -119,11 +133,15 @@ fn train_session(cfg: &TrainConfig, device: DeviceSpec, data: &Cifar10, out: &Pa
     let model = Model::new(cfg.model, cfg.seed, &device)?;
     let mut sgd = Sgd::new(cfg.training.lr.get(), cfg.training.momentum.get());
     let mut reg = Regularizer::new(cfg.regularizer, &model)?;
-    let mut state = if resume && checkpoint::exists(out) {
-        checkpoint::load(out, cfg, &model, &mut sgd, &mut reg)?
-    } else {
-        checkpoint::Progress { config: cfg.clone(), epochs_done: 0, steps_done: 0, batches_tracked: 0, train_seconds: 0.0, rows: Vec::new() }
-    };
+    let resumed = if resume && checkpoint::exists(out) { checkpoint::load(out, cfg, &model, &mut sgd, &mut reg)? } else { None };
+    let mut state = resumed.unwrap_or_else(|| checkpoint::Progress {
+        config: cfg.clone(),
+        epochs_done: 0,
+        steps_done: 0,
+        batches_tracked: 0,
+        train_seconds: 0.0,
+        rows: Vec::new(),
+    });
     let epochs = cfg.training.epochs();
     let progress = progress::Progress::new(epochs);
     if state.epochs_done > 0 {
@@ -139,10 +157,7 @@ fn train_session(cfg: &TrainConfig, device: DeviceSpec, data: &Cifar10, out: &Pa
         }
         match run_epoch(cfg, &model, &mut sgd, &mut reg, &train_set, &test_set, &device, &mut state, &progress)? {
             EpochEnd::Done(row) => {
-                progress.line(&format!(
-                    "epoch {}/{epochs} lr {:.0e} loss {:.4} train {:.2}% test {:.2}% {:.0} img/s {:.1} s (regularizer {:.2} s) l1 sum {:.1} linf sum {:.1}",
-                    row.epoch, row.lr, row.train_loss, row.train_acc, row.test_acc, row.images_per_s, row.seconds, row.reg_seconds, row.l1_sum, row.linf_sum
-                ));
+                progress.line(&epoch_line(&row, epochs));
                 state.rows.push(row);
                 state.epochs_done += 1;
                 state.batches_tracked = model.batches_tracked();
@@ -152,23 +167,61 @@ fn train_session(cfg: &TrainConfig, device: DeviceSpec, data: &Cifar10, out: &Pa
             EpochEnd::Diverged { step } => {
                 progress.finish();
                 progress.line(&format!("diverged: non-finite loss at step {step} of epoch {}; stopping", epoch + 1));
-                metrics::write_csv(&dir.metrics(), &state.rows)?;
-                let outcome = outcome_of(&state, RunStatus::Diverged { epoch: epoch + 1 });
-                write_status(&status_path, cfg, &outcome)?;
-                return Ok(Some(outcome));
+                return Ok(Some(write_diverged(out, cfg, &state, epoch + 1)?));
             }
         }
     }
     progress.finish();
-    metrics::write_csv(&dir.metrics(), &state.rows)?;
-    model.save(&dir.model())?;
-    crate::util::atomic_write(&dir.norms(), render_csv(&model_norms(&model, true)?)?.as_bytes())?;
-    let outcome = outcome_of(&state, RunStatus::Finished);
-    write_status(&status_path, cfg, &outcome)?;
-    Ok(Some(outcome))
+    Ok(Some(write_finished(out, cfg, &state, &model)?))
 }
 
-fn subset(split: &Split, n: Option<std::num::NonZeroUsize>) -> Cow<'_, Split> {
+/// The outcome `out`'s status file records, if the run there has ended; an error if it records
+/// another run.
+pub(crate) fn recorded_outcome(out: &Path, cfg: &TrainConfig) -> Result<Option<TrainOutcome>> {
+    let status_path = RunDir::new(out).status();
+    if !status_path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&status_path)?;
+    let done: StatusFile = serde_json::from_str(&text).with_context(|| format!("{} is not a normlab status file", status_path.display()))?;
+    if done.config != *cfg {
+        bail!("{} records another run: {}", status_path.display(), cfg.differences_from(&done.config).join("; "));
+    }
+    Ok(Some(done.outcome))
+}
+
+/// What a run that finished leaves in `out`: metrics.csv, model.safetensors, norms.csv and
+/// status.json.
+pub(crate) fn write_finished(out: &Path, cfg: &TrainConfig, state: &checkpoint::Progress, model: &Model) -> Result<TrainOutcome> {
+    let dir = RunDir::new(out);
+    metrics::write_csv(&dir.metrics(), &state.rows)?;
+    model.save(&dir.model())?;
+    crate::util::atomic_write(&dir.norms(), render_csv(&model_norms(model, true)?)?.as_bytes())?;
+    let outcome = outcome_of(state, RunStatus::Finished);
+    write_status(&dir.status(), cfg, &outcome)?;
+    Ok(outcome)
+}
+
+/// What a run whose loss stopped being finite in `epoch` (from 1) leaves in `out`: the
+/// metrics of the epochs before it and status.json.
+pub(crate) fn write_diverged(out: &Path, cfg: &TrainConfig, state: &checkpoint::Progress, epoch: usize) -> Result<TrainOutcome> {
+    let dir = RunDir::new(out);
+    metrics::write_csv(&dir.metrics(), &state.rows)?;
+    let outcome = outcome_of(state, RunStatus::Diverged { epoch });
+    write_status(&dir.status(), cfg, &outcome)?;
+    Ok(outcome)
+}
+
+/// The line a run prints after each epoch.
+pub(crate) fn epoch_line(row: &metrics::EpochRow, epochs: usize) -> String {
+    format!(
+        "epoch {}/{epochs} lr {:.0e} loss {:.4} train {:.2}% test {:.2}% {:.0} img/s {:.1} s (regularizer {:.2} s) l1 sum {:.1} linf sum {:.1}",
+        row.epoch, row.lr, row.train_loss, row.train_acc, row.test_acc, row.images_per_s, row.seconds, row.reg_seconds, row.l1_sum, row.linf_sum
+    )
+}
+
+/// The first `n` images of `split` (all when `n` is absent or larger).
+pub(crate) fn subset(split: &Split, n: Option<std::num::NonZeroUsize>) -> Cow<'_, Split> {
     match n {
         Some(n) if n.get() < split.len() => Cow::Owned(split.prefix(n.get())),
         _ => Cow::Borrowed(split),
@@ -195,13 +248,13 @@ fn training_loss(model: &Model, x: &Tensor, y: &Tensor, adv: &AdvConfig, seed: u
     Ok(match *adv {
         AdvConfig::None => {
             let logits = model.forward(x, true)?;
-            let loss = candle_nn::loss::cross_entropy(&logits, y)?;
+            let loss = crate::ops::cross_entropy(&logits, y)?;
             (logits, loss)
         }
         AdvConfig::Pgd { eps, step, steps } => {
             let x_adv = crate::attack::adversarial::pgd_examples(&eval, x, y, eps.get(), step.get(), steps.get() as usize, &mut rng)?;
             let logits = model.forward(&x_adv, true)?;
-            let loss = candle_nn::loss::cross_entropy(&logits, y)?;
+            let loss = crate::ops::cross_entropy(&logits, y)?;
             (logits, loss)
         }
         AdvConfig::Trades { eps, step, steps, beta } => {
@@ -234,37 +287,45 @@ fn run_epoch(
     let order = epoch_order(train_set.len(), cfg.seed, epoch);
     let steps = order.len().div_ceil(batch);
     progress.start_epoch(epoch, steps);
-    let (mut loss_sum, mut correct, mut seen) = (0f64, 0f64, 0usize);
+    // Loss and hits stay on the device and are read every READ_EVERY steps (and before SVC
+    // clips, which must not see diverged weights): the host does not wait for the device each
+    // step, so it prepares the next batch while the device works. On CUDA the regularizer's
+    // time is the host's time issuing it (its work is queued, not waited for).
+    let mut stats = step_stats::StepStats::default();
+    let steps_before = state.steps_done;
     let mut reg_seconds = 0f64;
     for (b, idx) in order.chunks(batch).enumerate() {
         let seed = augment_seed(cfg.seed, epoch, b);
         let (x, y) = train_set.augmented_batch(idx, seed, device)?;
         let (logits, loss) = training_loss(model, &x, &y, &cfg.adv, seed)?;
         let hits = logits.argmax(1)?.eq(&y)?.to_dtype(DType::F32)?.sum_all()?;
-        let stats = Tensor::stack(&[&loss.detach(), &hits], 0)?.to_vec1::<f32>()?;
-        if !stats[0].is_finite() {
-            return Ok(EpochEnd::Diverged { step: b + 1 });
+        stats.push(&loss, &hits, idx.len())?;
+        let svc_due = matches!(reg.config(), RegConfig::Svc { every, .. } if (state.steps_done + 1).is_multiple_of(every.get() as usize));
+        if stats.due(step_stats::READ_EVERY) || svc_due {
+            if let Some(step) = stats.read()? {
+                // The steps after the diverged one do not count, as when each step was read.
+                state.steps_done = steps_before + step - 1;
+                return Ok(EpochEnd::Diverged { step });
+            }
+            progress.step(stats.loss_sum / stats.seen as f64, 100.0 * stats.correct / stats.seen as f64, stats.seen as f64 / t0.elapsed().as_secs_f64());
         }
-        loss_sum += stats[0] as f64 * idx.len() as f64;
-        correct += stats[1] as f64;
-        seen += idx.len();
         let mut grads = loss.backward()?;
-        if !device.is_cpu() && !matches!(reg.config(), RegConfig::Plain) {
-            // On CUDA, backward's kernels are still queued: without this wait the regularizer's
-            // first read-back (norm decay's maximiser index) would book them as its own time.
-            device.synchronize()?;
-        }
         let r0 = Instant::now();
-        reg.apply(model, &mut grads)?;
+        let terms = reg.apply(model, &mut grads)?;
         reg.before_step(model, b)?;
         reg_seconds += r0.elapsed().as_secs_f64();
-        sgd.step(&model.params, &grads)?;
+        sgd.step(&model.params, &grads, &terms)?;
         state.steps_done += 1;
         let r0 = Instant::now();
         reg.after_step(model, state.steps_done)?;
         reg_seconds += r0.elapsed().as_secs_f64();
-        progress.step(loss_sum / seen as f64, 100.0 * correct / seen as f64, seen as f64 / t0.elapsed().as_secs_f64());
     }
+    if let Some(step) = stats.read()? {
+        state.steps_done = steps_before + step - 1;
+        return Ok(EpochEnd::Diverged { step });
+    }
+    let (loss_sum, correct, seen) = (stats.loss_sum, stats.correct, stats.seen);
+    progress.step(loss_sum / seen as f64, 100.0 * correct / seen as f64, seen as f64 / t0.elapsed().as_secs_f64());
     if epoch + 1 == cfg.training.epochs() {
         let r0 = Instant::now();
         if reg.finish(model)? {
@@ -413,7 +474,7 @@ mod tests {
     #[test]
     #[ignore]
     fn every_regularizer_trains_every_model() {
-        every_regularizer_trains(&Arch::ALL);
+        every_regularizer_trains(&Arch::PAPER);
     }
 
     /// Each regularizer on each of `archs`, through the real training loop: two steps of 4
@@ -508,6 +569,94 @@ mod tests {
         let mut other = cfg.clone();
         other.seed = 7;
         assert!(train(&other, &data, &b, true).is_err());
+    }
+
+    /// Copies run folder `from` into `to` (a killed run, to damage in several ways).
+    fn copy_run(from: &Path, to: &Path) {
+        for entry in std::fs::read_dir(from).unwrap().flatten() {
+            let target = to.join(entry.file_name());
+            if entry.path().is_dir() {
+                std::fs::create_dir_all(&target).unwrap();
+                copy_run(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), &target).unwrap();
+            }
+        }
+    }
+
+    /// A run killed after epoch 2 of 3 whose newest checkpoint (or its record) was then
+    /// damaged resumes from what is left and ends bit-identical to an uninterrupted run; the
+    /// damaged file is set aside, not deleted.
+    #[test]
+    fn a_damaged_checkpoint_is_set_aside_and_the_run_ends_as_an_uninterrupted_one() {
+        let data = synthetic(32, 16);
+        let cfg = tiny(RegConfig::norm_decay(NormKind::Linf, Positive(1e-3)), 3);
+        let dir = tempfile::tempdir().unwrap();
+        let reference = dir.path().join("reference");
+        train(&cfg, &data, &reference, false).unwrap();
+        let killed = dir.path().join("killed");
+        assert!(train_session(&cfg, &data, &killed, false, Some(2)).unwrap().is_none());
+        let ck = killed.join("checkpoint");
+        let mut names: Vec<String> = std::fs::read_dir(&ck).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        assert_eq!(names, ["epoch-1.json", "epoch-1.safetensors", "epoch-2.json", "epoch-2.safetensors", "latest.json"], "two checkpoints kept");
+        let cut = |p: &Path, keep: f64| {
+            let b = std::fs::read(p).unwrap();
+            std::fs::write(p, &b[..(b.len() as f64 * keep) as usize]).unwrap();
+        };
+        let flip = |p: &Path| {
+            let mut b = std::fs::read(p).unwrap();
+            let k = b.len() - 100;
+            b[k] ^= 0x40;
+            std::fs::write(p, b).unwrap();
+        };
+        type Damage = Box<dyn Fn(&Path)>;
+        let cases: Vec<(&str, Damage, &str)> = vec![
+            ("truncated tensors", Box::new(move |c: &Path| cut(&c.join("epoch-2.safetensors"), 0.5)), "epoch-2.safetensors.damaged"),
+            ("empty tensors", Box::new(move |c: &Path| cut(&c.join("epoch-2.safetensors"), 0.0)), "epoch-2.safetensors.damaged"),
+            ("one flipped byte", Box::new(move |c: &Path| flip(&c.join("epoch-2.safetensors"))), "epoch-2.safetensors.damaged"),
+            ("missing tensors", Box::new(|c: &Path| std::fs::remove_file(c.join("epoch-2.safetensors")).unwrap()), "epoch-2.json.damaged"),
+            ("truncated latest.json", Box::new(move |c: &Path| cut(&c.join("latest.json"), 0.6)), "latest.json.damaged"),
+            ("empty latest.json and epoch record", Box::new(move |c: &Path| {
+                cut(&c.join("latest.json"), 0.0);
+                cut(&c.join("epoch-2.json"), 0.0);
+            }), "epoch-2.json.damaged"),
+            ("both checkpoints", Box::new(move |c: &Path| {
+                cut(&c.join("epoch-2.safetensors"), 0.3);
+                flip(&c.join("epoch-1.safetensors"));
+            }), "epoch-1.safetensors.damaged"),
+        ];
+        for (what, damage, set_aside) in cases {
+            let case = dir.path().join(what.replace(' ', "-"));
+            std::fs::create_dir_all(&case).unwrap();
+            copy_run(&killed, &case);
+            damage(&case.join("checkpoint"));
+            let done = train(&cfg, &data, &case, true).unwrap_or_else(|e| panic!("{what}: {e:#}"));
+            assert_eq!(done.status, RunStatus::Finished, "{what}");
+            assert_eq!(weights(&case), weights(&reference), "{what}: the resumed run must end where an uninterrupted one does");
+            assert!(case.join("checkpoint").join(set_aside).exists(), "{what}: {set_aside} not set aside");
+            let rows = std::fs::read_to_string(case.join("metrics.csv")).unwrap().lines().count();
+            assert_eq!(rows, 4, "{what}: one metrics row per epoch");
+            std::fs::remove_dir_all(&case).unwrap();
+        }
+    }
+
+    #[test]
+    fn resuming_with_other_settings_names_each_difference() {
+        let data = synthetic(32, 16);
+        let cfg = tiny(RegConfig::Plain, 2);
+        let dir = tempfile::tempdir().unwrap();
+        assert!(train_session(&cfg, &data, dir.path(), false, Some(1)).unwrap().is_none());
+        let mut other = cfg.clone();
+        other.training.lr = Positive(0.1);
+        other.seed = 9;
+        let err = format!("{:#}", train(&other, &data, dir.path(), true).unwrap_err());
+        assert!(err.contains("latest.json belongs to another run"), "{err}");
+        assert!(err.contains("seed: 1 recorded, 9 given") && err.contains("training.lr: 0.01 recorded, 0.1 given"), "{err}");
+        let mut big = cfg.clone();
+        big.training.train_subset = Some(nz(33));
+        let err = format!("{:#}", train(&big, &data, &dir.path().join("new"), false).unwrap_err());
+        assert!(err.contains("train_subset = 33") && err.contains("holds 32 images"), "{err}");
     }
 
     #[test]

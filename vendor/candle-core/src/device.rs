@@ -359,6 +359,8 @@ impl Device {
         shape: &Shape,
         dtype: DType,
     ) -> Result<Storage> {
+        crate::counters::bump(crate::counters::Counter::Ops);
+        crate::counters::bump(crate::counters::Counter::Storages);
         match self {
             Device::Cpu => {
                 let storage = CpuDevice.rand_uniform(shape, dtype, lo, up)?;
@@ -397,6 +399,8 @@ impl Device {
         shape: &Shape,
         dtype: DType,
     ) -> Result<Storage> {
+        crate::counters::bump(crate::counters::Counter::Ops);
+        crate::counters::bump(crate::counters::Counter::Storages);
         match self {
             Device::Cpu => {
                 let storage = CpuDevice.rand_normal(shape, dtype, mean, std)?;
@@ -429,6 +433,8 @@ impl Device {
     }
 
     pub(crate) fn zeros(&self, shape: &Shape, dtype: DType) -> Result<Storage> {
+        crate::counters::bump(crate::counters::Counter::Ops);
+        crate::counters::bump(crate::counters::Counter::Storages);
         match self {
             Device::Cpu => {
                 let storage = CpuDevice.zeros_impl(shape, dtype)?;
@@ -446,6 +452,7 @@ impl Device {
     }
 
     pub(crate) unsafe fn alloc_uninit(&self, shape: &Shape, dtype: DType) -> Result<Storage> {
+        crate::counters::bump(crate::counters::Counter::Storages);
         match self {
             Device::Cpu => {
                 let storage = CpuDevice.alloc_uninit(shape, dtype)?;
@@ -463,6 +470,8 @@ impl Device {
     }
 
     pub(crate) fn storage_from_slice<D: WithDType>(&self, data: &[D]) -> Result<Storage> {
+        crate::counters::bump(crate::counters::Counter::Storages);
+        crate::counters::bump(crate::counters::Counter::Uploads);
         match self {
             Device::Cpu => Ok(Storage::Cpu(data.to_cpu_storage())),
             Device::Cuda(device) => {
@@ -477,6 +486,8 @@ impl Device {
     }
 
     pub(crate) fn storage<A: NdArray>(&self, array: A) -> Result<Storage> {
+        crate::counters::bump(crate::counters::Counter::Storages);
+        crate::counters::bump(crate::counters::Counter::Uploads);
         match self {
             Device::Cpu => Ok(Storage::Cpu(array.to_cpu_storage())),
             Device::Cuda(device) => {
@@ -493,6 +504,8 @@ impl Device {
     }
 
     pub(crate) fn storage_owned<S: WithDType>(&self, data: Vec<S>) -> Result<Storage> {
+        crate::counters::bump(crate::counters::Counter::Storages);
+        crate::counters::bump(crate::counters::Counter::Uploads);
         match self {
             Device::Cpu => Ok(Storage::Cpu(S::to_cpu_storage_owned(data))),
             Device::Cuda(device) => {
@@ -509,6 +522,7 @@ impl Device {
     }
 
     pub fn synchronize(&self) -> Result<()> {
+        crate::counters::bump(crate::counters::Counter::Syncs);
         match self {
             Self::Cpu => Ok(()),
             Self::Cuda(d) => d.synchronize(),

@@ -674,6 +674,7 @@ impl Tensor {
             let data = S::cpu_storage_as_slice(cpu_storage)?;
             Ok::<_, Error>(data[self.layout().start_offset()])
         };
+        crate::counters::bump(crate::counters::Counter::Readbacks);
         match &*self.storage() {
             Storage::Cpu(cpu_storage) => from_cpu_storage(cpu_storage),
             Storage::Cuda(storage) => from_cpu_storage(&storage.to_cpu_storage()?),
@@ -1972,6 +1973,7 @@ impl Tensor {
             };
             Ok::<Vec<_>, Error>(data)
         };
+        crate::counters::bump(crate::counters::Counter::Readbacks);
         match &*self.storage() {
             Storage::Cpu(storage) => from_cpu_storage(storage),
             Storage::Cuda(storage) => from_cpu_storage(&storage.to_cpu_storage()?),
@@ -2003,6 +2005,7 @@ impl Tensor {
             }
             Ok(rows)
         };
+        crate::counters::bump(crate::counters::Counter::Readbacks);
         match &*self.storage() {
             Storage::Cpu(storage) => from_cpu_storage(storage),
             Storage::Cuda(storage) => from_cpu_storage(&storage.to_cpu_storage()?),
@@ -2044,6 +2047,7 @@ impl Tensor {
             }
             Ok(top_rows)
         };
+        crate::counters::bump(crate::counters::Counter::Readbacks);
         match &*self.storage() {
             Storage::Cpu(storage) => from_cpu_storage(storage),
             Storage::Cuda(storage) => from_cpu_storage(&storage.to_cpu_storage()?),
@@ -2397,6 +2401,15 @@ impl Tensor {
         if self.device().same_device(device) {
             Ok(self.clone())
         } else {
+            // normlab counters: a copy to or from the host.
+            match (self.device().is_cpu(), device.is_cpu()) {
+                (true, false) => {
+                    crate::counters::bump(crate::counters::Counter::Uploads);
+                    crate::counters::bump(crate::counters::Counter::Storages);
+                }
+                (false, true) => crate::counters::bump(crate::counters::Counter::Readbacks),
+                _ => crate::counters::bump(crate::counters::Counter::Storages),
+            }
             let storage = match (&*self.storage(), device) {
                 (Storage::Cpu(storage), Device::Cuda(cuda)) => {
                     Storage::Cuda(cuda.storage_from_cpu_storage(storage)?)

@@ -109,6 +109,9 @@ pub(crate) fn launch_conv2d<
         Some(CandleAlgo::Count) => A::CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
     };
     let workspace_size = conv2d.get_workspace_size(alg)?;
+    crate::counters::bump(crate::counters::Counter::Cudnn);
+    crate::counters::bump(crate::counters::Counter::Allocs);
+    crate::counters::bump(crate::counters::Counter::Memsets);
     let mut workspace = dev.cuda_stream().alloc_zeros::<u8>(workspace_size)?;
     unsafe {
         conv2d.launch::<CudaSlice<u8>, _, _, _>(
@@ -210,6 +213,9 @@ pub(crate) fn launch_conv1d<
         Some(CandleAlgo::Count) => A::CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
     };
     let workspace_size = conv1d.get_workspace_size(alg)?;
+    crate::counters::bump(crate::counters::Counter::Cudnn);
+    crate::counters::bump(crate::counters::Counter::Allocs);
+    crate::counters::bump(crate::counters::Counter::Memsets);
     let mut workspace = dev.cuda_stream().alloc_zeros::<u8>(workspace_size)?;
     unsafe {
         conv1d.launch::<CudaSlice<u8>, _, _, _>(

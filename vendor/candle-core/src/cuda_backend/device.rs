@@ -55,12 +55,22 @@ pub struct ModuleStore {
     mdls: [Option<Arc<cudarc::driver::CudaModule>>; kernels::ALL_IDS.len()],
 }
 
+/// Kernel functions already looked up (normlab patch): candle looked each one up in its module
+/// (`cuModuleGetFunction`, under a lock) at every launch. Keyed by module (index of a candle
+/// kernels module, or a custom module's name) then function name, so a hit allocates nothing.
+#[derive(Default)]
+struct FunctionCache {
+    kernels: HashMap<usize, HashMap<String, CudaFunction>>,
+    custom: HashMap<String, HashMap<String, CudaFunction>>,
+}
+
 #[derive(Clone)]
 pub struct CudaDevice {
     id: DeviceId,
     context: Arc<cudarc::driver::CudaContext>,
     modules: Arc<std::sync::RwLock<ModuleStore>>,
     custom_modules: Arc<std::sync::RwLock<HashMap<String, Arc<cudarc::driver::CudaModule>>>>,
+    functions: Arc<std::sync::RwLock<FunctionCache>>,
     stream: Arc<cudarc::driver::CudaStream>,
     pub(crate) blas: Arc<cudarc::cublas::CudaBlas>,
     curand: Arc<Mutex<CudaRng>>,
@@ -79,6 +89,7 @@ impl CudaDevice {
         &self,
         len: usize,
     ) -> Result<cudarc::driver::CudaSlice<T>> {
+        crate::counters::bump(crate::counters::Counter::Allocs);
         self.stream.alloc::<T>(len).w()
     }
 
@@ -86,6 +97,8 @@ impl CudaDevice {
         &self,
         len: usize,
     ) -> Result<cudarc::driver::CudaSlice<T>> {
+        crate::counters::bump(crate::counters::Counter::Allocs);
+        crate::counters::bump(crate::counters::Counter::Memsets);
         self.stream.alloc_zeros::<T>(len).w()
     }
 
@@ -106,6 +119,7 @@ impl CudaDevice {
         if cuda_graph_htod_cache_enabled() && !src.is_empty() {
             return self.memcpy_htod_capture_cached(src, dst);
         }
+        crate::counters::bump(crate::counters::Counter::Htod);
         self.stream.memcpy_htod(src, dst).w()
     }
 
@@ -114,7 +128,8 @@ impl CudaDevice {
         src: &Src,
     ) -> Result<Vec<T>> {
         self.check_capture_copy("clone_dtoh")?;
-        self.stream.clone_dtoh(src).w()
+        crate::counters::bump(crate::counters::Counter::Dtoh);
+        crate::counters::wait(|| self.stream.clone_dtoh(src)).w()
     }
 
     pub fn memcpy_dtod<
@@ -126,6 +141,7 @@ impl CudaDevice {
         src: &Src,
         dst: &mut Dst,
     ) -> Result<()> {
+        crate::counters::bump(crate::counters::Counter::Dtod);
         self.stream.memcpy_dtod(src, dst).w()
     }
 
@@ -139,7 +155,8 @@ impl CudaDevice {
         dst: &mut Dst,
     ) -> Result<()> {
         self.check_capture_copy("memcpy_dtoh")?;
-        self.stream.memcpy_dtoh(src, dst).w()
+        crate::counters::bump(crate::counters::Counter::Dtoh);
+        crate::counters::wait(|| self.stream.memcpy_dtoh(src, dst)).w()
     }
 
     pub fn clone_htod<
@@ -152,6 +169,8 @@ impl CudaDevice {
         if cuda_graph_htod_cache_enabled() && !src.is_empty() {
             return self.clone_htod_capture_cached(src);
         }
+        crate::counters::bump(crate::counters::Counter::Allocs);
+        crate::counters::bump(crate::counters::Counter::Htod);
         self.stream.clone_htod(src).w()
     }
 
@@ -280,6 +299,8 @@ macro_rules! builder_arg {
 
 impl CudaFunc {
     pub fn builder(&self) -> cudarc::driver::LaunchArgs<'_> {
+        // normlab counters: every launch of a candle (or custom) kernel takes a builder here.
+        crate::counters::bump(crate::counters::Counter::Launches);
         self.stream.launch_builder(&self.func)
     }
 }
@@ -317,6 +338,17 @@ impl CudaDevice {
         module_name: &str,
         ptx: &str,
     ) -> Result<CudaFunc> {
+        let cached = self.functions.read().unwrap().custom.get(module_name).and_then(|m| m.get(fn_name)).cloned();
+        if let Some(func) = cached {
+            return Ok(CudaFunc { func, stream: self.stream.clone() });
+        }
+        let func = self.load_custom_func(fn_name, module_name, ptx)?;
+        let mut fs = self.functions.write().unwrap();
+        fs.custom.entry(module_name.to_string()).or_default().insert(fn_name.to_string(), func.func.clone());
+        Ok(func)
+    }
+
+    fn load_custom_func(&self, fn_name: &str, module_name: &str, ptx: &str) -> Result<CudaFunc> {
         let ms = self.custom_modules.read().unwrap();
         if let Some(mdl) = ms.get(module_name).as_ref() {
             let func = mdl.load_function(fn_name).w()?;
@@ -337,6 +369,17 @@ impl CudaDevice {
     }
 
     pub fn get_or_load_func(&self, fn_name: &str, mdl: &kernels::Module) -> Result<CudaFunc> {
+        let cached = self.functions.read().unwrap().kernels.get(&mdl.index()).and_then(|m| m.get(fn_name)).cloned();
+        if let Some(func) = cached {
+            return Ok(CudaFunc { func, stream: self.stream.clone() });
+        }
+        let func = self.load_func(fn_name, mdl)?;
+        let mut fs = self.functions.write().unwrap();
+        fs.kernels.entry(mdl.index()).or_default().insert(fn_name.to_string(), func.func.clone());
+        Ok(func)
+    }
+
+    fn load_func(&self, fn_name: &str, mdl: &kernels::Module) -> Result<CudaFunc> {
         let ms = self.modules.read().unwrap();
         if let Some(mdl) = ms.mdls[mdl.index()].as_ref() {
             let func = mdl.load_function(fn_name).w()?;
@@ -385,6 +428,7 @@ impl CudaDevice {
             curand: Arc::new(Mutex::new(CudaRng(curand))),
             modules: Arc::new(std::sync::RwLock::new(module_store)),
             custom_modules: Arc::new(std::sync::RwLock::new(HashMap::new())),
+            functions: Arc::new(std::sync::RwLock::new(FunctionCache::default())),
             seed_value: Arc::new(RwLock::new(299792458)),
         })
     }
@@ -809,7 +853,7 @@ impl BackendDevice for CudaDevice {
     }
 
     fn synchronize(&self) -> Result<()> {
-        self.stream.synchronize().map_err(crate::Error::wrap)?;
+        crate::counters::wait(|| self.stream.synchronize()).map_err(crate::Error::wrap)?;
         Ok(())
     }
 }

@@ -62,9 +62,20 @@ impl crate::scalar::Scalar {
     }
 }
 
+/// Distinct layouts the parameter cache keeps at most (normlab patch): past this, layouts are
+/// uploaded per launch as before, so an unbounded variety of shapes cannot grow it forever.
+const CUDA_PARAM_CACHE_MAX_ENTRIES: usize = 16384;
+
 impl SlicePtrOrNull<usize> {
     pub fn params_from_vec(dev: &CudaDevice, params: Vec<usize>) -> Result<Self> {
-        if device::cuda_graph_htod_cache_enabled() {
+        // normlab patch: the content-addressed cache of layout parameters is used always, not
+        // only under the CUDA-graph guard. A training step launches the same few hundred
+        // layouts every step; each was an allocation and a host->device copy per launch. The
+        // cached buffers are read-only and live as long as the process.
+        let full = CUDA_PARAM_CACHE
+            .get()
+            .is_some_and(|c| c.lock().unwrap().len() >= CUDA_PARAM_CACHE_MAX_ENTRIES);
+        if device::cuda_graph_htod_cache_enabled() || !full {
             let key = (dev.id(), params.clone());
             let cache = CUDA_PARAM_CACHE.get_or_init(|| Mutex::new(HashMap::new()));
             if let Some(slice) = cache.lock().unwrap().get(&key).cloned() {
@@ -80,6 +91,8 @@ impl SlicePtrOrNull<usize> {
                 );
             }
 
+            crate::counters::bump(crate::counters::Counter::Allocs);
+            crate::counters::bump(crate::counters::Counter::Htod);
             let slice = Arc::new(dev.cuda_stream().clone_htod(&params).w()?);
             let mut cache = cache.lock().unwrap();
             let slice = cache.entry(key).or_insert_with(|| slice).clone();
@@ -125,6 +138,8 @@ impl Map1 for Clone {
         _: &CudaDevice,
         _: &Layout,
     ) -> Result<CudaSlice<T>> {
+        crate::counters::bump(crate::counters::Counter::Allocs);
+        crate::counters::bump(crate::counters::Counter::Dtod);
         s.try_clone().w()
     }
 }
@@ -1762,6 +1777,8 @@ impl BackendStorage for CudaStorage {
                 );
             }
         }
+        crate::counters::bump(crate::counters::Counter::Dtoh);
+        crate::counters::wait(|| -> Result<CpuStorage> {
         match &self.slice {
             CudaStorageSlice::U8(slice) => {
                 let cpu_storage = slice.stream().clone_dtoh(slice).w()?;
@@ -1812,6 +1829,7 @@ impl BackendStorage for CudaStorage {
             }
             .into()),
         }
+        })
     }
 
     fn where_cond(
@@ -2264,6 +2282,7 @@ impl BackendStorage for CudaStorage {
     ) -> Result<Self> {
         let elem_count = b * m * n;
         let dev = &self.device;
+        crate::counters::bump(crate::counters::Counter::Blas);
         let slice = match (&self.slice, &rhs.slice) {
             (CudaStorageSlice::BF16(lhs), CudaStorageSlice::BF16(rhs)) => {
                 let lhs = &lhs.slice(lhs_l.start_offset()..);
