@@ -552,7 +552,7 @@ fn cases() -> Vec<(&'static str, Prepare)> {
     }));
     v.push(case("edited configuration", |c| {
         let mut r = csv::Reader::from_path(&c.csv).unwrap();
-        let cfg = r.records().next().unwrap().unwrap().iter().last().unwrap().replace("\"seed\":1", "\"seed\":2");
+        let cfg = r.records().next().unwrap().unwrap().iter().next_back().unwrap().replace("\"seed\":1", "\"seed\":2");
         c.set_field(0, "config", &cfg);
         (c.report(&[]), refused(&["line 2", "not the id of its config"]))
     }));

@@ -75,7 +75,8 @@ impl FabConfig {
         if self.targets == 0 || self.targets >= classes {
             bail!("FAB-T with {} target classes on a {classes}-class classifier: use 1..={}", self.targets, classes.saturating_sub(1));
         }
-        if !(0.0..=1.0).contains(&self.alpha_max) || !(self.eta >= 1.0) || !(0.0 < self.beta && self.beta < 1.0) {
+        let valid = (0.0..=1.0).contains(&self.alpha_max) && self.eta >= 1.0 && self.beta > 0.0 && self.beta < 1.0;
+        if !valid {
             bail!("FAB-T needs α_max in [0, 1], η ≥ 1 and β in (0, 1) (got {}, {}, {})", self.alpha_max, self.eta, self.beta);
         }
         Ok(())
@@ -111,6 +112,7 @@ pub fn fab_t(f: &Logits, x: &Tensor, y: &[u32], cfg: &FabConfig, tick: &dyn Fn()
     let mut best: Vec<Option<Vec<f32>>> = vec![None; n];
     // Misclassified already: distance 0 (AutoAttack attacks only correct points).
     let mut distance: Vec<f64> = (0..n).map(|i| if order[i][0] != y[i] { 0.0 } else { f64::INFINITY }).collect();
+    #[allow(clippy::needless_range_loop)] // `rank` indexes each image's class order, not `order` itself
     for rank in 1..=cfg.targets {
         let todo: Vec<usize> = (0..n).filter(|&i| distance[i] > cfg.eps).collect();
         for chunk in todo.chunks(cfg.batch) {

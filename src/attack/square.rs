@@ -105,7 +105,7 @@ pub fn window_side(norm: Norm, p: f64, h: usize, w: usize) -> usize {
         Norm::Linf => s.max(1),
         Norm::L2 => {
             let s = s.max(3);
-            s + (s % 2 == 0) as usize
+            s + s.is_multiple_of(2) as usize
         }
     };
     s.min(h.min(w))

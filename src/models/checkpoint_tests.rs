@@ -227,12 +227,15 @@ fn the_normalization_round_trips_through_safetensors() {
 #[test]
 fn regularizers_run_on_the_new_architectures() {
     use crate::regularize::{NdVariant, NormKind, RegConfig, Regularizer};
+    use crate::values::{Fraction, Positive};
+    let pos = |v: f64| Positive::new(v).unwrap();
+    let half = Fraction::new(0.5).unwrap();
     for arch in [Arch::Wrn28_10, Arch::PreactResnet18] {
         for reg in [
-            RegConfig::NormDecay { kind: NormKind::L1, beta: 1e-2, gamma: 0.5, variant: NdVariant::Reference, include_bn: true },
-            RegConfig::NormDecay { kind: NormKind::Linf, beta: 1e-2, gamma: 0.5, variant: NdVariant::Reference, include_bn: false },
-            RegConfig::Svc { clip: 0.5, every: 1 },
-            RegConfig::WeightDecay { beta: 1e-2 },
+            RegConfig::NormDecay { norm: NormKind::L1, beta: pos(1e-2), gamma: half, variant: NdVariant::Reference, include_bn: true },
+            RegConfig::NormDecay { norm: NormKind::Linf, beta: pos(1e-2), gamma: half, variant: NdVariant::Reference, include_bn: false },
+            RegConfig::Svc { clip: pos(0.5), every: std::num::NonZeroU32::MIN },
+            RegConfig::WeightDecay { beta: pos(1e-2) },
         ] {
             let m = Model::narrow(arch, &Device::Cpu).unwrap();
             let before = model_norms(&m, false).unwrap();
@@ -240,9 +243,9 @@ fn regularizers_run_on_the_new_architectures() {
             let x = io("input");
             let loss = m.forward(&x, true).unwrap().sqr().unwrap().mean_all().unwrap();
             let mut grads = loss.backward().unwrap();
-            r.apply(&m, &mut grads).unwrap();
+            let terms = r.apply(&m, &mut grads).unwrap();
             let mut sgd = crate::optim::Sgd::new(0.1, 0.9);
-            sgd.step(&m.params, &grads).unwrap();
+            sgd.step(&m.params, &grads, &terms).unwrap();
             r.after_step(&m, 1).unwrap();
             let after = model_norms(&m, false).unwrap();
             assert_eq!(before.len(), after.len());

@@ -378,6 +378,7 @@ mod tests {
         let losses = cross_entropy(&logits, &y).unwrap();
         let hit = hits(&logits, &y).unwrap().to_vec1::<f32>().unwrap();
         let g = losses.sum_all().unwrap().backward().unwrap();
+        #[allow(clippy::needless_range_loop)] // `s` is also the slice index of the stacked tensors
         for s in 0..k {
             let xs = Var::from_tensor(&x.as_tensor().narrow(1, s * f, f).unwrap().contiguous().unwrap()).unwrap();
             let (ws, bs) = (Var::from_tensor(&rows(w.as_tensor(), k, s)).unwrap(), Var::from_tensor(&rows(b.as_tensor(), k, s)).unwrap());

@@ -310,7 +310,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.csv");
         let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_path(&path).unwrap();
-        w.write_record(record::header(&plan.eps)).unwrap();
+        w.write_record(record::header(&plan.robust)).unwrap();
         let prov = Provenance { device: "cpu".into(), version: "0".into(), git_commit: "x".into() };
         for cell in plan.cells.iter().take(n) {
             let rec = CellRecord {
@@ -323,7 +323,7 @@ mod tests {
                 eval_seconds: 1.0,
                 message: String::new(),
             };
-            w.write_record(record::row("t", &plan.eps, cell, &rec, &prov, "2026-12-07T00:00:00Z").unwrap()).unwrap();
+            w.write_record(record::row("t", &plan.robust, cell, &rec, &prov, "2026-12-07T00:00:00Z").unwrap()).unwrap();
         }
         w.flush().unwrap();
         let ids = plan.cells.iter().map(|c| c.id.clone()).collect();

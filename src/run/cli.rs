@@ -197,7 +197,7 @@ fn check_data(plan: &Plan, executor: ExecutorKind) -> Result<Option<Cifar10>> {
 /// The command that reruns this run's failed cells: the same plan, results folder and shard.
 fn retry_command(args: &RunArgs) -> String {
     let mut c = format!("normlab run {}", args.plan.display());
-    if args.results != Path::new("results") {
+    if args.results != std::path::Path::new("results") {
         c.push_str(&format!(" --results {}", args.results.display()));
     }
     if let Some(d) = &args.data {

@@ -70,12 +70,15 @@ pub struct StackContext {
 /// it. When it fails, the executor trains each cell alone from whatever checkpoint it left.
 pub type StackTrainer<'a> = dyn Fn(&[&Cell], &StackContext) -> Result<()> + Sync + 'a;
 
+/// Groups the cells a run will do into stacks (positions in the given list).
+pub type StackUnits<'a> = dyn Fn(&[&Cell]) -> Result<Vec<Vec<usize>>> + Sync + 'a;
+
 /// How a run forms and trains stacks: `units` groups the cells this run will do (given in
 /// grid order) into stacks, as positions in that list, each cell exactly once; `train` trains
 /// a stack of two or more.
 pub struct Stacking<'a> {
     /// The grouping ([`super::stack::stacks`]).
-    pub units: &'a (dyn Fn(&[&Cell]) -> Result<Vec<Vec<usize>>> + Sync + 'a),
+    pub units: &'a StackUnits<'a>,
     /// The stack trainer.
     pub train: &'a StackTrainer<'a>,
 }

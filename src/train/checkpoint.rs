@@ -195,7 +195,7 @@ pub fn load(out: &Path, config: &TrainConfig, model: &Model, sgd: &mut Sgd, reg:
             }
         }
     }
-    candidates.sort_by(|a, b| b.1.progress.epochs_done.cmp(&a.1.progress.epochs_done));
+    candidates.sort_by_key(|c| std::cmp::Reverse(c.1.progress.epochs_done));
     for (paths, record) in &candidates {
         if record.progress.config != *config {
             bail!("{} belongs to another run: {}", paths[0].display(), config.differences_from(&record.progress.config).join("; "));

@@ -97,8 +97,11 @@ pub(super) fn train_stack_session(cells: &[(TrainConfig, PathBuf)], device: Devi
         let (state, loaded) = if checkpoint::exists(out) {
             let model = Model::new(cfg.model, cfg.seed, &device)?;
             let mut sgd = Sgd::new(cfg.training.lr.get(), cfg.training.momentum.get());
-            let state = checkpoint::load(out, cfg, &model, &mut sgd, &mut reg)?;
-            (state, Some((model, sgd)))
+            match checkpoint::load(out, cfg, &model, &mut sgd, &mut reg)? {
+                Some(state) => (state, Some((model, sgd))),
+                // Every checkpoint file was damaged (and set aside): the cell starts over.
+                None => (fresh(cfg), None),
+            }
         } else {
             (fresh(cfg), None)
         };
@@ -244,7 +247,8 @@ impl Stack {
             device.synchronize()?;
         }
         let mut reg_seconds = regularize::stacked::apply(&self.model, &mut self.regs, &live, &mut grads)?;
-        self.sgd.step(self.model.params(), &grads)?;
+        // The stacked regularizers write their terms into the gradients: no fused terms.
+        self.sgd.step(self.model.params(), &grads, &crate::optim::GradTerms::default())?;
         drop(grads);
         // A slice whose loss was not finite did not take this step, as a run alone stops before it.
         for (slice, _) in self.slices.iter_mut().zip(&live).filter(|(_, &l)| l) {
@@ -421,7 +425,7 @@ pub fn cell_footprint(arch: crate::models::Arch, batch: usize) -> Result<u64> {
         let x = Tensor::rand(0f32, 1f32, (batch, 3, 32, 32), &device)?;
         let y = Tensor::zeros(batch, candle_core::DType::U32, &device)?;
         let grads = candle_nn::loss::cross_entropy(&model.forward(&x, true)?, &y)?.backward()?;
-        sgd.step(&model.params, &grads)?;
+        sgd.step(&model.params, &grads, &crate::optim::GradTerms::default())?;
         model.num_parameters() as u64
     };
     Ok(resident()?.saturating_sub(before) + 4 * params)
