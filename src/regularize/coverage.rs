@@ -168,7 +168,8 @@ mod tests {
         assert!(!kernel_fits(2, 1, 3, 1));
         assert!(kernel_fits(4, 1, 3, 1));
         assert!(kernel_fits(1, 1, 1, 0), "a 1×1 conv on a 1×1 map (SENet's squeeze-excitation) fits");
-        assert!(kernel_fits(3, 2, 3, 1), "3×3 stride 2 padding 1: output 1 covers input rows 1..3");
+        assert!(!kernel_fits(3, 2, 3, 1), "3×3 stride 2 padding 1: output 1 needs input rows 1..3, one past a 3-row input");
+        assert!(kernel_fits(4, 2, 3, 1), "… which a 4-row input has");
         assert!(!kernel_fits(2, 2, 3, 1));
     }
 

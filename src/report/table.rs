@@ -724,7 +724,7 @@ mod tests {
         assert!((st.ours.unwrap() + 5.0).abs() < 1e-9 && (st.paper.unwrap() + 3.9).abs() < 1e-9);
         assert!(matches!(st.lower(), Lower::Untested(ref why) if why.contains("outcomes.csv")), "{:?}", st.lower());
         assert_eq!(f[0].strongest[1].paper, None);
-        assert!(md.contains("| vgg11 | WD 1e-2 | −5.0 | unavailable: no /nonexistent/p/cells/vgg11wdSome(0.01)/outcomes.csv | untested | −3.9 | yes |"), "{md}");
+        assert!(md.contains("| vgg11 | WD 1e-2 | −5.0 | unavailable: no /nonexistent/p/cells/vgg11plainNone/outcomes.csv | untested | −3.9 | yes |"), "{md}");
         assert!(latex(&g).contains("\\quad paper & 90.4/60.2"));
     }
 

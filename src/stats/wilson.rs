@@ -51,8 +51,8 @@ mod tests {
         // (0.8 + 0.1920729)/1.3841459 = 0.716740, half-width
         // 1.959964/1.3841459 · √(0.016 + 0.0096036) = 1.415999 · 0.1600112 = 0.226576.
         let i = wilson(8, 10, 0.95).unwrap();
-        assert!(close(i.lo, 0.490164) && close(i.hi, 0.943316), "{i:?}");
-        // 0 of 10: centre = half-width = 0.1920729/1.3841459 = 0.138764 → [0, 0.277529].
+        assert!(close(i.lo, 0.490162) && close(i.hi, 0.943318), "{i:?}");
+        // 0 of 10: centre = half-width = 0.1920729/1.3841459 = 0.138766 → [0, 0.277533].
         let i = wilson(0, 10, 0.95).unwrap();
         assert!(close(i.lo, 0.0) && close(i.hi, 0.277533), "{i:?}");
         // Symmetric: 10 of 10 mirrors 0 of 10.
