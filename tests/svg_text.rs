@@ -42,7 +42,10 @@ fn number(s: &str) -> f64 {
 
 /// The ink extent of one `<text>` element.
 fn measure(face: &ttf_parser::Face, node: roxmltree::Node) -> Extent {
-    let text: String = node.descendants().filter(|n| n.is_text()).filter_map(|n| n.text()).collect();
+    let raw: String = node.descendants().filter(|n| n.is_text()).filter_map(|n| n.text()).collect();
+    // SVG's default white-space handling (xml:space="default"): newlines removed, tabs as
+    // spaces, leading and trailing spaces stripped, runs of spaces as one.
+    let text = raw.replace('\n', "").replace('\t', " ").split(' ').filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ");
     let upem = face.units_per_em() as f64;
     let size = number(node.attribute("font-size").expect("font-size"));
     let scale = size / upem;
