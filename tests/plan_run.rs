@@ -221,7 +221,7 @@ fn dry_run_json_lists_the_reference_coverage_of_the_paper_plan() {
     for c in of("vgg11", "norm_decay").into_iter().chain(of("vgg11", "svc")) {
         let l = layers(c);
         assert_eq!(c["config"]["regularizer"]["coverage"], "reference", "{c}");
-        assert!(l.contains(&"features.19.weight".to_string()) && !l.iter().any(|n| n == "features.22.weight" || n == "features.25.weight"), "{l:?}");
+        assert!(l.contains(&"features.18.weight".to_string()) && !l.iter().any(|n| n == "features.22.weight" || n == "features.25.weight"), "{l:?}");
     }
     for c in of("regnet200mf", "norm_decay") {
         let l = layers(c);
