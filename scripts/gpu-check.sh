@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# gpu-check.sh - what one call on a GPU machine runs (issues 8, 19): the CUDA selftest, then
+# gpu-check.sh - what one call on a GPU machine runs (issues 8, 19, 20): the CUDA selftest, then
 # `normlab bench train` and bench/pytorch_train.py for the four models on the same card, their
-# RESULT lines appended to bench/gpu-speed.csv, and optionally as much of plans/short.ron as
-# time allows.
+# RESULT lines appended to bench/gpu-speed.csv; `normlab bench stack` (K cells of the paper's
+# row as one stacked model against one by one) and the paper grid's device-hours at those
+# speeds; and optionally as much of plans/short.ron as time allows.
+#
+# The one device call (about 8 minutes on an H100/H200; give it timeout_s 590):
+#   bash scripts/gpu-check.sh $OUT 0 "selftest bench stack"
 #
 #   bash scripts/gpu-check.sh OUT [PLAN_SECONDS] [STAGES]
 #
@@ -14,6 +18,8 @@
 #   OUT/summary.txt     the card, each bench's headline lines and the CSV rows appended
 #   OUT/gpu-speed.csv   bench/gpu-speed.csv with this call's rows appended
 #   OUT/raw.tgz         bench/<card>-<date>/: every raw output (untar in the repository root)
+#   OUT/stack.txt       bench stack for STACK_MODELS (K = STACK_KS), PyTorch's one cell, the grid's estimate
+#   OUT/stack-speed.csv the stacked speeds (commit as bench/stack-speed-<card>.csv)
 #   OUT/plan.txt, OUT/short.tgz (plan stage)
 # After the call: `tar xzf <files_at>/raw.tgz && cp <files_at>/gpu-speed.csv bench/`.
 #
@@ -22,12 +28,13 @@
 #     bash scripts/gpu-check.sh /tmp/out 0 bench
 # Environment: DEVICE (cuda:0), STEPS (30), BATCH (128), MODELS (the four), PLAIN_MODEL
 # (resnet18: also benched without norm decay), NORMLAB (the binary), PYTHON (python3), JOBS and
-# SHARDS (plan stage, as before). tests/gpu_check_script.rs runs the bench stage this way on the
+# SHARDS (plan stage, as before), STACK_MODELS (resnet18 vgg11), STACK_KS (1,2,4,8,17),
+# STACK_STEPS (10), STACK_CONV (grouped: one cuDNN call with K times the groups; per-slice). tests/gpu_check_script.rs runs the bench stage this way on the
 # CPU with a stand-in for PyTorch.
 set -uo pipefail
 OUT=${1:?usage: gpu-check.sh OUT [PLAN_SECONDS] [STAGES]}
 PLAN_SECONDS=${2:-180}
-STAGES=${3:-selftest bench}
+STAGES=${3:-selftest bench stack}
 DEVICE=${DEVICE:-cuda:0}
 STEPS=${STEPS:-30}
 BATCH=${BATCH:-128}
@@ -95,6 +102,25 @@ if [[ $STAGES == *bench* ]]; then
   [ -f "$CSV" ] && cp "$CSV" "$STAGE/$RAW/gpu-speed.csv"
   tar czf "$OUT/raw.tgz" -C "$STAGE" "$RAW"
   echo "bench: $(($(date +%s) - t0)) s" >>"$SUMMARY"
+fi
+
+if [[ $STAGES == *stack* ]]; then
+  # Issue 20: cells per hour of K cells of the paper's row trained as one stacked model against
+  # the same K one by one, beside PyTorch's one cell on the same card, then the paper grid's
+  # device-hours at those speeds.
+  {
+    for m in ${STACK_MODELS:-resnet18 vgg11}; do
+      echo "== normlab bench stack $m"
+      timeout 150 "$B" bench stack plans/paper.ron --model "$m" --device "$DEVICE" --ks "${STACK_KS:-1,2,4,8,17}" --steps "${STACK_STEPS:-10}" --repeats 1 --conv "${STACK_CONV:-grouped}" --out "$OUT/stack-speed.csv"
+      echo "rc $? after $(($(date +%s) - t0)) s"
+      echo "== pytorch $m (one cell)"
+      PYTHONUNBUFFERED=1 timeout 90 $PY bench/pytorch_train.py --device "$PTDEV" --steps "$STEPS" --batch "$BATCH" --model "$m" | grep -E '^(images/s|RESULT)'
+    done
+    echo "== the paper grid at these speeds, stacks of 17"
+    "$B" run plans/paper.ron --dry-run --stack 17 --devices "$DEVICE" --speed "$OUT/stack-speed.csv" | grep -v '^ *[0-9]* *[0-9a-f]\{12\} '
+    echo "stack: $(($(date +%s) - t0)) s"
+  } >"$OUT/stack.txt" 2>&1
+  grep -h -E '^(== |rc |stack: |training: |images/s)' "$OUT/stack.txt" >>"$SUMMARY"
 fi
 
 if [[ $STAGES == *plan* ]]; then

@@ -55,3 +55,39 @@ fn bench_stage_appends_a_csv_row_and_packs_the_raw_outputs() {
         assert!(list.lines().any(|l| l.starts_with("bench/cpu-") && l.ends_with(f)), "{f} missing from raw.tgz:\n{list}");
     }
 }
+
+/// The stack stage (issue 20) on the CPU with one vgg11 step per stack size: `bench stack`'s
+/// speeds land in OUT/stack-speed.csv and the paper grid's dry run estimates from them, so the
+/// device call's stage works before the call.
+#[test]
+fn stack_stage_measures_stacks_and_estimates_the_grid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let fake = dir.path().join("fake-python");
+    std::fs::write(&fake, "#!/usr/bin/env bash\necho 'images/s                 123.4'\n").unwrap();
+    Command::new("chmod").arg("+x").arg(&fake).status().unwrap();
+    let status = Command::new("bash")
+        .arg(root.join("scripts/gpu-check.sh"))
+        .arg(&out)
+        .arg("0")
+        .arg("stack")
+        .current_dir(root)
+        .env("DEVICE", "cpu")
+        .env("STACK_MODELS", "vgg11")
+        .env("STACK_KS", "1,2")
+        .env("STACK_STEPS", "1")
+        .env("STACK_CONV", "per-slice")
+        .env("NORMLAB", env!("CARGO_BIN_EXE_normlab"))
+        .env("PYTHON", &fake)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(out.join("stack.txt")).unwrap();
+    let csv = std::fs::read_to_string(out.join("stack-speed.csv")).unwrap_or_else(|e| panic!("no stack-speed.csv ({e}):\n{text}"));
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "one row per K:\n{csv}\n{text}");
+    assert!(rows.iter().all(|r| r.starts_with("cpu,vgg11,")), "{csv}");
+    assert!(text.contains("rc 0"), "bench stack failed:\n{text}");
+    assert!(text.contains("time left") || text.contains("hours"), "no grid estimate:\n{text}");
+}

@@ -650,6 +650,11 @@ mod tests {
         let mut other = cfg.clone();
         other.training.lr = Positive(0.1);
         other.seed = 9;
+        // The run's config.json is read first, then (without it) the checkpoint's record.
+        let err = format!("{:#}", train(&other, &data, dir.path(), true).unwrap_err());
+        assert!(err.contains("config.json records another run"), "{err}");
+        assert!(err.contains("seed: 1 recorded, 9 given") && err.contains("training.lr: 0.01 recorded, 0.1 given"), "{err}");
+        std::fs::remove_file(dir.path().join("config.json")).unwrap();
         let err = format!("{:#}", train(&other, &data, dir.path(), true).unwrap_err());
         assert!(err.contains("latest.json belongs to another run"), "{err}");
         assert!(err.contains("seed: 1 recorded, 9 given") && err.contains("training.lr: 0.01 recorded, 0.1 given"), "{err}");
