@@ -89,7 +89,7 @@ impl Evidence {
                     }
                 }
             } else {
-                e.missing = Some(format!("no {}", path.display()));
+                e.missing = Some(format!("no per-image outcomes ({} does not exist: the cell finished before normlab kept them)", path.display()));
                 None
             };
             let eval = RowSetting::of(r).evaluation;

@@ -542,6 +542,12 @@ pub fn clean_vs_robust(rows: &[ResultRow], eps: &str, evidence: &Evidence, path:
             _ => chart.draw_series(std::iter::once(EmptyElement::at(at) + Rectangle::new([(-4, -4), (4, 4)], c))).map_err(perr)?,
         };
     }
+    // Every drawn point and error-bar end, for placing the legend where it hides least.
+    let mut occupied: Vec<(f64, f64)> = pts.iter().map(|p| (p.1, p.2)).chain(paper_pts.iter().copied()).collect();
+    for (p, (cb, rb)) in pts.iter().zip(&bars) {
+        occupied.extend(rb.iter().flat_map(|&(lo, hi)| [(p.1, lo), (p.1, hi)]));
+        occupied.extend(cb.iter().flat_map(|&(lo, hi)| [(lo, p.2), (hi, p.2)]));
+    }
     let present: Vec<ResultRow> = pts.iter().map(|p| p.0.clone()).collect();
     for reg in &labels(&present, &REGS) {
         let c = color(reg);
@@ -566,11 +572,28 @@ pub fn clean_vs_robust(rows: &[ResultRow], eps: &str, evidence: &Evidence, path:
         .background_style(WHITE.mix(0.85))
         .border_style(RGBColor(180, 180, 180))
         .label_font((FONT, 13))
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(emptiest_corner(&occupied, (x0.floor(), x1.ceil()), (y0.floor(), y1.ceil())))
         .draw()
         .map_err(perr)?;
     root.present().map_err(perr)?;
     Ok(true)
+}
+
+/// The corner of the plot area (x and y ranges) holding the fewest of `points`, for a legend
+/// box that covers about 40% of the width and 35% of the height there (ties: upper left,
+/// upper right, lower left, lower right).
+fn emptiest_corner(points: &[(f64, f64)], x: (f64, f64), y: (f64, f64)) -> SeriesLabelPosition {
+    let (w, h) = (x.1 - x.0, y.1 - y.0);
+    let (left, right) = (x.0 + 0.4 * w, x.1 - 0.4 * w);
+    let (low, high) = (y.0 + 0.35 * h, y.1 - 0.35 * h);
+    let count = |inside: &dyn Fn(f64, f64) -> bool| points.iter().filter(|p| inside(p.0, p.1)).count();
+    let corners = [
+        (SeriesLabelPosition::UpperLeft, count(&|px, py| px <= left && py >= high)),
+        (SeriesLabelPosition::UpperRight, count(&|px, py| px >= right && py >= high)),
+        (SeriesLabelPosition::LowerLeft, count(&|px, py| px <= left && py <= low)),
+        (SeriesLabelPosition::LowerRight, count(&|px, py| px >= right && py <= low)),
+    ];
+    corners.into_iter().min_by_key(|c| c.1).map(|c| c.0).unwrap_or(SeriesLabelPosition::UpperLeft)
 }
 
 /// Reads a numeric column of a cell's CSV file (metrics.csv, norms.csv), with an optional
@@ -788,4 +811,21 @@ pub fn describe(r: &ResultRow) -> String {
 /// Checks that a plot file was written (for callers that list them).
 pub fn exists(path: &Path) -> Result<()> {
     std::fs::metadata(path).map(|_| ()).with_context(|| format!("{} was not written", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_legend_goes_to_the_emptiest_corner() {
+        // Points in the upper left (as results/short.csv's vgg11 cells against the paper's
+        // ResNets in the lower right): the legend goes to the lower left.
+        let pts = [(1.0, 9.0), (2.0, 8.5), (9.0, 1.0), (8.0, 2.0), (9.5, 9.5)];
+        assert!(matches!(emptiest_corner(&pts, (0.0, 10.0), (0.0, 10.0)), SeriesLabelPosition::LowerLeft));
+        // Nothing anywhere: upper left.
+        assert!(matches!(emptiest_corner(&[], (0.0, 10.0), (0.0, 10.0)), SeriesLabelPosition::UpperLeft));
+        let pts = [(1.0, 9.0), (1.0, 1.0), (9.0, 1.0)];
+        assert!(matches!(emptiest_corner(&pts, (0.0, 10.0), (0.0, 10.0)), SeriesLabelPosition::UpperRight));
+    }
 }

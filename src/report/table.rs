@@ -624,11 +624,15 @@ pub fn markdown(g: &Grid, evidence: &Evidence) -> String {
             let held = fs.iter().filter(|f| f.lowered().compared > 0 && 2 * f.lowered().point > f.lowered().compared).count();
             let tested: Vec<&Finding> = fs.iter().filter(|f| f.lowered().tested > 0).collect();
             let held_sig = tested.iter().filter(|f| 2 * f.lowered().significant > f.lowered().tested).count();
+            let significance = if tested.is_empty() {
+                "no model has paired tests (no cell kept per-image outcomes), so none is tested for significance".to_string()
+            } else {
+                format!("with significance, for {held_sig} of the {} model(s) with paired tests", tested.len())
+            };
             s.push_str(&format!(
                 "\nThe finding (the strongest regularization lowers robust accuracy for most regularizers) holds by point estimates for \
-                 {held} of {} model(s) here; with significance, for {held_sig} of the {} model(s) with paired tests.\n\n",
-                fs.len(),
-                tested.len()
+                 {held} of {} model(s) here; {significance}.\n\n",
+                fs.len()
             ));
         }
     }
@@ -724,7 +728,7 @@ mod tests {
         assert!((st.ours.unwrap() + 5.0).abs() < 1e-9 && (st.paper.unwrap() + 3.9).abs() < 1e-9);
         assert!(matches!(st.lower(), Lower::Untested(ref why) if why.contains("outcomes.csv")), "{:?}", st.lower());
         assert_eq!(f[0].strongest[1].paper, None);
-        assert!(md.contains("| vgg11 | WD 1e-2 | −5.0 | unavailable: no /nonexistent/p/cells/vgg11plainNone/outcomes.csv | untested | −3.9 | yes |"), "{md}");
+        assert!(md.contains("| vgg11 | WD 1e-2 | −5.0 | unavailable: no per-image outcomes (/nonexistent/p/cells/vgg11plainNone/outcomes.csv does not exist: the cell finished before normlab kept them) | untested | −3.9 | yes |"), "{md}");
         assert!(latex(&g).contains("\\quad paper & 90.4/60.2"));
     }
 
