@@ -320,6 +320,16 @@ impl Regularizer {
         }
     }
 
+    /// Whether SVC clips around the optimizer step of batch `batch` (from 0 within its epoch),
+    /// step number `step` (from 1 over the run): before it (`reference`) or after it (`all`).
+    /// The training loop reads the loss before a clip, which must not see diverged weights.
+    pub fn clips_around(&self, batch: usize, step: usize) -> bool {
+        match &self.state {
+            State::Svc(s, _) => s.due_before(batch) || s.due(step),
+            _ => false,
+        }
+    }
+
     /// Runs after optimizer step number `step` (counted from 1 over the whole run): SVC with
     /// `all` coverage clips the convs when `step` is a multiple of its period.
     pub fn after_step(&mut self, model: &Model, step: usize) -> Result<()> {

@@ -264,8 +264,11 @@ fn span(values: impl Iterator<Item = f64>, pad: f64, lo_bound: f64, hi_bound: f6
     ((lo - pad).max(lo_bound), (hi + pad).min(hi_bound).max((lo - pad).max(lo_bound) + 1.0))
 }
 
+/// A low..high range of a plotted value (an error bar), %.
+type Span = (f64, f64);
+
 /// One plotted point: strength, value, and its error bar (low, high) if known.
-type Bar = (f64, f64, Option<(f64, f64)>);
+type Bar = (f64, f64, Option<Span>);
 
 /// One regularizer's curve in a panel: its label, our points with their error bars and the
 /// paper's (strength, value) points.
@@ -473,7 +476,8 @@ pub fn clean_vs_robust(rows: &[ResultRow], eps: &str, evidence: &Evidence, path:
     }
     let paper_pts: Vec<(f64, f64)> = if eps == paper::PAPER_EPS_COLUMN { paper::VALUES.iter().flatten().copied().collect() } else { Vec::new() };
     let pct = |i: Interval| (100.0 * i.lo, 100.0 * i.hi);
-    let bars: Vec<(Option<(f64, f64)>, Option<(f64, f64)>)> = pts
+    // Per point: its clean and its robust accuracy's 95% interval, %.
+    let bars: Vec<(Option<Span>, Option<Span>)> = pts
         .iter()
         .map(|(r, _, _)| {
             let c = evidence.clean(&r.cell_id).and_then(|m| m.interval()).map(pct);

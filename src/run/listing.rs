@@ -60,10 +60,11 @@ pub fn listing<'a>(plan: &'a Plan, results: &Path, shard: Shard) -> Result<Listi
     let mut cells = Vec::new();
     for cell in plan.cells.iter().filter(|c| shard.contains(c)) {
         let arch = cell.config.train.model;
-        if !models.contains_key(&arch) {
-            models.insert(arch, Model::zeros(arch)?);
-        }
-        let model = &models[&arch];
+        let model = match models.entry(arch) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(Model::zeros(arch)?),
+        };
+        let model = &*model;
         cells.push(ListedCell {
             index: cell.index,
             id: &cell.id,

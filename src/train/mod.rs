@@ -33,7 +33,7 @@ use crate::results::RunDir;
 use crate::models::Model;
 use crate::norms::{model_norms, table::render_csv, NormSummary};
 use crate::optim::Sgd;
-use crate::regularize::{RegConfig, Regularizer};
+use crate::regularize::Regularizer;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -300,7 +300,7 @@ fn run_epoch(
         let (logits, loss) = training_loss(model, &x, &y, &cfg.adv, seed)?;
         let hits = logits.argmax(1)?.eq(&y)?.to_dtype(DType::F32)?.sum_all()?;
         stats.push(&loss, &hits, idx.len())?;
-        let svc_due = matches!(reg.config(), RegConfig::Svc { every, .. } if (state.steps_done + 1).is_multiple_of(every.get() as usize));
+        let svc_due = reg.clips_around(b, state.steps_done + 1);
         if stats.due(step_stats::READ_EVERY) || svc_due {
             if let Some(step) = stats.read()? {
                 // The steps after the diverged one do not count, as when each step was read.
