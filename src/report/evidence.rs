@@ -155,23 +155,7 @@ mod tests {
     use crate::results::outcomes::ImageOutcome;
 
     fn row(id: &str, clean: f64, robust: f64, config: &str) -> ResultRow {
-        ResultRow {
-            plan: "p".into(),
-            cell_id: id.into(),
-            model: "vgg11".into(),
-            adv: "none".into(),
-            regularizer: "plain".into(),
-            strength: None,
-            seed: "1".into(),
-            clean_acc: Some(clean),
-            robust: vec![("1_255".into(), Some(robust))],
-            certified_acc: None,
-            l1_sum: None,
-            linf_sum: None,
-            status: "ok".into(),
-            build: String::new(),
-            config: config.into(),
-        }
+        ResultRow { cell_id: id.into(), clean_acc: Some(clean), robust: vec![("1_255".into(), Some(robust))], ..crate::report::test_row(config) }
     }
 
     fn set(name: String, correct: &[bool]) -> OutcomeSet {

@@ -11,3 +11,26 @@ pub mod paper;
 pub mod plots;
 pub mod setting;
 pub mod table;
+
+/// A results row for the report's tests: vgg11, plain, seed 1, ok, one robust column `1_255`,
+/// no accuracies or norms; tests set the fields they need.
+#[cfg(test)]
+pub(crate) fn test_row(config: &str) -> crate::results::ResultRow {
+    crate::results::ResultRow {
+        plan: "p".into(),
+        cell_id: "x".into(),
+        model: "vgg11".into(),
+        adv: "none".into(),
+        regularizer: "plain".into(),
+        strength: None,
+        seed: "1".into(),
+        clean_acc: None,
+        robust: vec![("1_255".into(), None)],
+        certified_acc: None,
+        l1_sum: None,
+        linf_sum: None,
+        status: "ok".into(),
+        build: String::new(),
+        config: config.into(),
+    }
+}

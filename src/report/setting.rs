@@ -68,23 +68,7 @@ mod tests {
     use crate::values::Positive;
 
     fn row(model: &str, reg: &str, config: &str) -> ResultRow {
-        ResultRow {
-            plan: "p".into(),
-            cell_id: "x".into(),
-            model: model.into(),
-            adv: "none".into(),
-            regularizer: reg.into(),
-            strength: Some(0.01),
-            seed: "1".into(),
-            clean_acc: None,
-            robust: Vec::new(),
-            certified_acc: None,
-            l1_sum: None,
-            linf_sum: None,
-            status: "ok".into(),
-            build: String::new(),
-            config: config.into(),
-        }
+        ResultRow { model: model.into(), regularizer: reg.into(), strength: Some(0.01), robust: Vec::new(), ..crate::report::test_row(config) }
     }
 
     #[test]

@@ -275,8 +275,9 @@ fn interval_text(v: Option<Accuracy>) -> String {
     v.map(|a| a.interval_text()).unwrap_or_else(|| "–".to_string())
 }
 
-/// The intervals table's rows for radius index `e`: "[clean] / [robust]" per cell.
-fn interval_rows(g: &Grid, e: usize) -> Vec<(String, Vec<String>)> {
+/// One row per model of the grid, one text per column: `measured(entry)` for a measured
+/// entry, the status of one that ended otherwise, `—` where there is none.
+fn grid_rows(g: &Grid, measured: &dyn Fn(&Entry) -> String) -> Vec<(String, Vec<String>)> {
     g.rows
         .iter()
         .enumerate()
@@ -285,12 +286,20 @@ fn interval_rows(g: &Grid, e: usize) -> Vec<(String, Vec<String>)> {
                 .map(|ci| match g.entries.get(&(ri, ci)) {
                     None => "—".to_string(),
                     Some(Entry::NotOk(s)) => s.clone(),
-                    Some(Entry::Measured { clean, robust, .. }) => format!("{} / {}", interval_text(*clean), interval_text(robust.get(e).copied().flatten())),
+                    Some(e) => measured(e),
                 })
                 .collect();
             (k.label(), cells)
         })
         .collect()
+}
+
+/// The intervals table's rows for radius index `e`: "[clean] / [robust]" per cell.
+fn interval_rows(g: &Grid, e: usize) -> Vec<(String, Vec<String>)> {
+    grid_rows(g, &|entry| match entry {
+        Entry::Measured { clean, robust, .. } => format!("{} / {}", interval_text(*clean), interval_text(robust.get(e).copied().flatten())),
+        Entry::NotOk(s) => s.clone(),
+    })
 }
 
 fn signed(v: f64) -> String {
@@ -335,20 +344,10 @@ fn accuracy_rows(g: &Grid, e: usize) -> Vec<(String, Vec<String>)> {
 
 fn norm_rows(g: &Grid) -> Vec<(String, Vec<String>)> {
     let f = |v: Option<f64>| v.map(|x| format!("{x:.3}")).unwrap_or_else(|| "–".to_string());
-    g.rows
-        .iter()
-        .enumerate()
-        .map(|(ri, k)| {
-            let cells = (0..g.columns.len())
-                .map(|ci| match g.entries.get(&(ri, ci)) {
-                    None => "—".to_string(),
-                    Some(Entry::NotOk(s)) => s.clone(),
-                    Some(Entry::Measured { norms, .. }) => format!("{} / {}", f(norms.0), f(norms.1)),
-                })
-                .collect();
-            (k.label(), cells)
-        })
-        .collect()
+    grid_rows(g, &|entry| match entry {
+        Entry::Measured { norms, .. } => format!("{} / {}", f(norms.0), f(norms.1)),
+        Entry::NotOk(s) => s.clone(),
+    })
 }
 
 /// One paired test of a strongest setting against plain: the seed, and the exact McNemar
@@ -680,21 +679,16 @@ mod tests {
 
     fn row(model: &str, reg: &str, s: Option<f64>, clean: f64, robust: f64, status: &str) -> ResultRow {
         ResultRow {
-            plan: "p".into(),
             cell_id: format!("{model}{reg}{s:?}"),
             model: model.into(),
-            adv: "none".into(),
             regularizer: reg.into(),
             strength: s,
-            seed: "1".into(),
             clean_acc: Some(clean),
             robust: vec![("1_255".into(), Some(robust))],
-            certified_acc: None,
             l1_sum: Some(10.0),
             linf_sum: Some(5.0),
             status: status.into(),
-            build: String::new(),
-            config: r#"{"evaluation":{"clean_subset":null,"robust":{"n":1000},"certified":true}}"#.into(),
+            ..crate::report::test_row(r#"{"evaluation":{"clean_subset":null,"robust":{"n":1000},"certified":true}}"#)
         }
     }
 
