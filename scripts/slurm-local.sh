@@ -43,7 +43,7 @@ start() {
     mkdir -p "$STATE"
     # One start at a time (two test processes may ask at once).
     exec 9>"$STATE/.lock"
-    flock 9
+    flock -w 120 9 || die "another start has held $STATE/.lock for 2 minutes"
     if answers; then
         echo "slurm-local: a cluster already answers at $CONF"
         echo "export SLURM_CONF=$CONF"
@@ -89,10 +89,12 @@ PartitionName=local Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
     [ -f /etc/munge/munge.key ] || die "/etc/munge/munge.key is missing (the munge package creates it; or run mungekey)"
     munged --force --socket="$STATE/munge/munge.socket" --pid-file="$STATE/munged.pid" \
-        --log-file="$STATE/munged.log" --seed-file="$STATE/munge/seed" \
+        --log-file="$STATE/munged.log" --seed-file="$STATE/munge/seed" 9>&- \
         || die "munged did not start: $(tail -3 "$STATE/munged.log" 2>/dev/null)"
-    slurmctld -c -f "$CONF" || die "slurmctld did not start: $(tail -5 "$STATE/slurmctld.log" 2>/dev/null)"
-    slurmd -c -f "$CONF" || die "slurmd did not start: $(tail -5 "$STATE/slurmd.log" 2>/dev/null)"
+    # The daemons must not inherit the lock's descriptor (9>&-): they would hold the lock for
+    # their lifetime and the next start would wait on it forever.
+    slurmctld -c -f "$CONF" 9>&- || die "slurmctld did not start: $(tail -5 "$STATE/slurmctld.log" 2>/dev/null)"
+    slurmd -c -f "$CONF" 9>&- || die "slurmd did not start: $(tail -5 "$STATE/slurmd.log" 2>/dev/null)"
     for _ in $(seq 60); do
         if answers; then
             echo "slurm-local: cluster up: node $host, $cpus CPUs, partition local; config $CONF"

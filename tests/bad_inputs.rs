@@ -434,7 +434,7 @@ fn cases() -> Vec<(&'static str, Prepare)> {
     }));
     v.push(case("resume with another learning rate", |c| {
         let r = c.run();
-        (c.train(&r, &["--resume", "--lr", "0.1"]), refused(&["latest.json belongs to another run", "training.lr: 0.01 recorded, 0.1 given"]))
+        (c.train(&r, &["--resume", "--lr", "0.1"]), refused(&["config.json records another run", "training.lr: 0.01 recorded, 0.1 given"]))
     }));
     v.push(case("resume with another seed", |c| {
         let r = c.run();
@@ -452,7 +452,7 @@ fn cases() -> Vec<(&'static str, Prepare)> {
         let mut a = c.train(&r, &["--resume"]);
         let k = a.iter().position(|x| x == "--epochs").unwrap();
         a[k + 1] = "3".into();
-        (a, refused(&["belongs to another run", "training.epochs: 2 recorded, 3 given"]))
+        (a, refused(&["records another run", "training.epochs: 2 recorded, 3 given"]))
     }));
     v.push(case("resume into an empty folder", |c| {
         let out = c.dir.join("empty");
@@ -579,7 +579,7 @@ fn cases() -> Vec<(&'static str, Prepare)> {
         (c.report(&[]), refused(&["has no result rows yet", "normlab run"]))
     }));
     v.push(case("results path is a folder", |c| (vec!["report".into(), s(&c.results)], refused(&["cannot read results", "results"]))));
-    v.push(case("report --compare of an unknown cell", |c| (c.report(&["--compare", "aaaaaaaaaaaa,bbbbbbbbbbbb"]), refused(&["--compare", "aaaaaaaaaaaa"]))));
+    v.push(case("report --compare of an unknown cell", |c| (c.report(&["--compare", "aaaaaaaaaaaa", "bbbbbbbbbbbb"]), refused(&["--compare", "aaaaaaaaaaaa"]))));
 
     // ------------------------------------------------------------------ runs and flags
     v.push(case("run --devices cuda:0 on a CPU build", |c| {

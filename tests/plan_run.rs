@@ -305,7 +305,7 @@ fn killed_runs_resume_to_exactly_the_uninterrupted_rows() {
     assert_eq!(a, b, "a killed and resumed run must give the rows of an uninterrupted one");
     // A further run finds nothing to do.
     let o = run_fake(&p, &killed, &[], &env);
-    assert!(text(&o).contains("have a row") && text(&o).contains("nothing to run"), "{}", text(&o));
+    assert!(text(&o).contains("nothing to run"), "{}", text(&o));
 }
 
 #[test]

@@ -102,5 +102,5 @@ fn an_empty_or_foreign_file_is_a_clear_error() {
     std::fs::write(&f, "a,b\n1,2\n").unwrap();
     let o = bin().args(["report", f.to_str().unwrap()]).output().unwrap();
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("has no 'plan', 'cell_id'"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("has no 'plan'"));
 }

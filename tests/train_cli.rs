@@ -137,6 +137,17 @@ fn resume_refuses_a_checkpoint_with_invalid_weights() {
     let w = tensors["model/features.4.weight"].clone();
     tensors.insert("model/features.4.weight".into(), (w * f64::NAN).unwrap());
     candle_core::safetensors::save(&tensors, &ckpt).unwrap();
+    // With its records' size and checksum updated to the new file: the checkpoint is intact
+    // as written, its weights are not (a damaged file would be set aside instead).
+    let bytes = std::fs::read(&ckpt).unwrap();
+    let sha: String = <sha2::Sha256 as sha2::Digest>::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    for record in ["checkpoint/epoch-1.json", "checkpoint/latest.json"] {
+        let path = out.join(record);
+        let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        v["bytes"] = bytes.len().into();
+        v["sha256"] = sha.clone().into();
+        std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    }
     let mut resume = args.clone();
     resume.push("--resume");
     let r = normlab(&resume);
