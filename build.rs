@@ -52,10 +52,13 @@ fn main() {
             status.extend(sources);
             let dirty = git(&dir, &status).is_some_and(|s| !s.is_empty());
             // A new commit moves HEAD or the branch it points to (or packed-refs): rerun then.
+            // In a linked worktree HEAD is the worktree's own, the branches and packed-refs
+            // are in the common directory of the main checkout.
             if let Some(git_dir) = git(&dir, &["rev-parse", "--absolute-git-dir"]) {
-                let mut watch = vec![Path::new(&git_dir).join("HEAD"), Path::new(&git_dir).join("packed-refs")];
+                let common = git(&dir, &["rev-parse", "--git-common-dir"]).map(|c| Path::new(&dir).join(c)).unwrap_or_else(|| Path::new(&git_dir).to_path_buf());
+                let mut watch = vec![Path::new(&git_dir).join("HEAD"), common.join("packed-refs")];
                 if let Some(branch) = git(&dir, &["symbolic-ref", "-q", "HEAD"]) {
-                    watch.push(Path::new(&git_dir).join(branch));
+                    watch.push(common.join(branch));
                 }
                 for p in watch.iter().filter(|p| p.exists()) {
                     println!("cargo:rerun-if-changed={}", p.display());

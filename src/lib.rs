@@ -22,6 +22,7 @@ pub mod report;
 pub mod results;
 pub mod run;
 pub mod selftest;
+pub mod stats;
 pub mod theory;
 pub mod train;
 pub mod util;

@@ -126,13 +126,23 @@ fn train_logits_and_weight_grads(model: &Model, x: &Tensor, y: &Tensor) -> Resul
     Ok((logits, out))
 }
 
-/// The regularizers checked: one optimizer step of each, after the same backward pass.
+/// The regularizers checked ([`REG_STEPS`] optimizer steps of each, from the same batch).
 fn regularizers() -> Vec<RegConfig> {
     vec![
         RegConfig::WeightDecay { beta: Positive(1e-2) },
         RegConfig::norm_decay(NormKind::L1, Positive(1e-2)),
-        RegConfig::NormDecay { norm: NormKind::Linf, beta: Positive(1e-2), gamma: Fraction(0.5), variant: NdVariant::Paper, include_bn: true },
-        RegConfig::Svc { clip: Positive(1.0), every: std::num::NonZeroU32::MIN },
+        RegConfig::NormDecay {
+            norm: NormKind::Linf,
+            beta: Positive(1e-2),
+            gamma: Fraction(0.5),
+            variant: NdVariant::Paper,
+            include_bn: true,
+            coverage: crate::regularize::Coverage::All,
+            project_bn: Some(crate::regularize::REFERENCE_BN_BOUND),
+        },
+        RegConfig::Svc { clip: Positive(1.0), every: std::num::NonZeroU32::MIN, coverage: crate::regularize::Coverage::All, final_clip: false },
+        // The reference's moments: clipped before the step of batch 1, stacked groups.
+        RegConfig::Svc { clip: Positive(1.0), every: std::num::NonZeroU32::new(2).expect("2 > 0"), coverage: crate::regularize::Coverage::Reference, final_clip: false },
     ]
 }
 
@@ -141,7 +151,8 @@ fn regularizers() -> Vec<RegConfig> {
 const REG_STEPS: usize = 3;
 
 /// [`REG_STEPS`] training steps with each regularizer on `device` against the CPU: the weights
-/// after backward, the regularizer's gradient transform, SGD and (SVC) the post-step clipping.
+/// after backward, the regularizer's gradient transform, its pre-step work (the reference's
+/// SVC clip, BatchNorm projection), SGD and (SVC with coverage all) the post-step clipping.
 pub fn compare_regularizers(arch: Arch, device: &Device, batch: usize) -> Result<Vec<Check>> {
     let (x, y) = fixed_batch(batch)?;
     let mut out = Vec::new();
@@ -158,6 +169,8 @@ pub fn compare_regularizers(arch: Arch, device: &Device, batch: usize) -> Result
                 let logits = model.forward(&x.to_device(dev)?, true)?;
                 let mut grads = crate::ops::cross_entropy(&logits, &y.to_device(dev)?)?.backward()?;
                 let terms = r.apply(&model, &mut grads)?;
+                // Batch index `step` of the epoch: the reference's SVC (every 2) clips before step 1.
+                r.before_step(&model, step)?;
                 sgd.step(&model.params, &grads, &terms)?;
                 r.after_step(&model, step)?;
             }
@@ -165,7 +178,7 @@ pub fn compare_regularizers(arch: Arch, device: &Device, batch: usize) -> Result
             weights.push(Tensor::cat(&parts, 0)?);
         }
         let steps = if matches!(reg, RegConfig::Svc { .. }) { 1 } else { REG_STEPS };
-        out.push(check(format!("{} {steps} step(s) of {}", arch.name(), reg.name()), &weights[1], &weights[0], FORWARD_TOL)?);
+        out.push(check(format!("{} {steps} step(s) of {}", arch.name(), reg.describe(arch.layers())), &weights[1], &weights[0], FORWARD_TOL)?);
     }
     Ok(out)
 }

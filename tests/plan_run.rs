@@ -194,7 +194,7 @@ fn editing_one_strength_adds_only_the_new_cells() {
 #[test]
 fn dry_run_validates_every_shipped_plan_and_counts_68_for_the_paper() {
     let results = tempfile::tempdir().unwrap();
-    for (plan, cells) in [("plans/paper.ron", 68), ("plans/short.ron", 68), ("plans/demo.ron", 5), ("plans/adversarial.ron", 6)] {
+    for (plan, cells) in [("plans/paper.ron", 68), ("plans/short.ron", 68), ("plans/demo.ron", 5), ("plans/adversarial.ron", 6), ("plans/reference-full.ron", 124)] {
         let o = bin().args(["run", plan, "--dry-run", "--results", results.path().to_str().unwrap()]).output().unwrap();
         let t = text(&o);
         assert!(o.status.success(), "{plan}: {t}");
@@ -202,6 +202,42 @@ fn dry_run_validates_every_shipped_plan_and_counts_68_for_the_paper() {
         assert_eq!(t.lines().filter(|l| l.contains("  remaining")).count(), cells, "{plan}: {t}");
     }
     assert!(std::fs::read_dir(results.path()).unwrap().next().is_none(), "a dry run writes nothing");
+}
+
+/// The paper plan's JSON listing: every cell with its resolved configuration and the
+/// parameters its regularizer acts on, which follow the reference code's coverage.
+#[test]
+fn dry_run_json_lists_the_reference_coverage_of_the_paper_plan() {
+    let results = tempfile::tempdir().unwrap();
+    let o = bin().args(["run", "plans/paper.ron", "--dry-run", "--format", "json", "--results", results.path().to_str().unwrap()]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    let cells = v["cells"].as_array().unwrap();
+    assert_eq!((cells.len(), v["total"].as_u64(), v["done"].as_u64()), (68, Some(68), Some(0)));
+    let layers = |c: &serde_json::Value| c["regularized_layers"].as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let of = |model: &str, kind: &str| -> Vec<&serde_json::Value> {
+        cells.iter().filter(|c| c["config"]["model"] == model && c["config"]["regularizer"]["kind"] == kind).collect()
+    };
+    for c in of("vgg11", "norm_decay").into_iter().chain(of("vgg11", "svc")) {
+        let l = layers(c);
+        assert_eq!(c["config"]["regularizer"]["coverage"], "reference", "{c}");
+        assert!(l.contains(&"features.18.weight".to_string()) && !l.iter().any(|n| n == "features.22.weight" || n == "features.25.weight"), "{l:?}");
+    }
+    for c in of("regnet200mf", "norm_decay") {
+        let l = layers(c);
+        assert!(l.iter().any(|n| n == "layer1.0.conv1.weight") && !l.iter().any(|n| n.ends_with("conv2.weight")), "{l:?}");
+    }
+    // Where the reference's rule skips nothing, the cell is the `all` one (no coverage key).
+    for c in of("resnet18", "norm_decay") {
+        assert!(c["config"]["regularizer"].get("coverage").is_none(), "{c}");
+        assert_eq!(layers(c).len(), 21, "resnet18's 20 convs and its linear layer");
+    }
+    // Weight decay acts on every trainable parameter, plain on none.
+    assert!(of("vgg11", "weight_decay").into_iter().all(|c| layers(c).contains(&"features.1.bias".to_string())));
+    assert!(of("vgg11", "plain").into_iter().all(|c| layers(c).is_empty()));
+    let svc = of("regnet200mf", "svc")[0];
+    assert_eq!(svc["config"]["regularizer"]["final_clip"], false);
+    assert!(layers(svc).iter().any(|n| n.ends_with("conv2.weight")), "SVC clips grouped convs (stacked)");
 }
 
 #[test]

@@ -88,7 +88,7 @@ pub fn run(args: &StackBenchArgs) -> Result<()> {
         args.repeats,
         rayon::current_num_threads()
     );
-    println!("cells: {}", row.iter().map(|c| c.config.train.regularizer.describe()).collect::<Vec<_>>().join(", "));
+    println!("cells: {}", row.iter().map(|c| c.config.train.regularizer.describe(c.config.train.model.layers())).collect::<Vec<_>>().join(", "));
     println!("{:>3}  {:>14}  {:>14}  {:>12}  {:>12}  {:>8}", "K", "stacked s/step", "separate s/step", "stacked c/h", "separate c/h", "ratio");
     let mut lines = Vec::new();
     for &k in &args.ks {

@@ -226,15 +226,15 @@ fn the_normalization_round_trips_through_safetensors() {
 /// paths as on the paper's models: one step each changes the weights and keeps them finite.
 #[test]
 fn regularizers_run_on_the_new_architectures() {
-    use crate::regularize::{NdVariant, NormKind, RegConfig, Regularizer};
+    use crate::regularize::{Coverage, NdVariant, NormKind, RegConfig, Regularizer};
     use crate::values::{Fraction, Positive};
     let pos = |v: f64| Positive::new(v).unwrap();
     let half = Fraction::new(0.5).unwrap();
     for arch in [Arch::Wrn28_10, Arch::PreactResnet18] {
         for reg in [
-            RegConfig::NormDecay { norm: NormKind::L1, beta: pos(1e-2), gamma: half, variant: NdVariant::Reference, include_bn: true },
-            RegConfig::NormDecay { norm: NormKind::Linf, beta: pos(1e-2), gamma: half, variant: NdVariant::Reference, include_bn: false },
-            RegConfig::Svc { clip: pos(0.5), every: std::num::NonZeroU32::MIN },
+            RegConfig::NormDecay { norm: NormKind::L1, beta: pos(1e-2), gamma: half, variant: NdVariant::Reference, include_bn: true, coverage: Coverage::Reference, project_bn: None },
+            RegConfig::NormDecay { norm: NormKind::Linf, beta: pos(1e-2), gamma: half, variant: NdVariant::Reference, include_bn: false, coverage: Coverage::All, project_bn: None },
+            RegConfig::Svc { clip: pos(0.5), every: std::num::NonZeroU32::MIN, coverage: Coverage::All, final_clip: false },
             RegConfig::WeightDecay { beta: pos(1e-2) },
         ] {
             let m = Model::narrow(arch, &Device::Cpu).unwrap();

@@ -137,6 +137,8 @@ pub struct Builder {
     rng: ChaCha8Rng,
     device: Device,
     stack: usize,
+    /// Weights and biases 0 instead of drawn (a model's layout without its initialisation).
+    zeros: bool,
 }
 
 impl Builder {
@@ -150,7 +152,14 @@ impl Builder {
     /// the same draw from `rng` (so each slice starts where the single model does). The layer
     /// list describes one copy.
     pub fn stacked(rng: ChaCha8Rng, device: &Device, stack: usize) -> Self {
-        Self { store: ParamStore::new(), layers: Vec::new(), init: Init::PyTorch, rng, device: device.clone(), stack: stack.max(1) }
+        Self { store: ParamStore::new(), layers: Vec::new(), init: Init::PyTorch, rng, device: device.clone(), stack: stack.max(1), zeros: false }
+    }
+
+    /// A builder of one model (no stack) whose weights and biases are all 0 (BatchNorm as
+    /// initialised): the layers and parameter names of a model without the cost of drawing
+    /// its initialisation.
+    pub fn zeros(device: &Device) -> Self {
+        Self { zeros: true, ..Self::new(<ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0), device) }
     }
 
     /// `stack` copies of `data` (one copy's values, of `shape`) side by side on the device.
@@ -161,7 +170,20 @@ impl Builder {
         Ok(Tensor::from_vec(data, shape, &Device::Cpu)?.to_device(&self.device)?)
     }
 
+    /// Zeros of `shape` (stacked) when the builder draws nothing ([`Builder::zeros`]).
+    fn zeros_if_undrawn(&self, shape: &[usize]) -> Result<Option<Tensor>> {
+        if !self.zeros {
+            return Ok(None);
+        }
+        let mut shape = shape.to_vec();
+        shape[0] *= self.stack;
+        Ok(Some(Tensor::zeros(shape, candle_core::DType::F32, &self.device)?))
+    }
+
     fn normal(&mut self, shape: &[usize], std: f64) -> Result<Tensor> {
+        if let Some(t) = self.zeros_if_undrawn(shape)? {
+            return Ok(t);
+        }
         let n: usize = shape.iter().product();
         let dist = rand_distr::Normal::new(0f32, std as f32)?;
         let data: Vec<f32> = (0..n).map(|_| dist.sample(&mut self.rng)).collect();
@@ -169,6 +191,9 @@ impl Builder {
     }
 
     fn uniform(&mut self, shape: &[usize], bound: f64) -> Result<Tensor> {
+        if let Some(t) = self.zeros_if_undrawn(shape)? {
+            return Ok(t);
+        }
         let n: usize = shape.iter().product();
         let dist = Uniform::new_inclusive(-bound as f32, bound as f32);
         let data: Vec<f32> = (0..n).map(|_| dist.sample(&mut self.rng)).collect();

@@ -80,6 +80,14 @@ impl Arch {
         }
     }
 
+    /// The model's layers at the CIFAR-10 input size (built once per process, without
+    /// weights worth keeping: [`Model::zeros`]).
+    pub fn layers(self) -> &'static [LayerSpec] {
+        static LAYERS: [std::sync::OnceLock<Vec<LayerSpec>>; Arch::ALL.len()] = [const { std::sync::OnceLock::new() }; Arch::ALL.len()];
+        let i = Self::ALL.iter().position(|&a| a == self).expect("every Arch is in ALL");
+        LAYERS[i].get_or_init(|| Model::zeros(self).expect("the built-in models build").layers)
+    }
+
     /// Parses a model name; the error lists the known ones.
     pub fn parse(text: &str) -> Result<Self> {
         let t = text.trim().to_ascii_lowercase().replace('_', "-");
@@ -148,6 +156,13 @@ impl Model {
     /// gives the same weights on every device.
     pub fn new(arch: Arch, seed: u64, device: &Device) -> Result<Self> {
         Self::build(arch, layers::Builder::new(ChaCha8Rng::seed_from_u64(seed), device))
+    }
+
+    /// `arch` with every conv and linear weight and bias 0 (BatchNorm as initialised), on the
+    /// CPU: its layers and parameter names without drawing an initialisation (a plan's dry run
+    /// and the report ask what a regularizer acts on).
+    pub fn zeros(arch: Arch) -> Result<Self> {
+        Self::build(arch, layers::Builder::zeros(&Device::Cpu))
     }
 
     /// Builds `arch`'s layers through `b` (which decides the initial weights and the stack).
@@ -344,6 +359,17 @@ mod tests {
         let v = Model::new(Arch::Vgg11, 0, &Device::Cpu).unwrap();
         for name in ["features.0.weight", "features.1.running_mean", "features.4.weight", "features.26.bias", "classifier.weight"] {
             assert!(v.params.get(name).is_ok(), "{name}");
+        }
+    }
+
+    #[test]
+    fn zeros_has_the_layout_of_an_initialised_model() {
+        for arch in Arch::ALL {
+            let (z, m) = (Model::zeros(arch).unwrap(), Model::new(arch, 1, &Device::Cpu).unwrap());
+            assert_eq!(z.layers, m.layers, "{arch}");
+            assert_eq!(arch.layers(), &m.layers[..], "{arch}");
+            let names = |s: &ParamStore| s.entries().iter().map(|e| (e.name.clone(), e.role, e.var.dims().to_vec())).collect::<Vec<_>>();
+            assert_eq!(names(&z.params), names(&m.params), "{arch}");
         }
     }
 

@@ -40,7 +40,7 @@ impl Cell {
     /// standard).
     pub fn describe(&self) -> String {
         let t = &self.config.train;
-        let mut s = format!("{} {}", t.model.name(), t.regularizer.describe());
+        let mut s = format!("{} {}", t.model.name(), t.regularizer.describe(t.model.layers()));
         if t.adv != crate::train::AdvConfig::None {
             s.push_str(&format!(" adv={}", t.adv.label()));
         }
@@ -66,7 +66,9 @@ pub fn id_of_config_json(json: &str) -> String {
 }
 
 /// Expands the grid: models × training modes × (plain + each regularizer × each strength) ×
-/// seeds, in that nesting order.
+/// seeds, in that nesting order. Each regularizer is resolved for its model
+/// ([`crate::regularize::RegConfig::resolved_for`]): where `reference` coverage runs what
+/// `all` runs, the cell is the `all` one, with that id.
 pub fn expand(plan: &PlanFile) -> Vec<Cell> {
     let t = &plan.training;
     let training = t.protocol();
@@ -80,7 +82,7 @@ pub fn expand(plan: &PlanFile) -> Vec<Cell> {
     let mut cells = Vec::new();
     for &model in plan.models.iter() {
         for &adv in t.adv.iter() {
-            for &regularizer in &regs {
+            for regularizer in regs.iter().map(|r| r.resolved_for(model.layers())) {
                 for &seed in t.seeds.iter() {
                     let config = CellConfig {
                         train: TrainConfig { model, regularizer, adv, seed, training: training.clone() },

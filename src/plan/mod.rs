@@ -116,6 +116,19 @@ fn validate(path: &Path, source: &str, file: &PlanFile) -> Result<(), PlanError>
             return Err(PlanError::at_key(path, source, "milestones", e));
         }
     }
+    for r in &file.regularizers {
+        if let RegularizerSpec::Svc { every, coverage: crate::regularize::Coverage::Reference, .. } = r {
+            if every.get() < 2 {
+                return Err(PlanError::at_key(
+                    path,
+                    source,
+                    "every",
+                    "svc every: 1 with coverage: reference never clips (the reference clips when the batch index % every == 1): \
+                     use every ≥ 2, or coverage: all",
+                ));
+            }
+        }
+    }
     if !file.plain && file.regularizers.is_empty() {
         return Err(PlanError::at_key(
             path,

@@ -5,7 +5,7 @@
 use crate::attack::AttackConfig;
 use crate::models::Arch;
 use crate::norms::NormKind;
-use crate::regularize::{RegConfig, DEFAULT_GAMMA, DEFAULT_SVC_EVERY};
+use crate::regularize::{Coverage, RegConfig, DEFAULT_GAMMA, DEFAULT_SVC_EVERY};
 use crate::train::{AdvConfig, TrainingProtocol};
 use crate::values::{Fraction, NonEmpty, PlanName, Positive};
 use serde::{Deserialize, Serialize};
@@ -69,7 +69,9 @@ impl Default for DataSpec {
 
 /// One regularizer with the strengths to try (paper.md §4): a row of the grid. Each strength
 /// becomes one cell's [`RegConfig`] (the training loop's own type, see [`Self::settings`]); the
-/// other fields are that type's, with the same defaults.
+/// other fields are that type's. Their defaults are the published table's protocol: the
+/// reference code's `coverage` (where [`RegConfig`] itself, read from an older record without
+/// the key, means `all`), no final SVC clip, no BatchNorm projection.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum RegularizerSpec {
@@ -85,6 +87,13 @@ pub enum RegularizerSpec {
         /// Clip every this many steps (paper: 100).
         #[serde(default = "svc_every")]
         every: NonZeroU32,
+        /// `reference` (default: the reference code's convs and moments) or `all`.
+        #[serde(default = "reference")]
+        coverage: Coverage,
+        /// Clip once more after the last step and re-estimate BatchNorm's statistics
+        /// (default false, as the reference).
+        #[serde(default)]
+        final_clip: bool,
     },
     /// Norm decay (Algorithm 1) on the ℓ1 or ℓ∞ norm.
     NormDecay {
@@ -101,7 +110,18 @@ pub enum RegularizerSpec {
         /// Also decay BatchNorm layers (default false, as the paper).
         #[serde(default)]
         include_bn: bool,
+        /// `reference` (default: the reference code's layers) or `all`.
+        #[serde(default = "reference")]
+        coverage: Coverage,
+        /// Project each BatchNorm layer's norm to at most this bound before every step (the
+        /// reference's `train_nd_proj_bn.py`: 5; default: no projection).
+        #[serde(default)]
+        project_bn: Option<Positive>,
     },
+}
+
+fn reference() -> Coverage {
+    Coverage::Reference
 }
 
 fn svc_every() -> NonZeroU32 {
@@ -121,9 +141,11 @@ impl RegularizerSpec {
     pub fn settings(&self) -> Vec<RegConfig> {
         match self {
             Self::WeightDecay { betas } => betas.iter().map(|&beta| RegConfig::WeightDecay { beta }).collect(),
-            Self::Svc { clips, every } => clips.iter().map(|&clip| RegConfig::Svc { clip, every: *every }).collect(),
-            &Self::NormDecay { norm, ref betas, gamma, variant, include_bn } => {
-                betas.iter().map(|&beta| RegConfig::NormDecay { norm, beta, gamma, variant, include_bn }).collect()
+            &Self::Svc { ref clips, every, coverage, final_clip } => {
+                clips.iter().map(|&clip| RegConfig::Svc { clip, every, coverage, final_clip }).collect()
+            }
+            &Self::NormDecay { norm, ref betas, gamma, variant, include_bn, coverage, project_bn } => {
+                betas.iter().map(|&beta| RegConfig::NormDecay { norm, beta, gamma, variant, include_bn, coverage, project_bn }).collect()
             }
         }
     }

@@ -18,10 +18,16 @@
 //! active entries of h ← p; [`NdVariant::Paper`] (the poster's pseudo-code with N = 1):
 //! h ← γ·h + (1−γ)·p. Both then add β·h to the gradient.
 //!
+//! Which conv layers are decayed follows the configuration's [`Coverage`]
+//! ([`super::coverage::norm_decay_skip`]): `all` decays every conv and linear layer,
+//! `reference` skips grouped convs and convs whose input no output pixel covers with the
+//! whole kernel, as the reference code does.
+//!
 //! BatchNorm (with `include_bn`): its eval-mode map is diagonal with entries γ_c/√(v_c+ε), so
 //! ℓ1 = ℓ∞ = max_c |γ_c|/√(v_c+ε); p is that entry's subgradient with respect to γ,
 //! sign(γ_c*)/√(v_c*+ε) at c*, 0 elsewhere (the running variance is held constant).
 
+use super::coverage::{self, Coverage};
 use crate::models::{layers::BN_EPS, LayerKind, LayerSpec, ParamStore};
 use crate::norms::{position_sets, NormKind};
 use crate::ops;
@@ -280,13 +286,24 @@ pub struct NormDecay {
 }
 
 impl NormDecay {
-    /// Prepares norm decay of every conv and linear layer among `specs` (and BatchNorm with
-    /// `include_bn`), whose tensors are in `params`, with h = 0.
-    pub fn new(specs: &[LayerSpec], params: &ParamStore, kind: NormKind, beta: f64, gamma: f64, variant: NdVariant, include_bn: bool) -> Result<Self> {
+    /// Prepares norm decay of the conv and linear layers among `specs` that `coverage` decays
+    /// (and BatchNorm with `include_bn`), whose tensors are in `params`, with h = 0.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        specs: &[LayerSpec],
+        params: &ParamStore,
+        kind: NormKind,
+        beta: f64,
+        gamma: f64,
+        variant: NdVariant,
+        include_bn: bool,
+        coverage: Coverage,
+    ) -> Result<Self> {
         let mut layers = Vec::new();
         for spec in specs {
             let weight = params.get(&spec.name)?;
             let target = match spec.kind {
+                LayerKind::Conv | LayerKind::Linear if coverage::norm_decay_skip(spec, coverage).is_some() => continue,
                 LayerKind::Conv | LayerKind::Linear => Target::Matrix(DeviceMaximiser::new(spec, kind, weight.device())?),
                 LayerKind::Bn if include_bn => Target::Bn {
                     running_var: spec.tensor_name("running_var"),
@@ -531,7 +548,7 @@ mod tests {
         ] {
             for variant in [NdVariant::Reference, NdVariant::Paper] {
                 let (store, v) = tiny_store(&w);
-                let mut nd = NormDecay::new(std::slice::from_ref(&s), &store, kind, 0.1, 0.5, variant, false).unwrap();
+                let mut nd = NormDecay::new(std::slice::from_ref(&s), &store, kind, 0.1, 0.5, variant, false, Coverage::All).unwrap();
                 // Two steps with gradient of L = Σ W (g = 1 everywhere).
                 let mut got = Vec::new();
                 for _ in 0..2 {
@@ -565,7 +582,7 @@ mod tests {
         let (mut store, c) = tiny_store(&[1.0, -2.0, -0.5, 0.25]);
         let g = store.insert("bn.weight", Tensor::new(&[0.5f32, -2.0, 1.0], &Device::Cpu).unwrap(), Role::Trainable).unwrap();
         store.insert("bn.running_var", Tensor::new(&[1.0f32, 3.0, 15.0], &Device::Cpu).unwrap(), Role::Buffer).unwrap();
-        let mut nd = NormDecay::new(&[conv, bn], &store, NormKind::Linf, 0.1, 0.5, NdVariant::Reference, true).unwrap();
+        let mut nd = NormDecay::new(&[conv, bn], &store, NormKind::Linf, 0.1, 0.5, NdVariant::Reference, true, Coverage::All).unwrap();
         let loss = (c.as_tensor().sum_all().unwrap() + g.as_tensor().sum_all().unwrap()).unwrap();
         let mut grads = loss.backward().unwrap();
         nd.apply(&store, &mut grads, false).unwrap();
@@ -584,7 +601,7 @@ mod tests {
     fn reference_variant_decays_entries_that_left_the_mask() {
         let s = LayerSpec { name: "c.weight".into(), kind: LayerKind::Conv, in_c: 1, in_h: 1, in_w: 2, out_c: 2, kh: 1, kw: 2, stride: 1, padding: 0, groups: 1, bias: false };
         let (store, v) = tiny_store(&[1.0, -2.0, -0.5, 0.25]);
-        let mut nd = NormDecay::new(std::slice::from_ref(&s), &store, NormKind::Linf, 1.0, 0.5, NdVariant::Reference, false).unwrap();
+        let mut nd = NormDecay::new(std::slice::from_ref(&s), &store, NormKind::Linf, 1.0, 0.5, NdVariant::Reference, false, Coverage::All).unwrap();
         let loss = v.as_tensor().sum_all().unwrap();
         let mut grads = loss.backward().unwrap();
         nd.apply(&store, &mut grads, false).unwrap();
@@ -598,14 +615,54 @@ mod tests {
     #[test]
     fn state_round_trips_and_covers_every_matrix_layer() {
         let model = Model::new(Arch::Vgg11, 0, &Device::Cpu).unwrap();
-        let mut nd = NormDecay::new(&model.layers, &model.params, NormKind::L1, 1e-3, 0.5, NdVariant::Reference, false).unwrap();
+        let mut nd = NormDecay::new(&model.layers, &model.params, NormKind::L1, 1e-3, 0.5, NdVariant::Reference, false, Coverage::All).unwrap();
         let matrices = model.layers.iter().filter(|l| l.is_matrix()).count();
         assert_eq!(nd.state().unwrap().len(), matrices);
-        let mut with_bn = NormDecay::new(&model.layers, &model.params, NormKind::L1, 1e-3, 0.5, NdVariant::Reference, true).unwrap();
+        let mut with_bn = NormDecay::new(&model.layers, &model.params, NormKind::L1, 1e-3, 0.5, NdVariant::Reference, true, Coverage::All).unwrap();
         assert_eq!(with_bn.state().unwrap().len(), model.layers.len());
-        let mut again = NormDecay::new(&model.layers, &model.params, NormKind::L1, 1e-3, 0.5, NdVariant::Reference, false).unwrap();
+        let mut again = NormDecay::new(&model.layers, &model.params, NormKind::L1, 1e-3, 0.5, NdVariant::Reference, false, Coverage::All).unwrap();
         again.load_state(nd.state().unwrap()).unwrap();
         assert!(again.load_state(with_bn.state().unwrap()).is_err());
+    }
+
+    #[test]
+    fn reference_coverage_leaves_grouped_and_uncovered_convs_alone() {
+        // Four layers: a 3×3 conv on 4×4 (decayed), the same on 2×2 (no output pixel sees the
+        // whole kernel: skipped), a grouped conv (skipped) and a linear layer (decayed).
+        let conv = |name: &str, hw: usize, groups: usize| LayerSpec {
+            name: format!("{name}.weight"),
+            kind: LayerKind::Conv,
+            in_c: 2,
+            in_h: hw,
+            in_w: hw,
+            out_c: 2,
+            kh: 3,
+            kw: 3,
+            stride: 1,
+            padding: 1,
+            groups,
+            bias: false,
+        };
+        let specs = [conv("fits", 4, 1), conv("small", 2, 1), conv("grouped", 4, 2), LayerSpec::linear("fc", 3, 2)];
+        let mut store = ParamStore::new();
+        let mut vars = Vec::new();
+        for (i, s) in specs.iter().enumerate() {
+            let w = random_weight(s, i as u64);
+            vars.push(store.insert(&s.name, Tensor::from_vec(w, s.weight_shape(), &Device::Cpu).unwrap(), Role::Trainable).unwrap());
+        }
+        for (coverage, decayed) in [(Coverage::All, [true, true, true, true]), (Coverage::Reference, [true, false, false, true])] {
+            let mut nd = NormDecay::new(&specs, &store, NormKind::L1, 0.1, 0.5, NdVariant::Reference, false, coverage).unwrap();
+            let names: Vec<&str> = nd.layer_names().collect();
+            let want: Vec<&str> = specs.iter().zip(decayed).filter(|(_, d)| *d).map(|(s, _)| s.name.as_str()).collect();
+            assert_eq!(names, want, "{coverage:?}");
+            let loss = vars.iter().map(|v| v.as_tensor().sum_all().unwrap()).reduce(|a, b| (a + b).unwrap()).unwrap();
+            let mut grads = loss.backward().unwrap();
+            nd.apply(&store, &mut grads, false).unwrap();
+            for ((v, s), d) in vars.iter().zip(&specs).zip(decayed) {
+                let g = grads.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                assert_eq!(g.iter().any(|&x| x != 1.0), d, "{coverage:?} {}: gradient {g:?}", s.name);
+            }
+        }
     }
 
     /// The norm-decay kernel's arithmetic (CPU twin, which reads the maximiser as the flat

@@ -8,7 +8,7 @@
 //! in one copy per step (as a single model's do for its layers), and each parameter whose
 //! gradient some slice changed gets its stacked gradient back as one tensor.
 
-use super::{weight_decay, RegConfig, Regularizer};
+use super::{svc::Svc, weight_decay, RegConfig, Regularizer};
 use crate::models::StackedModel;
 use anyhow::{bail, Context, Result};
 use candle_core::{backprop::GradStore, Tensor};
@@ -79,25 +79,32 @@ pub fn apply(model: &StackedModel, regs: &mut [Regularizer], live: &[bool], grad
     Ok(seconds)
 }
 
-/// Runs after optimizer step `step` (from 1): each live SVC slice whose period ends here clips
-/// its convs. Returns the seconds spent per slice.
-pub fn after_step(model: &StackedModel, regs: &mut [Regularizer], live: &[bool], step: usize) -> Result<Vec<f64>> {
-    clip(model, regs, live, Some(step))
-}
-
-/// Runs once after the last optimizer step: each live SVC slice clips its convs a last time.
+/// Runs after each live slice's [`apply`] and before the optimizer step of batch `batch` (from
+/// 0 within its epoch): each live SVC slice whose coverage clips before this batch's step
+/// (`reference`: batches ≡ 1 mod its period, [`super::svc::Svc::due_before`]) clips its convs.
 /// Returns the seconds spent per slice.
-pub fn finish(model: &StackedModel, regs: &mut [Regularizer], live: &[bool]) -> Result<Vec<f64>> {
-    clip(model, regs, live, None)
+pub fn before_step(model: &StackedModel, regs: &mut [Regularizer], live: &[bool], batch: usize) -> Result<Vec<f64>> {
+    clip(model, regs, live, &|svc| svc.due_before(batch))
 }
 
-/// SVC on each live slice, at `step` when it is due (always without a step).
-fn clip(model: &StackedModel, regs: &mut [Regularizer], live: &[bool], step: Option<usize>) -> Result<Vec<f64>> {
+/// Runs after optimizer step `step` (from 1): each live SVC slice whose period ends here
+/// (`all` coverage, [`super::svc::Svc::due`]) clips its convs. Returns the seconds spent per
+/// slice.
+///
+/// There is no final clip: a cell whose SVC clips after its last step re-estimates
+/// BatchNorm's statistics then, which a stack cannot do per slice, so such a cell trains
+/// alone ([`crate::train::stack::trains_alone`]).
+pub fn after_step(model: &StackedModel, regs: &mut [Regularizer], live: &[bool], step: usize) -> Result<Vec<f64>> {
+    clip(model, regs, live, &|svc| svc.due(step))
+}
+
+/// SVC on each live slice whose schedule says `due`.
+fn clip(model: &StackedModel, regs: &mut [Regularizer], live: &[bool], due: &dyn Fn(&Svc) -> bool) -> Result<Vec<f64>> {
     check(model, regs, live)?;
     let mut seconds = vec![0f64; model.k()];
     for (s, reg) in regs.iter_mut().enumerate().filter(|(s, _)| live[*s]) {
         let Some(svc) = reg.svc_mut() else { continue };
-        if step.is_some_and(|step| !svc.due(step)) {
+        if !due(svc) {
             continue;
         }
         let t0 = Instant::now();

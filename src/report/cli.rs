@@ -67,7 +67,7 @@ pub fn expected_cells(plan: &crate::plan::Plan) -> Vec<table::Expected> {
         .iter()
         .map(|c| {
             let (t, r) = (&c.config.train, &c.config.train.regularizer);
-            (t.model.name().to_string(), t.adv.label().to_string(), r.name().to_string(), r.strength())
+            (t.model.name().to_string(), t.adv.label().to_string(), super::setting::label(r, t.model), r.strength())
         })
         .collect()
 }
@@ -93,14 +93,15 @@ pub fn render(results_csv: &Path, out: &Path, format: Format, compare: Option<(S
     for n in &file.notes {
         eprintln!("note: {n}");
     }
-    let rows = file.rows;
+    let rows: Vec<results::ResultRow> = file.rows.drain(..).map(super::setting::labelled).collect();
     if rows.is_empty() {
         bail!("{} has no result rows yet: run the plan first (`normlab run PLAN`)", results_csv.display());
     }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let plan = rows[0].plan.clone();
     let layout = Layout::of_csv(results_csv);
-    let grid = table::build(&rows, &expected);
+    let evidence = super::evidence::Evidence::gather(&rows, &layout);
+    let grid = table::build(&rows, &expected, &evidence);
     let eps = grid.eps.first().cloned();
     let mut written = Written::default();
 
@@ -113,11 +114,11 @@ pub fn render(results_csv: &Path, out: &Path, format: Format, compare: Option<(S
         }
     };
     if let Some(e) = &eps {
-        plot("robust_vs_strength.svg", "Robust accuracy against the regularization strength", plots::robust_vs_strength(&rows, e, &out.join("robust_vs_strength.svg"))?);
+        plot("robust_vs_strength.svg", "Robust accuracy against the regularization strength", plots::robust_vs_strength(&rows, e, &evidence, &out.join("robust_vs_strength.svg"))?);
     }
     plot("norms_vs_strength.svg", "Layer norms against β", plots::norms_vs_strength(&rows, &out.join("norms_vs_strength.svg"))?);
     if let Some(e) = &eps {
-        plot("clean_vs_robust.svg", "Clean against robust accuracy", plots::clean_vs_robust(&rows, e, &out.join("clean_vs_robust.svg"))?);
+        plot("clean_vs_robust.svg", "Clean against robust accuracy", plots::clean_vs_robust(&rows, e, &evidence, &out.join("clean_vs_robust.svg"))?);
     }
     let pair = match &compare {
         Some((a, b)) => {
@@ -149,7 +150,7 @@ pub fn render(results_csv: &Path, out: &Path, format: Format, compare: Option<(S
         for n in &file.notes {
             md.push_str(&format!("Note: {n}\n\n"));
         }
-        md.push_str(&table::markdown(&grid));
+        md.push_str(&table::markdown(&grid, &evidence));
         if !plots_md.is_empty() {
             md.push_str("## Plots\n\n");
             md.push_str(&plots_md);

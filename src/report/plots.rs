@@ -3,8 +3,11 @@
 //! and training curves. Each plot reads only the results rows and the cells' own CSV files
 //! (norms.csv, metrics.csv) and is skipped when it has nothing to show.
 
+use super::evidence::Evidence;
 use super::paper::{self, same_strength};
+use super::setting;
 use crate::results::read::{eps_label, ResultRow};
+use crate::stats::Interval;
 use crate::results::Layout;
 use anyhow::{anyhow, Context, Result};
 use plotters::coord::Shift;
@@ -20,26 +23,81 @@ fn perr<E: std::fmt::Debug>(e: E) -> anyhow::Error {
 const FONT: &str = "sans-serif";
 const REGS: [&str; 5] = ["plain", "wd", "svc", "nd-l1", "nd-linf"];
 
-/// The colour of a regularizer, the same in every plot.
+/// The colour of a regularizer, the same in every plot; a variant of it (a label with notes,
+/// `nd-l1 (coverage all)`) in a darker shade of the same colour.
 fn color(reg: &str) -> RGBColor {
-    match reg {
+    let (base, notes) = setting::split(reg);
+    let c = match base {
         "plain" => RGBColor(40, 40, 40),
         "wd" => RGBColor(31, 119, 180),
         "svc" => RGBColor(255, 127, 14),
         "nd-l1" => RGBColor(44, 160, 44),
         "nd-linf" => RGBColor(214, 39, 40),
         _ => RGBColor(148, 103, 189),
+    };
+    match notes {
+        Some(_) => RGBColor(c.0 / 2, c.1 / 2, c.2 / 2),
+        None => c,
     }
 }
 
-fn reg_name(reg: &str) -> &str {
-    match reg {
+/// A regularizer's name in legends, with its label's notes.
+fn reg_name(reg: &str) -> String {
+    let (base, notes) = setting::split(reg);
+    let name = match base {
         "plain" => "plain",
         "wd" => "weight decay",
         "svc" => "SVC",
         "nd-l1" => "ℓ1 norm decay",
         "nd-linf" => "ℓ∞ norm decay",
         other => other,
+    };
+    match notes {
+        Some(n) => format!("{name} ({n})"),
+        None => name.to_string(),
+    }
+}
+
+/// The regularizer labels present in `rows` whose own name is one of `bases`, in that order,
+/// the published protocol's before its variants.
+fn labels(rows: &[ResultRow], bases: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for b in bases {
+        let mut these: Vec<String> = rows.iter().filter(|r| setting::split(&r.regularizer).0 == *b).map(|r| r.regularizer.clone()).collect();
+        these.sort_by_key(|l| (l.contains(" ("), l.clone()));
+        these.dedup();
+        out.extend(these);
+    }
+    out
+}
+
+/// The width in pixels that `text` takes at plotters font size `size` (rendered at
+/// size/1.24 px, as plotters' SVG backend writes it), bounded from above with per-character
+/// widths a little above DejaVu Sans' (the font browsers on Linux use for sans-serif), so
+/// layout that fits this estimate fits the rendered text.
+pub fn text_width(text: &str, size: f64) -> f64 {
+    let px = size / 1.24;
+    text.chars()
+        .map(|c| match c {
+            ' ' => 0.33,
+            'i' | 'l' | 'j' | '.' | ',' | ':' | ';' | '\'' | '|' | '!' | 'I' | '(' | ')' | '[' | ']' | '/' | 'f' | 't' | 'r' => 0.45,
+            'm' | 'w' | 'M' | 'W' | '%' | '—' => 1.0,
+            c if c.is_ascii_uppercase() || c.is_ascii_digit() => 0.78,
+            c if c.is_ascii() => 0.64,
+            _ => 0.9,
+        })
+        .sum::<f64>()
+        * px
+}
+
+/// The largest font size up to `preferred` (and at least 10) at which `text` fits `width`
+/// pixels.
+fn fitting_size(text: &str, width: f64, preferred: f64) -> f64 {
+    let w = text_width(text, preferred);
+    if w <= width {
+        preferred
+    } else {
+        (preferred * width / w).floor().max(10.0)
     }
 }
 
@@ -72,6 +130,32 @@ fn curve(rows: &[ResultRow], model: &str, reg: &str, f: &dyn Fn(&ResultRow) -> O
     ss.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     ss.dedup_by(|a, b| same_strength(Some(*a), Some(*b)));
     ss.into_iter().filter_map(|s| mean_of(rows, model, reg, Some(s), f).map(|v| (s, v))).collect()
+}
+
+/// The error bar of one plotted accuracy (%): the 95% Wilson interval of its one ok row
+/// (`interval`), or mean ± sd over several seeds.
+fn error_bar(rows: &[&ResultRow], f: &dyn Fn(&ResultRow) -> Option<f64>, interval: &dyn Fn(&ResultRow) -> Option<Interval>) -> Option<(f64, f64)> {
+    match rows {
+        [] => None,
+        [one] => interval(one).map(|i| (100.0 * i.lo, 100.0 * i.hi)),
+        several => crate::stats::mean_sd(several.iter().filter_map(|r| f(r))).map(|m| (m.mean - m.sd, m.mean + m.sd)),
+    }
+}
+
+/// [`curve`] of an accuracy (%, `f` as a fraction) with each point's [`error_bar`].
+fn bar_curve(rows: &[ResultRow], model: &str, reg: &str, f: &dyn Fn(&ResultRow) -> Option<f64>, interval: &dyn Fn(&ResultRow) -> Option<Interval>) -> Vec<Bar> {
+    let pct = |r: &ResultRow| f(r).map(|x| 100.0 * x);
+    curve(rows, model, reg, &pct)
+        .into_iter()
+        .map(|(s, v)| {
+            let ok: Vec<&ResultRow> = rows
+                .iter()
+                .filter(|r| r.adv == "none" && r.status == "ok" && r.model == model && r.regularizer == reg && same_strength(r.strength, Some(s)))
+                .filter(|r| pct(r).is_some_and(f64::is_finite))
+                .collect();
+            (s, v, error_bar(&ok, &pct, interval))
+        })
+        .collect()
 }
 
 fn paper_curve(model: &str, reg: &str, eps: &str, clean: bool) -> Vec<(f64, f64)> {
@@ -119,7 +203,7 @@ impl Key {
 /// Draws a legend across a band above the panels (so it never hides data), wrapping lines.
 fn legend_band(area: &Area, keys: &[Key]) -> Result<()> {
     let (w, _) = area.dim_in_pixel();
-    let widths: Vec<i32> = keys.iter().map(|k| 44 + 8 * k.label.chars().count() as i32).collect();
+    let widths: Vec<i32> = keys.iter().map(|k| 44 + text_width(&k.label, 14.0).ceil() as i32).collect();
     let mut lines: Vec<Vec<usize>> = vec![Vec::new()];
     let mut used = 0;
     for (i, kw) in widths.iter().enumerate() {
@@ -155,13 +239,13 @@ fn legend_band(area: &Area, keys: &[Key]) -> Result<()> {
     Ok(())
 }
 
-/// The legend of the strength figures.
-fn strength_keys(rows: &[ResultRow], regs: &[&str], with_paper: bool) -> Vec<Key> {
+/// The legend of the strength figures: plain, then the regularizer labels `regs`.
+fn strength_keys(regs: &[String], with_paper: bool) -> Vec<Key> {
     let mut keys = vec![Key::new("plain", color("plain"), 2, true, None)];
     if with_paper {
         keys.push(Key::new("plain, paper", RGBColor(150, 150, 150), 1, true, None));
     }
-    for reg in regs.iter().filter(|r| rows.iter().any(|x| x.regularizer == **r)) {
+    for reg in regs {
         keys.push(Key::new(reg_name(reg), color(reg), 2, false, Some(true)));
     }
     if with_paper {
@@ -180,9 +264,15 @@ fn span(values: impl Iterator<Item = f64>, pad: f64, lo_bound: f64, hi_bound: f6
     ((lo - pad).max(lo_bound), (hi + pad).min(hi_bound).max((lo - pad).max(lo_bound) + 1.0))
 }
 
-/// One regularizer's curve in a panel: its label, our (strength, value) points and the
-/// paper's.
-type Curve = (String, Vec<(f64, f64)>, Vec<(f64, f64)>);
+/// A low..high range of a plotted value (an error bar), %.
+type Span = (f64, f64);
+
+/// One plotted point: strength, value, and its error bar (low, high) if known.
+type Bar = (f64, f64, Option<Span>);
+
+/// One regularizer's curve in a panel: its label, our points with their error bars and the
+/// paper's (strength, value) points.
+type Curve = (String, Vec<Bar>, Vec<(f64, f64)>);
 
 /// One line of a training-curve panel: regularizer label, legend text, (epoch, accuracy).
 type TrainLine = (String, String, Vec<(f64, f64)>);
@@ -200,8 +290,10 @@ fn strength_panel(
     series: &[Curve],
     plain: (Option<f64>, Option<f64>),
 ) -> Result<()> {
-    let xs = series.iter().flat_map(|s| s.1.iter().chain(&s.2).map(|p| p.0));
-    let ys: Vec<f64> = series.iter().flat_map(|s| s.1.iter().chain(&s.2).map(|p| p.1)).chain(plain.0).chain(plain.1).collect();
+    let xs = series.iter().flat_map(|s| s.1.iter().map(|p| p.0).chain(s.2.iter().map(|p| p.0)));
+    let bars = series.iter().flat_map(|s| s.1.iter().flat_map(|p| p.2.map(|(lo, hi)| [lo, hi]).into_iter().flatten()));
+    let ys: Vec<f64> =
+        series.iter().flat_map(|s| s.1.iter().map(|p| p.1).chain(s.2.iter().map(|p| p.1))).chain(bars).chain(plain.0).chain(plain.1).collect();
     let (x0, x1) = if log_x {
         let (lo, hi) = span(xs.map(f64::log10), 0.3, -12.0, 3.0);
         (10f64.powf(lo), 10f64.powf(hi))
@@ -222,7 +314,8 @@ fn strength_panel(
         ((lo - pad).max(0.0), hi + pad)
     };
     let mut b = ChartBuilder::on(area);
-    b.caption(title, (FONT, 18)).margin(12).x_label_area_size(42).y_label_area_size(58);
+    let width = area.dim_in_pixel().0 as f64 - 24.0;
+    b.caption(title, (FONT, fitting_size(title, width, 18.0))).margin(12).x_label_area_size(42).y_label_area_size(58);
     macro_rules! body {
         ($chart:expr) => {{
             let mut chart = $chart;
@@ -260,12 +353,16 @@ fn strength_panel(
             for (reg, ours, theirs) in series {
                 let c = color(reg);
                 if !ours.is_empty() {
+                    let pts: Vec<(f64, f64)> = ours.iter().map(|p| (p.0, p.1)).collect();
                     chart
-                        .draw_series(LineSeries::new(ours.clone(), c.stroke_width(2)))
+                        .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
                         .map_err(perr)?
                         .label(reg_name(reg))
                         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
-                    chart.draw_series(ours.iter().map(|&p| Circle::new(p, 4, c.filled()))).map_err(perr)?;
+                    chart
+                        .draw_series(ours.iter().filter_map(|&(x, v, bar)| bar.map(|(lo, hi)| ErrorBar::new_vertical(x, lo.max(y0), v, hi.min(y1), c.stroke_width(1), 8))))
+                        .map_err(perr)?;
+                    chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, c.filled()))).map_err(perr)?;
                 }
                 if !theirs.is_empty() {
                     let light = c.mix(0.6);
@@ -288,42 +385,49 @@ fn strength_panel(
     Ok(())
 }
 
+/// A figure of `size` pixels with `title` across its top, shrunk to fit the width.
 fn titled<'a>(path: &'a Path, size: (u32, u32), title: &str) -> Result<Area<'a>> {
     let root = SVGBackend::new(path, size).into_drawing_area();
     root.fill(&WHITE).map_err(perr)?;
-    root.titled(title, (FONT, 22)).map_err(perr)
+    root.titled(title, (FONT, fitting_size(title, size.0 as f64 - 24.0, 22.0))).map_err(perr)
 }
 
 /// Robust accuracy against β (log axis) and against SVC's C, one row per model, plain and the
-/// paper's numbers as reference lines.
-pub fn robust_vs_strength(rows: &[ResultRow], eps: &str, path: &Path) -> Result<bool> {
+/// paper's numbers as reference lines; each of our points with its error bar (the 95% Wilson
+/// interval of one seed from `evidence`, mean ± sd over several).
+pub fn robust_vs_strength(rows: &[ResultRow], eps: &str, evidence: &Evidence, path: &Path) -> Result<bool> {
     let ms = models(rows);
-    let with_beta = rows.iter().any(|r| matches!(r.regularizer.as_str(), "wd" | "nd-l1" | "nd-linf"));
-    let with_svc = rows.iter().any(|r| r.regularizer == "svc");
+    let beta_labels = labels(rows, &["wd", "nd-l1", "nd-linf"]);
+    let svc_labels = labels(rows, &["svc"]);
+    let (with_beta, with_svc) = (!beta_labels.is_empty(), !svc_labels.is_empty());
     if ms.is_empty() || !(with_beta || with_svc) {
         return Ok(false);
     }
     let cols = usize::from(with_beta) + usize::from(with_svc);
-    let robust = |r: &ResultRow| r.robust_at(eps).map(|x| 100.0 * x);
-    let root = titled(path, (560 * cols as u32, 380 * ms.len() as u32 + 110), &format!("Robust accuracy (%) at ε = {} against regularization strength", eps_label(eps)))?;
+    let robust = |r: &ResultRow| r.robust_at(eps);
+    let interval = |r: &ResultRow| evidence.robust(&r.cell_id, eps).and_then(|m| m.interval());
+    let root = titled(path, (560 * cols as u32, 380 * ms.len() as u32 + 110), &format!("Robust accuracy (%) at ε = {} against strength, 95% intervals", eps_label(eps)))?;
     let (band, body) = root.split_vertically(64);
-    legend_band(&band, &strength_keys(rows, &["wd", "svc", "nd-l1", "nd-linf"], eps == paper::PAPER_EPS_COLUMN))?;
+    let mut shown = beta_labels.clone();
+    shown.extend(svc_labels.iter().cloned());
+    legend_band(&band, &strength_keys(&shown, eps == paper::PAPER_EPS_COLUMN))?;
     let panels = body.split_evenly((ms.len(), cols));
     for (mi, m) in ms.iter().enumerate() {
-        let plain = (mean_of(rows, m, "plain", None, &robust), paper::published(m, "plain", None).filter(|_| eps == paper::PAPER_EPS_COLUMN).map(|p| p.1));
+        let pct = |r: &ResultRow| robust(r).map(|x| 100.0 * x);
+        let plain = (mean_of(rows, m, "plain", None, &pct), paper::published(m, "plain", None).filter(|_| eps == paper::PAPER_EPS_COLUMN).map(|p| p.1));
+        let series_of = |ls: &[String]| -> Vec<Curve> {
+            ls.iter()
+                .map(|reg| (reg.clone(), bar_curve(rows, m, reg, &robust, &interval), paper_curve(m, reg, eps, false)))
+                .filter(|s| !s.1.is_empty())
+                .collect()
+        };
         let mut col = 0;
         if with_beta {
-            let series: Vec<_> = ["wd", "nd-l1", "nd-linf"]
-                .iter()
-                .map(|reg| (reg.to_string(), curve(rows, m, reg, &robust), paper_curve(m, reg, eps, false)))
-                .filter(|s| !s.1.is_empty())
-                .collect();
-            strength_panel(&panels[mi * cols + col], &format!("{m}: weight decay and norm decay"), "β (log scale)", "robust accuracy (%)", true, false, &series, plain)?;
+            strength_panel(&panels[mi * cols + col], &format!("{m}: weight decay and norm decay"), "β (log scale)", "robust accuracy (%)", true, false, &series_of(&beta_labels), plain)?;
             col += 1;
         }
         if with_svc {
-            let series = vec![("svc".to_string(), curve(rows, m, "svc", &robust), paper_curve(m, "svc", eps, false))];
-            strength_panel(&panels[mi * cols + col], &format!("{m}: singular value clipping"), "clip value C", "robust accuracy (%)", false, false, &series, plain)?;
+            strength_panel(&panels[mi * cols + col], &format!("{m}: singular value clipping"), "clip value C", "robust accuracy (%)", false, false, &series_of(&svc_labels), plain)?;
         }
     }
     root.present().map_err(perr)?;
@@ -333,20 +437,21 @@ pub fn robust_vs_strength(rows: &[ResultRow], eps: &str, path: &Path) -> Result<
 /// Σ ℓ1 and Σ ℓ∞ over layers against β, one row per model, plain as a line (log axes).
 pub fn norms_vs_strength(rows: &[ResultRow], path: &Path) -> Result<bool> {
     let ms = models(rows);
-    let has = rows.iter().any(|r| r.l1_sum.is_some() && matches!(r.regularizer.as_str(), "wd" | "nd-l1" | "nd-linf"));
+    let shown = labels(rows, &["wd", "nd-l1", "nd-linf"]);
+    let has = rows.iter().any(|r| r.l1_sum.is_some() && shown.contains(&r.regularizer));
     if ms.is_empty() || !has {
         return Ok(false);
     }
     let root = titled(path, (1120, 380 * ms.len() as u32 + 90), "Layer norms of the final weights against β (sum over conv and linear layers)")?;
     let (band, body) = root.split_vertically(40);
-    legend_band(&band, &strength_keys(rows, &["wd", "nd-l1", "nd-linf"], false))?;
+    legend_band(&band, &strength_keys(&shown, false))?;
     let panels = body.split_evenly((ms.len(), 2));
     for (mi, m) in ms.iter().enumerate() {
         for (k, (name, f)) in [("Σ ℓ1", (|r: &ResultRow| r.l1_sum) as fn(&ResultRow) -> Option<f64>), ("Σ ℓ∞", |r: &ResultRow| r.linf_sum)].into_iter().enumerate() {
-            let series: Vec<_> = ["wd", "nd-l1", "nd-linf"]
+            let series: Vec<Curve> = shown
                 .iter()
-                .map(|reg| (reg.to_string(), curve(rows, m, reg, &f), Vec::new()))
-                .filter(|s| !s.1.is_empty())
+                .map(|reg| (reg.clone(), curve(rows, m, reg, &f).into_iter().map(|(x, v)| (x, v, None)).collect(), Vec::new()))
+                .filter(|s: &Curve| !s.1.is_empty())
                 .collect();
             let plain = (mean_of(rows, m, "plain", None, &f), None);
             strength_panel(&panels[mi * 2 + k], &format!("{m}: {name} of layer norms"), "β (log scale)", name, true, false, &series, plain)?;
@@ -356,9 +461,10 @@ pub fn norms_vs_strength(rows: &[ResultRow], path: &Path) -> Result<bool> {
     Ok(true)
 }
 
-/// Clean against robust accuracy of every ok cell: colour = regularizer, shape = model; the
-/// paper's cells in grey for reference.
-pub fn clean_vs_robust(rows: &[ResultRow], eps: &str, path: &Path) -> Result<bool> {
+/// Clean against robust accuracy of every ok cell: colour = regularizer, shape = model, error
+/// bars the 95% Wilson intervals of both (from `evidence`); the paper's cells in grey for
+/// reference.
+pub fn clean_vs_robust(rows: &[ResultRow], eps: &str, evidence: &Evidence, path: &Path) -> Result<bool> {
     let pts: Vec<(&ResultRow, f64, f64)> = rows
         .iter()
         .filter(|r| r.status == "ok")
@@ -369,8 +475,20 @@ pub fn clean_vs_robust(rows: &[ResultRow], eps: &str, path: &Path) -> Result<boo
         return Ok(false);
     }
     let paper_pts: Vec<(f64, f64)> = if eps == paper::PAPER_EPS_COLUMN { paper::VALUES.iter().flatten().copied().collect() } else { Vec::new() };
-    let (x0, x1) = span(pts.iter().map(|p| p.1).chain(paper_pts.iter().map(|p| p.0)), 3.0, 0.0, 100.0);
-    let (y0, y1) = span(pts.iter().map(|p| p.2).chain(paper_pts.iter().map(|p| p.1)), 3.0, 0.0, 100.0);
+    let pct = |i: Interval| (100.0 * i.lo, 100.0 * i.hi);
+    // Per point: its clean and its robust accuracy's 95% interval, %.
+    let bars: Vec<(Option<Span>, Option<Span>)> = pts
+        .iter()
+        .map(|(r, _, _)| {
+            let c = evidence.clean(&r.cell_id).and_then(|m| m.interval()).map(pct);
+            let rb = evidence.robust(&r.cell_id, eps).and_then(|m| m.interval()).map(pct);
+            (c, rb)
+        })
+        .collect();
+    let xs_bars = bars.iter().filter_map(|b| b.0).flat_map(|(lo, hi)| [lo, hi]);
+    let ys_bars = bars.iter().filter_map(|b| b.1).flat_map(|(lo, hi)| [lo, hi]);
+    let (x0, x1) = span(pts.iter().map(|p| p.1).chain(paper_pts.iter().map(|p| p.0)).chain(xs_bars), 3.0, 0.0, 100.0);
+    let (y0, y1) = span(pts.iter().map(|p| p.2).chain(paper_pts.iter().map(|p| p.1)).chain(ys_bars), 3.0, 0.0, 100.0);
     let root = titled(path, (860, 640), &format!("Clean against robust accuracy (ε = {})", eps_label(eps)))?;
     let mut chart = ChartBuilder::on(&root)
         .margin(16)
@@ -409,6 +527,15 @@ pub fn clean_vs_robust(rows: &[ResultRow], eps: &str, path: &Path) -> Result<boo
         v
     };
     let shape = |m: &str| ms.iter().position(|x| x == m).unwrap_or(0) % 4;
+    for (p, (cb, rb)) in pts.iter().zip(&bars) {
+        let c = color(&p.0.regularizer).stroke_width(1);
+        if let Some((lo, hi)) = rb {
+            chart.draw_series(std::iter::once(ErrorBar::new_vertical(p.1, *lo, p.2, *hi, c, 6))).map_err(perr)?;
+        }
+        if let Some((lo, hi)) = cb {
+            chart.draw_series(std::iter::once(ErrorBar::new_horizontal(p.2, *lo, p.1, *hi, c, 6))).map_err(perr)?;
+        }
+    }
     for p in &pts {
         let c = color(&p.0.regularizer).filled();
         let at = (p.1, p.2);
@@ -419,7 +546,14 @@ pub fn clean_vs_robust(rows: &[ResultRow], eps: &str, path: &Path) -> Result<boo
             _ => chart.draw_series(std::iter::once(EmptyElement::at(at) + Rectangle::new([(-4, -4), (4, 4)], c))).map_err(perr)?,
         };
     }
-    for reg in REGS.iter().filter(|r| pts.iter().any(|p| p.0.regularizer == **r)) {
+    // Every drawn point and error-bar end, for placing the legend where it hides least.
+    let mut occupied: Vec<(f64, f64)> = pts.iter().map(|p| (p.1, p.2)).chain(paper_pts.iter().copied()).collect();
+    for (p, (cb, rb)) in pts.iter().zip(&bars) {
+        occupied.extend(rb.iter().flat_map(|&(lo, hi)| [(p.1, lo), (p.1, hi)]));
+        occupied.extend(cb.iter().flat_map(|&(lo, hi)| [(lo, p.2), (hi, p.2)]));
+    }
+    let present: Vec<ResultRow> = pts.iter().map(|p| p.0.clone()).collect();
+    for reg in &labels(&present, &REGS) {
         let c = color(reg);
         chart
             .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
@@ -442,11 +576,28 @@ pub fn clean_vs_robust(rows: &[ResultRow], eps: &str, path: &Path) -> Result<boo
         .background_style(WHITE.mix(0.85))
         .border_style(RGBColor(180, 180, 180))
         .label_font((FONT, 13))
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(emptiest_corner(&occupied, (x0.floor(), x1.ceil()), (y0.floor(), y1.ceil())))
         .draw()
         .map_err(perr)?;
     root.present().map_err(perr)?;
     Ok(true)
+}
+
+/// The corner of the plot area (x and y ranges) holding the fewest of `points`, for a legend
+/// box that covers about 40% of the width and 35% of the height there (ties: upper left,
+/// upper right, lower left, lower right).
+fn emptiest_corner(points: &[(f64, f64)], x: (f64, f64), y: (f64, f64)) -> SeriesLabelPosition {
+    let (w, h) = (x.1 - x.0, y.1 - y.0);
+    let (left, right) = (x.0 + 0.4 * w, x.1 - 0.4 * w);
+    let (low, high) = (y.0 + 0.35 * h, y.1 - 0.35 * h);
+    let count = |inside: &dyn Fn(f64, f64) -> bool| points.iter().filter(|p| inside(p.0, p.1)).count();
+    let corners = [
+        (SeriesLabelPosition::UpperLeft, count(&|px, py| px <= left && py >= high)),
+        (SeriesLabelPosition::UpperRight, count(&|px, py| px >= right && py >= high)),
+        (SeriesLabelPosition::LowerLeft, count(&|px, py| px <= left && py <= low)),
+        (SeriesLabelPosition::LowerRight, count(&|px, py| px >= right && py <= low)),
+    ];
+    corners.into_iter().min_by_key(|c| c.1).map(|c| c.0).unwrap_or(SeriesLabelPosition::UpperLeft)
 }
 
 /// Reads a numeric column of a cell's CSV file (metrics.csv, norms.csv), with an optional
@@ -627,7 +778,7 @@ pub fn pick_layer_cells(rows: &[ResultRow], layout: &Layout) -> Option<(ResultRo
             return Some(((*plain).clone(), (**adv).clone()));
         }
         let mut others: Vec<&&ResultRow> = usable.iter().filter(same_model).filter(|r| r.adv == "none").collect();
-        others.sort_by_key(|r| match r.regularizer.as_str() {
+        others.sort_by_key(|r| match setting::split(&r.regularizer).0 {
             "nd-linf" => 0,
             "nd-l1" => 1,
             "wd" => 2,
@@ -664,4 +815,21 @@ pub fn describe(r: &ResultRow) -> String {
 /// Checks that a plot file was written (for callers that list them).
 pub fn exists(path: &Path) -> Result<()> {
     std::fs::metadata(path).map(|_| ()).with_context(|| format!("{} was not written", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_legend_goes_to_the_emptiest_corner() {
+        // Points in the upper left (as results/short.csv's vgg11 cells against the paper's
+        // ResNets in the lower right): the legend goes to the lower left.
+        let pts = [(1.0, 9.0), (2.0, 8.5), (9.0, 1.0), (8.0, 2.0), (9.5, 9.5)];
+        assert!(matches!(emptiest_corner(&pts, (0.0, 10.0), (0.0, 10.0)), SeriesLabelPosition::LowerLeft));
+        // Nothing anywhere: upper left.
+        assert!(matches!(emptiest_corner(&[], (0.0, 10.0), (0.0, 10.0)), SeriesLabelPosition::UpperLeft));
+        let pts = [(1.0, 9.0), (1.0, 1.0), (9.0, 1.0)];
+        assert!(matches!(emptiest_corner(&pts, (0.0, 10.0), (0.0, 10.0)), SeriesLabelPosition::UpperRight));
+    }
 }

@@ -48,8 +48,17 @@ impl OutcomeSet {
 /// The set name of the robust outcomes of a column: `robust_eps_1_255`,
 /// `robust_eps_0_5_l2_standard`.
 pub fn robust_set(column: &RobustColumn) -> String {
-    format!("robust_eps_{}", column.key())
+    robust_set_of(&column.key())
 }
+
+/// The set name of the robust outcomes of a column by its key ([`RobustColumn::key`]: `1_255`,
+/// as a results file's `robust_acc_eps_1_255` column names it).
+pub fn robust_set_of(key: &str) -> String {
+    format!("robust_eps_{key}")
+}
+
+/// The name of the clean set.
+pub const CLEAN_SET: &str = "clean";
 
 const HEADER: [&str; 5] = ["set", "index", "label", "correct", "flipped_by"];
 

@@ -48,6 +48,9 @@ pub struct ResultRow {
     pub status: String,
     /// normlab version and commit, for the report's provenance line.
     pub build: String,
+    /// The cell's configuration as JSON (the `config` column, a JSON object: the reader
+    /// checks that the cell id is its hash).
+    pub config: String,
 }
 
 impl ResultRow {
@@ -268,6 +271,7 @@ pub fn read_file(path: &Path) -> Result<ResultsFile> {
                 linf_sum: num(linf),
                 status: text(Some(status)),
                 build: format!("{} {}", text(version), text(commit)).trim().to_string(),
+                config: text(Some(config)),
             });
             out.lines.push(line);
         } else if k == last && torn_tail {

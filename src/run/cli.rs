@@ -22,6 +22,10 @@ pub struct RunArgs {
     /// Validate the plan and list its cells (done, remaining, estimated time left); run nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// The dry run's listing: a table, or JSON with every cell's resolved configuration and
+    /// `regularized_layers` (the parameters its regularizer acts on).
+    #[arg(long, value_enum, default_value_t = ListFormat::Text, requires = "dry_run")]
+    pub format: ListFormat,
     /// Directory of the results: <DIR>/<plan name>.csv and per-cell work dirs <DIR>/<plan name>/cells/<id>/.
     #[arg(long, default_value = "results")]
     pub results: PathBuf,
@@ -56,6 +60,15 @@ pub struct RunArgs {
     pub executor: ExecutorKind,
 }
 
+/// How `--dry-run` lists the cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ListFormat {
+    /// A table.
+    Text,
+    /// One JSON document ([`super::listing::Listing`]).
+    Json,
+}
+
 /// Which cell executor runs the cells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ExecutorKind {
@@ -73,6 +86,10 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let shard = args.shard.unwrap_or(Shard::ALL);
     if args.jobs_per_device == 0 {
         bail!("--jobs-per-device 0: expected at least 1 cell at once per device");
+    }
+    if args.dry_run && args.format == ListFormat::Json {
+        println!("{}", serde_json::to_string_pretty(&super::listing::listing(&plan, &args.results, shard)?)?);
+        return Ok(());
     }
     if args.dry_run {
         return dry_run(&plan, args, shard);

@@ -41,7 +41,7 @@ pub fn execute(cell: &Cell, ctx: &CellContext, data: &Cifar10) -> Result<CellRec
     };
     let correct = train::correct_per_image(&model, &test, &device)?;
     let clean = OutcomeSet {
-        name: "clean".to_string(),
+        name: outcomes::CLEAN_SET.to_string(),
         images: correct
             .iter()
             .enumerate()

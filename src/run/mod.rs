@@ -11,6 +11,7 @@ pub mod cli;
 pub mod environment;
 pub mod executor;
 pub mod fake;
+pub mod listing;
 pub mod progress;
 pub mod scheduler;
 pub mod stack;

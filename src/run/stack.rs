@@ -3,6 +3,15 @@
 //! regularizer (same model, seed, data, protocol and training mode: the
 //! [`crate::train::stack::stack_key`]) go together in grid order, cut into stacks of at most
 //! K cells; a cell that stacks with nothing trains alone, as with `--stack off`.
+//!
+//! Some cells never stack and train alone ([`crate::train::stack::trains_alone`]):
+//! adversarial training (each slice would need its own attacked images), SVC with
+//! `final_clip` (BatchNorm's statistics are re-estimated after the last clip by train-mode
+//! forward passes, which in a stack would move every slice's) and norm decay with
+//! `project_bn` (the projection acts on whole BatchNorm tensors, not one slice's). SVC at
+//! the reference's moments (`coverage: reference`, a clip before the step of each epoch's
+//! batches 1, 1 + every, …) and norm decay's reference coverage stack: each slice clips or
+//! decays its own layers, as alone.
 
 use crate::device::DeviceSpec;
 use crate::models::Arch;
@@ -56,7 +65,8 @@ impl std::fmt::Display for StackMode {
 
 /// Groups `cells` (a run's remaining cells, in grid order) into stacks: cells with the same
 /// [`stack_key`] in grid order, cut into stacks of at most `max(key)` cells; cells that do not
-/// stack alone. Returns each stack as positions in `cells`, ordered by their first cell.
+/// stack ([`crate::train::stack::trains_alone`]: adversarial training, SVC's final clip,
+/// BatchNorm projection) alone. Returns each stack as positions in `cells`, ordered by their first cell.
 pub fn group(cells: &[&Cell], max: &mut dyn FnMut(&TrainConfig) -> Result<usize>) -> Result<Vec<Vec<usize>>> {
     let mut groups: Vec<(Option<TrainConfig>, Vec<usize>)> = Vec::new();
     for (i, cell) in cells.iter().enumerate() {
@@ -167,6 +177,21 @@ mod tests {
         let small = group(&cells, &mut |_| Ok(3)).unwrap();
         assert_eq!(small.iter().filter(|s| s.len() == 3).count(), 4);
         assert_eq!(stacks.len() + 4, small.len());
+    }
+
+    #[test]
+    fn cells_that_must_train_alone_are_not_stacked() {
+        // Per model: plain, SVC at the reference's moments, SVC with a final clip, norm decay
+        // with BatchNorm projection; only the first two stack.
+        let p = plan(
+            r#"(name: "t", data: (sources: ["Cargo.toml"]), models: [vgg11],
+            regularizers: [svc(clips: [1.0]), svc(clips: [0.5], final_clip: true), norm_decay(norm: l1, betas: [1e-2], project_bn: 5.0)],
+            training: (epochs: 2))"#,
+        );
+        let cells: Vec<&Cell> = p.cells.iter().collect();
+        assert_eq!(cells.len(), 4);
+        let stacks = group(&cells, &mut |_| Ok(100)).unwrap();
+        assert_eq!(stacks, vec![vec![0, 1], vec![2], vec![3]]);
     }
 
     #[test]

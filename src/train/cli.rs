@@ -3,7 +3,7 @@
 use super::{schedule, AdvConfig, RunStatus, TrainConfig};
 use crate::device::DeviceSpec;
 use crate::models::{Arch, Model};
-use crate::regularize::{NdVariant, NormKind, RegConfig, DEFAULT_GAMMA, DEFAULT_SVC_EVERY};
+use crate::regularize::{Coverage, NdVariant, NormKind, RegConfig, DEFAULT_GAMMA, DEFAULT_SVC_EVERY};
 use crate::values::{Eps, Fraction, Positive};
 use anyhow::{anyhow, bail, Context, Result};
 use std::num::{NonZeroU32, NonZeroUsize};
@@ -58,6 +58,20 @@ pub struct TrainArgs {
     /// Norm decay also decays the BatchNorm layers.
     #[arg(long)]
     pub nd_bn: bool,
+    /// Norm decay also projects each BatchNorm layer's norm to at most this bound before
+    /// every step (the reference's train_nd_proj_bn.py uses 5).
+    #[arg(long)]
+    pub nd_project_bn: Option<f64>,
+    /// Which layers svc and norm decay act on, and when svc clips: the reference code's
+    /// (skips convs whose input the kernel cannot cover and, for norm decay, grouped convs;
+    /// svc before the step of each epoch's batches 1, 1+every, …) or all of them (svc after
+    /// every `--svc-every`-th step) [default: reference].
+    #[arg(long, value_enum)]
+    pub coverage: Option<Coverage>,
+    /// SVC clips once more after the last step, then re-estimates BatchNorm's running
+    /// statistics on the last epoch's batches.
+    #[arg(long)]
+    pub svc_final_clip: bool,
     /// Epochs (the lr milestones scale in proportion).
     #[arg(long, default_value_t = schedule::PAPER_EPOCHS)]
     pub epochs: u32,
@@ -136,6 +150,10 @@ impl TrainArgs {
         unused("--gamma", self.gamma.is_some() && !nd)?;
         unused("--nd-variant", self.nd_variant.is_some() && !nd)?;
         unused("--nd-bn", self.nd_bn && !nd)?;
+        unused("--nd-project-bn", self.nd_project_bn.is_some() && !nd)?;
+        unused("--coverage", self.coverage.is_some() && !nd && self.reg != RegName::Svc)?;
+        unused("--svc-final-clip", self.svc_final_clip && self.reg != RegName::Svc)?;
+        let coverage = self.coverage.unwrap_or(Coverage::Reference);
         let positive = |flag: &str, v: Option<f64>, grid: &str| -> Result<Positive> {
             let v = v.with_context(|| format!("--reg {name} needs {flag} (the paper's grid: {grid})"))?;
             Positive::new(v).map_err(|e| anyhow!("{flag}: {e}"))
@@ -151,6 +169,8 @@ impl TrainArgs {
                 },
                 variant: self.nd_variant.unwrap_or(NdVariant::Reference),
                 include_bn: self.nd_bn,
+                coverage,
+                project_bn: self.nd_project_bn.map(|b| Positive::new(b).map_err(|e| anyhow!("--nd-project-bn: {e}"))).transpose()?,
             })
         };
         Ok(match self.reg {
@@ -159,9 +179,15 @@ impl TrainArgs {
             RegName::Svc => RegConfig::Svc {
                 clip: positive("--clip", self.clip, "0.5, 1, 1.5, 2")?,
                 every: match self.svc_every {
+                    Some(n) if n < 2 && coverage == Coverage::Reference => bail!(
+                        "--svc-every {n} with --coverage reference never clips (the reference clips when the batch index % every == 1): \
+                         use 2 or more, or --coverage all"
+                    ),
                     Some(n) => NonZeroU32::new(n).context("--svc-every: SVC needs a period of at least 1 step, got 0")?,
                     None => DEFAULT_SVC_EVERY,
                 },
+                coverage,
+                final_clip: self.svc_final_clip,
             },
             RegName::NdL1 => nd_config(NormKind::L1)?,
             RegName::NdLinf => nd_config(NormKind::Linf)?,
@@ -171,7 +197,9 @@ impl TrainArgs {
     /// The run the flags describe.
     pub fn config(&self) -> Result<TrainConfig> {
         let epochs = NonZeroU32::new(self.epochs).context("--epochs must be at least 1, got 0")?;
-        let mut cfg = TrainConfig::paper(Arch::parse(&self.model)?, self.reg_config()?);
+        let model = Arch::parse(&self.model)?;
+        // As a plan's cell: `reference` where it runs what `all` runs is the `all` run.
+        let mut cfg = TrainConfig::paper(model, self.reg_config()?.resolved_for(model.layers()));
         cfg.training = super::TrainingProtocol {
             lr: Positive::new(self.lr).map_err(|e| anyhow!("--lr: {e}"))?,
             momentum: Fraction::new(self.momentum).map_err(|e| anyhow!("--momentum: {e}"))?,

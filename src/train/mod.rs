@@ -15,6 +15,7 @@
 //! (seed, epoch), each batch's augmentation from (seed, epoch, batch). So on the CPU the same
 //! configuration gives bit-identical weights, whether the run was interrupted or not.
 
+pub mod bn_stats;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
@@ -32,7 +33,7 @@ use crate::results::RunDir;
 use crate::models::Model;
 use crate::norms::{model_norms, table::render_csv, NormSummary};
 use crate::optim::Sgd;
-use crate::regularize::{RegConfig, Regularizer};
+use crate::regularize::Regularizer;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -299,7 +300,7 @@ fn run_epoch(
         let (logits, loss) = training_loss(model, &x, &y, &cfg.adv, seed)?;
         let hits = logits.argmax(1)?.eq(&y)?.to_dtype(DType::F32)?.sum_all()?;
         stats.push(&loss, &hits, idx.len())?;
-        let svc_due = matches!(reg.config(), RegConfig::Svc { every, .. } if (state.steps_done + 1).is_multiple_of(every.get() as usize));
+        let svc_due = reg.clips_around(b, state.steps_done + 1);
         if stats.due(step_stats::READ_EVERY) || svc_due {
             if let Some(step) = stats.read()? {
                 // The steps after the diverged one do not count, as when each step was read.
@@ -311,6 +312,7 @@ fn run_epoch(
         let mut grads = loss.backward()?;
         let r0 = Instant::now();
         let terms = reg.apply(model, &mut grads)?;
+        reg.before_step(model, b)?;
         reg_seconds += r0.elapsed().as_secs_f64();
         sgd.step(&model.params, &grads, &terms)?;
         state.steps_done += 1;
@@ -326,7 +328,12 @@ fn run_epoch(
     progress.step(loss_sum / seen as f64, 100.0 * correct / seen as f64, seen as f64 / t0.elapsed().as_secs_f64());
     if epoch + 1 == cfg.training.epochs() {
         let r0 = Instant::now();
-        reg.finish(model)?;
+        if reg.finish(model)? {
+            // The weights changed after BatchNorm last saw them: its statistics again, from
+            // this epoch's batches (the same order and augmentation).
+            let batches = order.chunks(batch).enumerate().map(|(b, idx)| Ok(train_set.augmented_batch(idx, augment_seed(cfg.seed, epoch, b), device)?.0));
+            bn_stats::reestimate(model, batches)?;
+        }
         reg_seconds += r0.elapsed().as_secs_f64();
     }
     let train_secs = t0.elapsed().as_secs_f64();
@@ -396,7 +403,7 @@ mod tests {
     use super::*;
     use crate::data::dataset::IMAGE_BYTES;
     use crate::models::Arch;
-    use crate::regularize::{NormKind, RegConfig};
+    use crate::regularize::{Coverage, NormKind, RegConfig};
     use crate::values::Positive;
     use std::num::NonZeroUsize;
 
@@ -483,7 +490,11 @@ mod tests {
             ("wd", RegConfig::WeightDecay { beta: Positive(1e-2) }),
             ("nd-l1", nd(NormKind::L1)),
             ("nd-linf", nd(NormKind::Linf)),
-            ("svc", RegConfig::Svc { clip: Positive(0.5), every: std::num::NonZeroU32::new(1000).unwrap() }),
+            ("svc", RegConfig::Svc { clip: Positive(0.5), every: std::num::NonZeroU32::new(1000).unwrap(), coverage: Coverage::All, final_clip: true }),
+            // The reference's coverage and moments: two batches per epoch, the second (batch
+            // index 1) clipped before its step; norm decay without the skipped layers.
+            ("svc-reference", RegConfig::Svc { clip: Positive(0.5), every: std::num::NonZeroU32::new(2).unwrap(), coverage: Coverage::Reference, final_clip: false }),
+            ("nd-l1-reference", nd(NormKind::L1).with_coverage(Coverage::Reference)),
         ];
         for &arch in archs {
             let dir = tempfile::tempdir().unwrap();

@@ -30,11 +30,31 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 /// What cells must share to train in one stack: their configuration with the regularizer left
-/// out (model, seed, training mode, protocol). `None` for a configuration that does not stack:
-/// adversarial training attacks each model with its own examples, so the slices would not
-/// share their batches.
+/// out (model, seed, training mode, protocol). `None` for a configuration that does not stack
+/// ([`trains_alone`]).
 pub fn stack_key(cfg: &TrainConfig) -> Option<TrainConfig> {
-    (cfg.adv == AdvConfig::None).then(|| TrainConfig { regularizer: RegConfig::Plain, ..cfg.clone() })
+    trains_alone(cfg).is_none().then(|| TrainConfig { regularizer: RegConfig::Plain, ..cfg.clone() })
+}
+
+/// Why a configuration must train alone, if it must:
+/// - adversarial training attacks each model with its own examples, so the slices would not
+///   share their batches;
+/// - SVC with `final_clip` re-estimates BatchNorm's running statistics after its last clip by
+///   train-mode forward passes, which in a stack would move every slice's statistics;
+/// - norm decay with `project_bn` projects BatchNorm's γ through the model's whole tensors,
+///   which in a stack hold every slice's channels.
+///
+/// SVC with `reference` coverage stacks: its clips before a step run per slice
+/// ([`regularize::stacked::before_step`]), as its clips after a step do under `all`.
+pub fn trains_alone(cfg: &TrainConfig) -> Option<&'static str> {
+    if cfg.adv != AdvConfig::None {
+        return Some("it trains adversarially: its slices would need their own attacked images");
+    }
+    match cfg.regularizer {
+        RegConfig::Svc { final_clip: true, .. } => Some("its final SVC clip re-estimates BatchNorm's statistics by forward passes that would move every slice's"),
+        RegConfig::NormDecay { project_bn: Some(_), .. } => Some("its BatchNorm projection acts on whole tensors, not on one slice"),
+        _ => None,
+    }
 }
 
 /// Trains `cells` (configuration, run folder), which must share their [`stack_key`], as stacks
@@ -68,7 +88,7 @@ struct Start {
 pub(super) fn train_stack_session(cells: &[(TrainConfig, PathBuf)], device: DeviceSpec, data: &Cifar10, max_epochs: Option<usize>) -> Result<Vec<Option<TrainOutcome>>> {
     let (first, _) = cells.first().context("a stack of no cells")?;
     let Some(key) = stack_key(first) else {
-        bail!("{} trains adversarially: its slices would need their own attacked images, so it does not stack; train it alone", first.regularizer.describe());
+        bail!("{} does not stack ({}); train it alone", first.regularizer.describe(first.model.layers()), trains_alone(first).unwrap_or("no reason given"));
     };
     for (cfg, out) in cells {
         cfg.validate()?;
@@ -210,7 +230,7 @@ impl Stack {
             let rows = self.run_epoch(train_set, test_set, device, &progress, &mut ended)?;
             last.clear();
             for (s, (row, model, train_seconds)) in rows.into_iter().enumerate() {
-                progress.line(&format!("{}: {}", self.slices[s].cfg.regularizer.describe(), epoch_line(&row, epochs)));
+                progress.line(&format!("{}: {}", self.slices[s].cfg.regularizer.describe(self.slices[s].cfg.model.layers()), epoch_line(&row, epochs)));
                 let sgd = self.sgd_slice(s)?;
                 let slice = &mut self.slices[s];
                 slice.state.train_seconds += train_seconds;
@@ -229,11 +249,12 @@ impl Stack {
         Ok(ended)
     }
 
-    /// One optimizer step of every slice on the batch `(x, y)`: forward, each slice's loss,
-    /// backward of their sum, each live slice's regularizer, the SGD step, SVC where due. A
+    /// One optimizer step of every slice on the batch `(x, y)`, batch `batch` (from 0) of its
+    /// epoch: forward, each slice's loss, backward of their sum, each live slice's regularizer
+    /// (SVC's clip before the step where its coverage says), the SGD step, SVC where due. A
     /// slice whose loss is not finite is not regularized (its weights stop mattering: the
     /// caller drops it).
-    fn step(&mut self, x: &Tensor, y: &Tensor, device: &Device) -> Result<StepStats> {
+    fn step(&mut self, x: &Tensor, y: &Tensor, batch: usize, device: &Device) -> Result<StepStats> {
         let k = self.model.k();
         let logits = self.model.forward(x, true)?;
         let losses = crate::ops::stack::cross_entropy(&logits, y)?;
@@ -247,6 +268,10 @@ impl Stack {
             device.synchronize()?;
         }
         let mut reg_seconds = regularize::stacked::apply(&self.model, &mut self.regs, &live, &mut grads)?;
+        let before = regularize::stacked::before_step(&self.model, &mut self.regs, &live, batch)?;
+        for (r, a) in reg_seconds.iter_mut().zip(before) {
+            *r += a;
+        }
         // The stacked regularizers write their terms into the gradients: no fused terms.
         self.sgd.step(self.model.params(), &grads, &crate::optim::GradTerms::default())?;
         drop(grads);
@@ -265,7 +290,7 @@ impl Stack {
 
     /// `plain, wd β=0.01, ...`: the slices' regularizers in order.
     fn describe(&self) -> String {
-        self.slices.iter().map(|s| s.cfg.regularizer.describe()).collect::<Vec<_>>().join(", ")
+        self.slices.iter().map(|s| s.cfg.regularizer.describe(s.cfg.model.layers())).collect::<Vec<_>>().join(", ")
     }
 
     /// Slice `s`'s optimizer: its own copy of its momentum buffers.
@@ -309,7 +334,7 @@ impl Stack {
             let step_t0 = Instant::now();
             let k = self.model.k();
             let (x, y) = train_set.augmented_batch(idx, augment_seed(cfg.seed, epoch, b), device)?;
-            let step = self.step(&x, &y, device)?;
+            let step = self.step(&x, &y, b, device)?;
             let share = step_t0.elapsed().as_secs_f64() / k as f64;
             for (s, sum) in sums.iter_mut().enumerate() {
                 if step.live[s] {
@@ -325,7 +350,7 @@ impl Stack {
             if !dead.is_empty() {
                 for &s in &dead {
                     let slice = &self.slices[s];
-                    progress.line(&format!("{}: diverged: non-finite loss at step {} of epoch {}; the rest of the stack goes on", slice.cfg.regularizer.describe(), b + 1, epoch + 1));
+                    progress.line(&format!("{}: diverged: non-finite loss at step {} of epoch {}; the rest of the stack goes on", slice.cfg.regularizer.describe(slice.cfg.model.layers()), b + 1, epoch + 1));
                     ended.push((slice.position, Some(write_diverged(&slice.out, &slice.cfg, &slice.state, epoch + 1)?)));
                 }
                 let keep: Vec<usize> = (0..k).filter(|&s| live[s]).collect();
@@ -338,16 +363,6 @@ impl Stack {
             }
             let (loss, acc, seen) = sums.iter().fold((0.0, 0.0, 0), |(l, a, n), s| (l + s.loss, a + s.correct, n + s.seen));
             progress.step(loss / seen.max(1) as f64, 100.0 * acc / seen.max(1) as f64, seen as f64 / t0.elapsed().as_secs_f64());
-        }
-        if epoch + 1 == cfg.training.epochs() {
-            let live = vec![true; self.model.k()];
-            let t = Instant::now();
-            let secs = regularize::stacked::finish(&self.model, &mut self.regs, &live)?;
-            let share = t.elapsed().as_secs_f64() / self.model.k() as f64;
-            for (sum, s) in sums.iter_mut().zip(secs) {
-                sum.reg_seconds += s;
-                sum.train_seconds += share;
-            }
         }
         let test_acc = evaluate(&self.model, test_set, device)?;
         let mut rows = Vec::with_capacity(self.model.k());
@@ -436,6 +451,8 @@ pub fn cell_footprint(arch: crate::models::Arch, batch: usize) -> Result<u64> {
 pub struct StepTimer {
     stack: Stack,
     device: Device,
+    /// Steps so far: the batch index of the next (one long epoch).
+    steps: usize,
 }
 
 impl StepTimer {
@@ -443,7 +460,7 @@ impl StepTimer {
     pub fn new(cfgs: &[TrainConfig], device: &Device) -> Result<Self> {
         let first = cfgs.first().context("a stack of no cells")?;
         if cfgs.iter().any(|c| stack_key(c) != stack_key(first) || stack_key(c).is_none()) {
-            bail!("the cells to time differ in more than the regularizer, or train adversarially");
+            bail!("the cells to time differ in more than the regularizer, or one of them trains alone (adversarial training, SVC's final clip, BatchNorm projection)");
         }
         let template = Model::new(first.model, first.seed, device)?;
         let group = cfgs
@@ -455,12 +472,13 @@ impl StepTimer {
             .collect::<Result<Vec<_>>>()?;
         let mut stack = Stack::build(group, device)?;
         stack.sgd.lr = first.training.lr.get();
-        Ok(Self { stack, device: device.clone() })
+        Ok(Self { stack, device: device.clone(), steps: 0 })
     }
 
     /// One training step of every cell on the batch `(x, y)`, finished on the device.
     pub fn step(&mut self, x: &Tensor, y: &Tensor) -> Result<()> {
-        self.stack.step(x, y, &self.device)?;
+        self.stack.step(x, y, self.steps, &self.device)?;
+        self.steps += 1;
         self.device.synchronize()?;
         Ok(())
     }
@@ -471,7 +489,7 @@ mod tests {
     use super::*;
     use crate::data::dataset::IMAGE_BYTES;
     use crate::models::Arch;
-    use crate::regularize::NormKind;
+    use crate::regularize::{Coverage, NormKind};
     use crate::values::Positive;
     use std::num::{NonZeroU32, NonZeroUsize};
     use std::path::Path;
@@ -519,7 +537,10 @@ mod tests {
         vec![
             RegConfig::Plain,
             RegConfig::WeightDecay { beta: Positive(1e-2) },
-            RegConfig::Svc { clip: Positive(0.5), every: NonZeroU32::new(2).unwrap() },
+            RegConfig::Svc { clip: Positive(0.5), every: NonZeroU32::new(2).unwrap(), coverage: Coverage::All, final_clip: false },
+            // The reference's moments: a clip before the step of batch 1.
+            RegConfig::Svc { clip: Positive(0.5), every: NonZeroU32::new(2).unwrap(), coverage: Coverage::Reference, final_clip: false },
+            RegConfig::norm_decay(NormKind::L1, Positive(1e-2)).with_coverage(Coverage::Reference),
             RegConfig::norm_decay(NormKind::L1, Positive(1e-2)),
             RegConfig::norm_decay(NormKind::Linf, Positive(1e-2)),
         ]
@@ -586,8 +607,9 @@ mod tests {
         }
     }
 
-    /// Three steps of a stack of every regularizer (plain, weight decay, SVC clipping at step
-    /// 2 and at the end, ℓ1 and ℓ∞ norm decay) leave each cell's folder as the cell trained
+    /// Three steps of a stack of every regularizer that stacks (plain, weight decay, SVC
+    /// clipping after step 2 and SVC clipping before the step of batch 1, ℓ1 and ℓ∞ norm decay,
+    /// ℓ1 norm decay with the reference's coverage) leave each cell's folder as the cell trained
     /// alone does, bit for bit.
     #[test]
     fn three_steps_of_a_stack_equal_the_cells_run_alone() {
@@ -601,7 +623,7 @@ mod tests {
             assert_eq!((got.status, got.steps_done, got.test_acc), (want.status, 3, want.test_acc));
         }
         for ((c, a), (_, b)) in stacked.iter().zip(&alone) {
-            assert_same_run(a, b, &c.regularizer.describe());
+            assert_same_run(a, b, &c.regularizer.describe(c.model.layers()));
         }
         // The stack did train each cell its own way.
         let weights = |p: &PathBuf| tensor_bits(&RunDir::new(p).model());
@@ -629,7 +651,7 @@ mod tests {
         assert_eq!((statuses[0], statuses[2]), (super::super::RunStatus::Finished, super::super::RunStatus::Finished));
         for (i, ((c, a), (_, b))) in stacked.iter().zip(&alone).enumerate() {
             assert_eq!(super::super::train(c, DeviceSpec::Cpu, &data, b, false).unwrap().status, statuses[i]);
-            assert_same_run(a, b, &c.regularizer.describe());
+            assert_same_run(a, b, &c.regularizer.describe(c.model.layers()));
         }
     }
 
@@ -657,7 +679,7 @@ mod tests {
         assert!(super::super::train_session(&alone[0].0, DeviceSpec::Cpu, &data, &alone[0].1, false, Some(1)).unwrap().is_none());
         train_stack(&alone, DeviceSpec::Cpu, &data).unwrap();
         for i in 0..cfgs.len() {
-            let what = cfgs[i].regularizer.describe();
+            let what = cfgs[i].regularizer.describe(cfgs[i].model.layers());
             assert_same_run(&whole[i].1, &killed[i].1, &format!("{what}: killed and resumed"));
             assert_same_run(&whole[i].1, &alone[i].1, &format!("{what}: joined late"));
         }
@@ -677,5 +699,15 @@ mod tests {
         assert!(stack_key(&adv).is_none());
         let err = train_stack(&runs(dir.path(), "y", &[adv]), DeviceSpec::Cpu, &data).unwrap_err();
         assert!(err.to_string().contains("adversarially"), "{err:#}");
+        // SVC's final clip (BatchNorm re-estimated after it) and the BatchNorm projection
+        // train alone; SVC at the reference's moments stacks.
+        let svc = |final_clip| cfg(RegConfig::Svc { clip: Positive(1.0), every: NonZeroU32::new(2).unwrap(), coverage: Coverage::Reference, final_clip }, 1, 8, 4);
+        assert!(stack_key(&svc(false)).is_some());
+        assert!(trains_alone(&svc(true)).is_some_and(|why| why.contains("BatchNorm's statistics")));
+        let RegConfig::NormDecay { norm, beta, gamma, variant, include_bn, coverage, .. } = RegConfig::norm_decay(NormKind::L1, Positive(1e-2)) else { unreachable!() };
+        let projected = cfg(RegConfig::NormDecay { norm, beta, gamma, variant, include_bn, coverage, project_bn: Some(crate::regularize::REFERENCE_BN_BOUND) }, 1, 8, 4);
+        assert!(stack_key(&projected).is_none());
+        let err = train_stack(&runs(dir.path(), "z", &[svc(true)]), DeviceSpec::Cpu, &data).unwrap_err();
+        assert!(err.to_string().contains("does not stack") && err.to_string().contains("train it alone"), "{err:#}");
     }
 }
