@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// (results file, cell id, why the plan no longer holds it).
-const RETIRED: [(&str, &str, &str); 11] = [
+const RETIRED: [(&str, &str, &str); 8] = [
     // results/short.csv's vgg11 norm-decay rows (H200, 2026-11-26) ran with coverage `all`:
     // they also decayed features.22 and features.25 (3×3 convs on 2×2 maps), which the
     // reference code skips. plans/short.ron now uses the reference's coverage, a different
@@ -23,14 +23,6 @@ const RETIRED: [(&str, &str, &str); 11] = [
     ("results/short.csv", "96a4f783441e", "vgg11 ℓ∞ β=1e-3, coverage all"),
     ("results/short.csv", "858cebb1f59a", "vgg11 ℓ∞ β=1e-5, coverage all"),
     ("results/short.csv", "eda3a3d1e7cb", "vgg11 ℓ∞ β=1e-2, coverage all"),
-    // results/demo.csv (CPU, before 2026-12-07) ran with coverage `all`: its SVC row clipped
-    // every conv after steps 8, 16, … and once more after the last step (keeping BatchNorm's
-    // statistics of the unclipped weights: 17% clean), its norm-decay rows also decayed
-    // features.22 and .25. plans/demo.ron now runs the reference's coverage and moments (SVC
-    // before the step of each epoch's batches 1, 9, 17, no final clip): other runs.
-    ("results/demo.csv", "c31d7e96d3d5", "vgg11 svc C=1 every 8, coverage all, clipped after the last step"),
-    ("results/demo.csv", "d7b9e2e644e0", "vgg11 ℓ1 β=1e-2, coverage all"),
-    ("results/demo.csv", "8f6cc99935d2", "vgg11 ℓ∞ β=1e-2, coverage all"),
 ];
 
 /// A directory that looks complete to the plan loader (the six batch files exist), so the

@@ -420,8 +420,9 @@ mod tests {
         super::train_session(cfg, DeviceSpec::Cpu, data, out, resume, max_epochs)
     }
 
-    /// A small learnable dataset: each class is a bright square at its own place.
-    fn synthetic(n_train: usize, n_test: usize) -> Cifar10 {
+    /// A small learnable dataset: each class is a bright square at its own place (also the
+    /// stacked training tests' data).
+    pub(super) fn synthetic(n_train: usize, n_test: usize) -> Cifar10 {
         let make = |n: usize, offset: usize| {
             let mut images = vec![0u8; n * IMAGE_BYTES];
             let mut labels = Vec::with_capacity(n);

@@ -487,7 +487,6 @@ impl StepTimer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::dataset::IMAGE_BYTES;
     use crate::models::Arch;
     use crate::regularize::{Coverage, NormKind};
     use crate::values::Positive;
@@ -498,31 +497,8 @@ mod tests {
         NonZeroUsize::new(n).unwrap()
     }
 
-    /// A small learnable dataset (as the training loop's tests use): a bright square per class.
-    fn synthetic(n_train: usize, n_test: usize) -> Cifar10 {
-        let make = |n: usize, offset: usize| {
-            let mut images = vec![0u8; n * IMAGE_BYTES];
-            let mut labels = Vec::with_capacity(n);
-            for i in 0..n {
-                let label = (i + offset) % 10;
-                labels.push(label as u8);
-                let img = &mut images[i * IMAGE_BYTES..][..IMAGE_BYTES];
-                for (p, v) in img.iter_mut().enumerate() {
-                    *v = ((p * 7 + i * 13) % 61) as u8;
-                }
-                let (r0, c0) = (2 + 12 * (label / 5), 2 + 5 * (label % 5));
-                for c in 0..3 {
-                    for y in r0..r0 + 6 {
-                        for x in c0..c0 + 6 {
-                            img[c * 1024 + y * 32 + x] = 250;
-                        }
-                    }
-                }
-            }
-            Split::new(images, labels).unwrap()
-        };
-        Cifar10 { train: make(n_train, 0), test: make(n_test, 3) }
-    }
+    /// The training loop's tests' small learnable dataset (a bright square per class).
+    use super::super::tests::synthetic;
 
     /// vgg11 (conv, BatchNorm, max-pool, linear) on `train` images in batches of `batch`.
     fn cfg(reg: RegConfig, epochs: usize, train: usize, batch: usize) -> TrainConfig {
