@@ -326,11 +326,11 @@ impl NormDecay {
             .iter()
             .map(|l| params.var(&l.name).with_context(|| format!("norm decay: no parameter {}", l.name)))
             .collect::<Result<Vec<_>>>()?;
-        if fused {
-            return self.apply_on_device(params, grads, &vars);
-        }
         let weights: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().detach()).collect();
         let found = self.find(&weights, &|name| Ok(params.get(name)?.detach()))?;
+        if fused {
+            return self.apply_on_device(grads, &vars, &weights, found);
+        }
         // Every layer's maximiser copied to the host in one transfer: on a GPU one copy per
         // layer was one wait per layer.
         let flats = match found.indices()? {
@@ -346,32 +346,30 @@ impl NormDecay {
         Ok(GradTerms::default())
     }
 
-    /// [`Self::apply`] with nothing read back to the host: each layer's maximiser index stays a
-    /// u32 on the device, where one kernel per matrix layer updates its buffer from it
+    /// [`Self::apply`] with nothing read back to the host: each layer's maximiser index (from
+    /// [`Self::find`]) stays a u32 on the device, where one kernel per matrix layer updates its buffer from it
     /// ([`crate::ops::fused_cuda::nd_update`], CPU twin [`crate::ops::fused::nd_update_cpu`]);
     /// BatchNorm layers compare the index on the device. Matrix layers' β·h become terms for
     /// the optimizer; BatchNorm layers' are added to their gradients here.
-    fn apply_on_device(&mut self, params: &ParamStore, grads: &mut GradStore, weights: &[&candle_core::Var]) -> Result<GradTerms> {
+    fn apply_on_device(&mut self, grads: &mut GradStore, vars: &[&candle_core::Var], weights: &[Tensor], found: Maximisers) -> Result<GradTerms> {
         let mut terms = GradTerms::default();
-        for (layer, var) in self.layers.iter_mut().zip(weights) {
-            let w = var.as_tensor().detach();
-            match &layer.target {
-                Target::Matrix(m) => {
-                    let flat = m.flat_argmax(&w)?;
+        let found = found.flats.iter().zip(found.bn_scales);
+        for (((layer, var), w), (flat, bn_scale)) in self.layers.iter_mut().zip(vars).zip(weights).zip(found) {
+            match (&layer.target, bn_scale) {
+                (Target::Matrix(m), _) => {
                     layer.scale *= self.gamma;
                     if layer.scale < MIN_SCALE {
                         fold(&mut layer.h_hat, &mut layer.scale)?;
                     }
-                    m.step_buffer_on_device(&layer.h_hat, layer.scale, &w, &flat, self.gamma, self.variant)?;
+                    m.step_buffer_on_device(&layer.h_hat, layer.scale, w, flat, self.gamma, self.variant)?;
                     if grads.get(var.as_tensor()).is_some() {
                         terms.insert(&layer.name, self.beta * layer.scale, layer.h_hat.clone());
                     }
                 }
-                Target::Bn { running_var, channel_ids } => {
-                    let scale = (params.get(running_var)?.detach() + BN_EPS)?.sqrt()?.recip()?;
-                    let flat = (w.abs()? * &scale)?.argmax(0)?;
-                    let mask = channel_ids.broadcast_eq(&flat)?.to_dtype(w.dtype())?;
-                    bn_step(layer, &w, &scale, &mask, self.gamma, self.variant)?;
+                (Target::Bn { channel_ids, .. }, scale) => {
+                    let scale = scale.context("norm decay: a BatchNorm layer without its scale")?;
+                    let mask = channel_ids.broadcast_eq(flat)?.to_dtype(w.dtype())?;
+                    bn_step(layer, w, &scale, &mask, self.gamma, self.variant)?;
                     if let Some(g) = grads.get(var.as_tensor()) {
                         let g = ops::axpy(g, self.beta * layer.scale, &layer.h_hat)?;
                         grads.insert(var.as_tensor(), g);

@@ -112,8 +112,6 @@ fn train_session(cfg: &TrainConfig, device: DeviceSpec, data: &Cifar10, out: &Pa
         if let Some(outcome) = recorded_outcome(out, cfg)? {
             return Ok(Some(outcome));
         }
-    }
-    if resume {
         // A run killed before its first checkpoint has only its config.json.
         let recorded = std::fs::read_to_string(dir.config()).ok().and_then(|t| serde_json::from_str(&t).ok()).and_then(|v| TrainConfig::from_json(v).ok());
         if let Some(recorded) = recorded.filter(|r| r != cfg) {
