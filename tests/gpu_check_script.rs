@@ -3,41 +3,37 @@
 //! a row appended to gpu-speed.csv, the raw outputs packed) works before the call, which
 //! cannot be debugged twice.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// Runs scripts/gpu-check.sh's `stage` on the CPU from `cwd`, with `fake_python` (a bash
+/// script) standing in for PyTorch, the test binary as normlab and `env` on top; asserts it
+/// succeeded and returns its OUT folder (under `dir`).
+fn gpu_check(dir: &Path, cwd: &Path, stage: &str, fake_python: &str, env: &[(&str, &str)]) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = dir.join("out");
+    let fake = dir.join("fake-python");
+    std::fs::write(&fake, fake_python).unwrap();
+    Command::new("chmod").arg("+x").arg(&fake).status().unwrap();
+    let mut c = Command::new("bash");
+    c.arg(root.join("scripts/gpu-check.sh")).arg(&out).arg("0").arg(stage).current_dir(cwd);
+    c.env("DEVICE", "cpu").env("NORMLAB", env!("CARGO_BIN_EXE_normlab")).env("PYTHON", &fake);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    assert!(c.status().unwrap().success(), "gpu-check.sh {stage} failed");
+    out
+}
 
 #[test]
 fn bench_stage_appends_a_csv_row_and_packs_the_raw_outputs() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
     // PyTorch's stand-in: prints the lines bench/pytorch_train.py ends with, for --model M.
-    let fake = dir.path().join("fake-python");
-    std::fs::write(
-        &fake,
-        "#!/usr/bin/env bash\nm=unknown\nwhile [ $# -gt 0 ]; do [ \"$1\" = --model ] && m=$2; shift; done\n\
+    let fake = "#!/usr/bin/env bash\nm=unknown\nwhile [ $# -gt 0 ]; do [ \"$1\" = --model ] && m=$2; shift; done\n\
          echo 'images/s                 123.4'\n\
-         echo \"RESULT {\\\"tool\\\": \\\"pytorch\\\", \\\"model\\\": \\\"$m\\\", \\\"device\\\": \\\"cpu\\\", \\\"precision\\\": \\\"fp32\\\", \\\"batch\\\": 2, \\\"steps\\\": 1, \\\"images_per_s\\\": 123.4, \\\"step_ms\\\": 16.2}\"\n",
-    )
-    .unwrap();
-    Command::new("chmod").arg("+x").arg(&fake).status().unwrap();
+         echo \"RESULT {\\\"tool\\\": \\\"pytorch\\\", \\\"model\\\": \\\"$m\\\", \\\"device\\\": \\\"cpu\\\", \\\"precision\\\": \\\"fp32\\\", \\\"batch\\\": 2, \\\"steps\\\": 1, \\\"images_per_s\\\": 123.4, \\\"step_ms\\\": 16.2}\"\n";
     // Run where no bench/gpu-speed.csv exists, so the CSV holds this run's row alone.
-    let status = Command::new("bash")
-        .arg(root.join("scripts/gpu-check.sh"))
-        .arg(&out)
-        .arg("0")
-        .arg("bench")
-        .current_dir(dir.path())
-        .env("DEVICE", "cpu")
-        .env("STEPS", "1")
-        .env("BATCH", "2")
-        .env("MODELS", "vgg11")
-        .env("PLAIN_MODEL", "vgg11")
-        .env("NORMLAB", env!("CARGO_BIN_EXE_normlab"))
-        .env("PYTHON", &fake)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let out = gpu_check(dir.path(), dir.path(), "bench", fake, &[("STEPS", "1"), ("BATCH", "2"), ("MODELS", "vgg11"), ("PLAIN_MODEL", "vgg11")]);
     let summary = std::fs::read_to_string(out.join("summary.txt")).unwrap();
     let csv = std::fs::read_to_string(out.join("gpu-speed.csv")).unwrap_or_else(|e| panic!("no CSV ({e}); summary:\n{summary}"));
     let lines: Vec<&str> = csv.lines().collect();
@@ -63,26 +59,9 @@ fn bench_stage_appends_a_csv_row_and_packs_the_raw_outputs() {
 fn stack_stage_measures_stacks_and_estimates_the_grid() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let fake = dir.path().join("fake-python");
-    std::fs::write(&fake, "#!/usr/bin/env bash\necho 'images/s                 123.4'\n").unwrap();
-    Command::new("chmod").arg("+x").arg(&fake).status().unwrap();
-    let status = Command::new("bash")
-        .arg(root.join("scripts/gpu-check.sh"))
-        .arg(&out)
-        .arg("0")
-        .arg("stack")
-        .current_dir(root)
-        .env("DEVICE", "cpu")
-        .env("STACK_MODELS", "vgg11")
-        .env("STACK_KS", "1,2")
-        .env("STACK_STEPS", "1")
-        .env("STACK_CONV", "per-slice")
-        .env("NORMLAB", env!("CARGO_BIN_EXE_normlab"))
-        .env("PYTHON", &fake)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let fake = "#!/usr/bin/env bash\necho 'images/s                 123.4'\n";
+    let env = [("STACK_MODELS", "vgg11"), ("STACK_KS", "1,2"), ("STACK_STEPS", "1"), ("STACK_CONV", "per-slice")];
+    let out = gpu_check(dir.path(), root, "stack", fake, &env);
     let text = std::fs::read_to_string(out.join("stack.txt")).unwrap();
     let csv = std::fs::read_to_string(out.join("stack-speed.csv")).unwrap_or_else(|e| panic!("no stack-speed.csv ({e}):\n{text}"));
     let rows: Vec<&str> = csv.lines().skip(1).collect();
